@@ -1,0 +1,510 @@
+//! The state model: what an artifact's chain restores to, and what each DIFF changes.
+//!
+//! A [`State`] is the complete set of entries of a database at one point: files (as a list
+//! of content blocks), directories and symbolic links, each with its metadata. An artifact
+//! stores a [`ChangeSet`] against its parent's state: a FULL's change set adds every entry
+//! of an empty state; a DIFF's adds, changes and removes entries. [`compose`] applies a
+//! chain of change sets in order and gives the resulting state, whose
+//! [`digest`](State::digest) every artifact records.
+//!
+//! Composition is associative in the sense that aggregation relies on: composing a whole
+//! chain gives the same state as composing a prefix, recording the result as one FULL change
+//! set ([`ChangeSet::full`]), and composing that with the rest.
+//!
+//! Application is strict: adding an entry that exists, or changing or removing one that does
+//! not, is an error. A chain that composes without error is consistent; one that does not has
+//! a damaged or mismatched link, and the error names the artifact and the path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+use crate::id::truncate_for_message;
+use crate::{ArtifactId, Error, Sha256Digest};
+
+/// The longest entry path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+/// The longest single path component accepted, in bytes.
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// A relative path inside a database: `/`-separated components, none empty, `.` or `..`,
+/// no NUL byte, no leading `/`. Such a path cannot name anything outside the directory it is
+/// restored into (symbolic links are handled by the restore, which never follows them).
+///
+/// ```
+/// use chain_core::EntryPath;
+/// assert!("graph/store.db".parse::<EntryPath>().is_ok());
+/// assert!("../etc/passwd".parse::<EntryPath>().is_err());
+/// assert!("/etc/passwd".parse::<EntryPath>().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryPath(String);
+
+impl EntryPath {
+    /// Validates `path` and wraps it.
+    pub fn new(path: &str) -> Result<Self, Error> {
+        let invalid = |why: &'static str| Error::InvalidEntryPath {
+            path: truncate_for_message(path),
+            why,
+        };
+        if path.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if path.len() > MAX_PATH_LEN {
+            return Err(invalid("it is longer than 4096 bytes"));
+        }
+        if path.contains('\0') {
+            return Err(invalid("it contains a NUL byte"));
+        }
+        if path.starts_with('/') {
+            return Err(invalid("it is absolute"));
+        }
+        for component in path.split('/') {
+            match component {
+                "" => return Err(invalid("it has an empty component")),
+                "." | ".." => return Err(invalid("it has a '.' or '..' component")),
+                c if c.len() > MAX_COMPONENT_LEN => {
+                    return Err(invalid("a component is longer than 255 bytes"));
+                }
+                _ => {}
+            }
+        }
+        Ok(Self(path.to_owned()))
+    }
+
+    /// The path as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The components, in order.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// The parent directory's path, `None` for a top-level entry.
+    pub fn parent(&self) -> Option<EntryPath> {
+        self.0
+            .rsplit_once('/')
+            .map(|(parent, _)| EntryPath(parent.to_owned()))
+    }
+}
+
+impl fmt::Display for EntryPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EntryPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl FromStr for EntryPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::new(s)
+    }
+}
+
+impl Serialize for EntryPath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One block of a file's content: its length and the SHA-256 of its uncompressed bytes.
+/// Where the block is stored is the storage layer's business (an artifact's index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRef {
+    /// SHA-256 of the uncompressed block.
+    pub digest: Sha256Digest,
+    /// Uncompressed length in bytes; never 0.
+    pub len: u32,
+}
+
+/// Owner of an entry, when the source records it (`includeMetadata`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// Numeric user id.
+    pub uid: u32,
+    /// Numeric group id.
+    pub gid: u32,
+}
+
+/// Metadata restored with an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Modification time, nanoseconds since the Unix epoch (UTC).
+    pub mtime_ns: i64,
+    /// Owner, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Extended attributes, when recorded: name to value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// What an entry is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EntryKind {
+    /// A directory.
+    Directory,
+    /// A regular file: its size and its content as blocks, in order.
+    File {
+        /// Size in bytes; the sum of the blocks' lengths.
+        size: u64,
+        /// The content, block by block.
+        blocks: Vec<BlockRef>,
+    },
+    /// A symbolic link, stored as a link (never followed).
+    Symlink {
+        /// The link's target, as the source recorded it.
+        target: String,
+    },
+}
+
+/// One entry of a state: a path, what it is, and its metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Where the entry lives, relative to the database's root.
+    pub path: EntryPath,
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: EntryKind,
+    /// Its metadata.
+    pub meta: Metadata,
+}
+
+impl Entry {
+    /// Checks what serde cannot: a file's size equals the sum of its blocks, no block is
+    /// empty.
+    pub fn validate(&self) -> Result<(), Error> {
+        if let EntryKind::File { size, blocks } = &self.kind {
+            if blocks.iter().any(|b| b.len == 0) {
+                return Err(self.invalid("a block has length 0"));
+            }
+            let sum = blocks.iter().map(|b| u64::from(b.len)).sum::<u64>();
+            if sum != *size {
+                return Err(self.invalid("the file size differs from the sum of its blocks"));
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, why: &'static str) -> Error {
+        Error::InvalidEntry {
+            path: self.path.to_string(),
+            why,
+        }
+    }
+}
+
+/// The complete set of entries of a database at one point in its history.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct State {
+    entries: BTreeMap<EntryPath, Entry>,
+}
+
+impl State {
+    /// An empty state (what a FULL's change set applies to).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A state holding `entries`; a later entry with the same path replaces an earlier one.
+    pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+        Self {
+            entries: entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
+        }
+    }
+
+    /// The entries in path order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// The entry at `path`.
+    pub fn get(&self, path: &EntryPath) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the state has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Total bytes of file content.
+    pub fn logical_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The digests of every block the state's files use.
+    pub fn block_digests(&self) -> BTreeSet<Sha256Digest> {
+        self.entries
+            .values()
+            .flat_map(|e| match &e.kind {
+                EntryKind::File { blocks, .. } => blocks.as_slice(),
+                _ => &[],
+            })
+            .map(|b| b.digest)
+            .collect()
+    }
+
+    /// Applies one change set, strictly: an added path must be absent, a changed or removed
+    /// one present. On error the state is left as it was.
+    pub fn apply(&mut self, changes: &ChangeSet) -> Result<(), ChangeConflict> {
+        changes.check_conflicts(self)?;
+        for path in &changes.removed {
+            self.entries.remove(path);
+        }
+        for entry in changes.added.iter().chain(&changes.changed) {
+            self.entries.insert(entry.path.clone(), entry.clone());
+        }
+        Ok(())
+    }
+
+    /// The deterministic digest of the state: SHA-256 over the canonical encoding described
+    /// in `docs/FORMAT.md` ("State digest"). Equal states have equal digests; any difference
+    /// in a path, kind, metadata or block changes it.
+    pub fn digest(&self) -> Sha256Digest {
+        let mut h = Sha256::new();
+        h.update(b"catena-state-v1\n");
+        h.update((self.entries.len() as u64).to_be_bytes());
+        for e in self.entries.values() {
+            put_bytes(&mut h, e.path.as_str().as_bytes());
+            match &e.kind {
+                EntryKind::Directory => h.update([0u8]),
+                EntryKind::File { size, blocks } => {
+                    h.update([1u8]);
+                    h.update(size.to_be_bytes());
+                    h.update((blocks.len() as u64).to_be_bytes());
+                    for b in blocks {
+                        h.update(b.digest.0);
+                        h.update(b.len.to_be_bytes());
+                    }
+                }
+                EntryKind::Symlink { target } => {
+                    h.update([2u8]);
+                    put_bytes(&mut h, target.as_bytes());
+                }
+            }
+            h.update(e.meta.mode.to_be_bytes());
+            h.update(e.meta.mtime_ns.to_be_bytes());
+            match e.meta.owner {
+                None => h.update([0u8]),
+                Some(o) => {
+                    h.update([1u8]);
+                    h.update(o.uid.to_be_bytes());
+                    h.update(o.gid.to_be_bytes());
+                }
+            }
+            h.update((e.meta.xattrs.len() as u64).to_be_bytes());
+            for (name, value) in &e.meta.xattrs {
+                put_bytes(&mut h, name.as_bytes());
+                put_bytes(&mut h, value);
+            }
+        }
+        Sha256Digest(h.finalize().into())
+    }
+}
+
+fn put_bytes(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+/// Why a change set does not apply to a state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {why}")]
+pub struct ChangeConflict {
+    /// The path that conflicts.
+    pub path: EntryPath,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// What one artifact changes: entries added, entries changed (replaced whole, with their new
+/// blocks and metadata) and paths removed. Each list is sorted by path and a path appears in
+/// at most one list.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSet {
+    /// Entries that did not exist in the parent's state.
+    #[serde(default)]
+    pub added: Vec<Entry>,
+    /// Entries that existed and differ (content, kind or metadata).
+    #[serde(default)]
+    pub changed: Vec<Entry>,
+    /// Paths that existed and are gone.
+    #[serde(default)]
+    pub removed: Vec<EntryPath>,
+}
+
+impl ChangeSet {
+    /// The change set of a FULL: every entry of `state`, added.
+    pub fn full(state: &State) -> Self {
+        Self {
+            added: state.entries().cloned().collect(),
+            changed: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// What turns `old` into `new`.
+    pub fn between(old: &State, new: &State) -> Self {
+        let mut cs = ChangeSet::default();
+        for (path, entry) in &new.entries {
+            match old.entries.get(path) {
+                None => cs.added.push(entry.clone()),
+                Some(before) if before != entry => cs.changed.push(entry.clone()),
+                Some(_) => {}
+            }
+        }
+        cs.removed = old
+            .entries
+            .keys()
+            .filter(|p| !new.entries.contains_key(*p))
+            .cloned()
+            .collect();
+        cs
+    }
+
+    /// Whether nothing changed (an EMPTY artifact).
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// Blocks that the change set's entries use and that `base` does not have: what an
+    /// artifact with this change set must store. Each digest once, in first-use order.
+    pub fn blocks_missing_from(&self, base: &State) -> Vec<BlockRef> {
+        let have = base.block_digests();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for e in self.added.iter().chain(&self.changed) {
+            if let EntryKind::File { blocks, .. } = &e.kind {
+                for b in blocks {
+                    if !have.contains(&b.digest) && seen.insert(b.digest) {
+                        out.push(*b);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks the change set on its own: every entry valid, each list sorted by path with
+    /// no repeats, and no path in two lists.
+    pub fn validate(&self) -> Result<(), Error> {
+        for e in self.added.iter().chain(&self.changed) {
+            e.validate()?;
+        }
+        let sorted = |paths: &mut dyn Iterator<Item = &EntryPath>| {
+            let v: Vec<&EntryPath> = paths.collect();
+            v.windows(2).all(|w| w[0] < w[1])
+        };
+        if !sorted(&mut self.added.iter().map(|e| &e.path))
+            || !sorted(&mut self.changed.iter().map(|e| &e.path))
+            || !sorted(&mut self.removed.iter())
+        {
+            return Err(Error::InvalidChangeSet {
+                why: "a list is not sorted by path or repeats a path",
+            });
+        }
+        let mut all = BTreeSet::new();
+        let every = self
+            .added
+            .iter()
+            .map(|e| &e.path)
+            .chain(self.changed.iter().map(|e| &e.path))
+            .chain(&self.removed);
+        for p in every {
+            if !all.insert(p) {
+                return Err(Error::InvalidChangeSet {
+                    why: "a path appears in more than one list",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_conflicts(&self, state: &State) -> Result<(), ChangeConflict> {
+        let conflict = |path: &EntryPath, why| ChangeConflict {
+            path: path.clone(),
+            why,
+        };
+        for e in &self.added {
+            if state.entries.contains_key(&e.path) {
+                return Err(conflict(&e.path, "added, but it already exists"));
+            }
+        }
+        for e in &self.changed {
+            if !state.entries.contains_key(&e.path) {
+                return Err(conflict(&e.path, "changed, but it does not exist"));
+            }
+        }
+        for p in &self.removed {
+            if !state.entries.contains_key(p) {
+                return Err(conflict(p, "removed, but it does not exist"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a chain's change sets in order, starting from an empty state, and returns the
+/// resulting state. The chain is given as `(artifact, its change set)` pairs, FULL first;
+/// an error names the artifact whose change set does not apply.
+///
+/// ```
+/// use chain_core::{compose, ArtifactId, ChangeSet, State};
+/// # let id: ArtifactId = "neo4j-20260101T000000.000000Z-0000000000000001".parse()?;
+/// let full = ChangeSet::default();
+/// let state = compose([(&id, &full)])?;
+/// assert_eq!(state, State::new());
+/// # Ok::<(), chain_core::Error>(())
+/// ```
+pub fn compose<'a>(
+    chain: impl IntoIterator<Item = (&'a ArtifactId, &'a ChangeSet)>,
+) -> Result<State, Error> {
+    let mut state = State::new();
+    for (artifact, changes) in chain {
+        state
+            .apply(changes)
+            .map_err(|conflict| Error::ComposeConflict {
+                artifact: artifact.clone(),
+                conflict,
+            })?;
+    }
+    Ok(state)
+}
