@@ -132,7 +132,8 @@ pub fn plan_aggregate(
                 })
                 .collect();
         } else {
-            let doomed: BTreeSet<ArtifactId> = candidates.iter().map(|(id, _)| id.clone()).collect();
+            let doomed: BTreeSet<ArtifactId> =
+                candidates.iter().map(|(id, _)| id.clone()).collect();
             let needed = needed_by_survivors(catalog, &doomed);
             for (artifact, reason) in candidates {
                 match needed.iter().find(|(a, _)| *a == artifact) {

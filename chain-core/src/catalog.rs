@@ -112,7 +112,9 @@ impl fmt::Display for CatalogProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use CatalogProblem::*;
         match self {
-            InvalidManifest { artifact, why } => write!(f, "manifest of {artifact} is invalid: {why}"),
+            InvalidManifest { artifact, why } => {
+                write!(f, "manifest of {artifact} is invalid: {why}")
+            }
             DuplicateId { artifact } => write!(f, "two manifests carry the id {artifact}"),
             MixedDatabase { artifact, expected } => {
                 write!(f, "{artifact} does not belong to database {expected}")
@@ -157,14 +159,14 @@ pub enum Unusable {
     /// The artifact itself has this problem.
     Own {
         /// The first of its problems.
-        problem: CatalogProblem,
+        problem: Box<CatalogProblem>,
     },
     /// An artifact on its chain has this problem, so the chain is broken.
     ChainBroken {
         /// The ancestor with the problem.
         ancestor: ArtifactId,
         /// The ancestor's problem.
-        problem: CatalogProblem,
+        problem: Box<CatalogProblem>,
     },
 }
 
@@ -342,7 +344,7 @@ impl Catalog {
                 let parent = parent_idx[node];
                 status[node] = if let Some(problem) = own[node].first() {
                     Err(Unusable::Own {
-                        problem: problem.clone(),
+                        problem: Box::new(problem.clone()),
                     })
                 } else {
                     match parent {
@@ -367,8 +369,9 @@ impl Catalog {
 
         for (i, mine) in own.iter().enumerate() {
             for p in mine {
-                let first_seen = !matches!(p, CatalogProblem::Cycle { .. })
-                    && !(duplicated.contains(&i) && matches!(p, CatalogProblem::DuplicateId { .. }));
+                let reported_already = matches!(p, CatalogProblem::Cycle { .. })
+                    || (duplicated.contains(&i) && matches!(p, CatalogProblem::DuplicateId { .. }));
+                let first_seen = !reported_already;
                 if first_seen {
                     problems.push(p.clone());
                 }
@@ -422,7 +425,10 @@ impl Catalog {
     /// The artifacts that name `id` as their parent, oldest first.
     pub fn children(&self, id: &ArtifactId) -> Vec<&Manifest> {
         match self.index.get(id) {
-            Some(&i) => self.children[i].iter().map(|&c| &self.artifacts[c]).collect(),
+            Some(&i) => self.children[i]
+                .iter()
+                .map(|&c| &self.artifacts[c])
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -453,13 +459,16 @@ impl Catalog {
     /// The chain of `id`: the path from its FULL to it, FULL first. Errors when `id` is not
     /// in the catalog or not usable.
     pub fn chain(&self, id: &ArtifactId) -> Result<Vec<&Manifest>, crate::Error> {
-        let &i = self.index.get(id).ok_or_else(|| crate::Error::ArtifactNotFound {
-            artifact: id.clone(),
-        })?;
+        let &i = self
+            .index
+            .get(id)
+            .ok_or_else(|| crate::Error::ArtifactNotFound {
+                artifact: id.clone(),
+            })?;
         if let Err(why) = &self.status[i] {
             return Err(crate::Error::ArtifactUnusable {
                 artifact: id.clone(),
-                why: why.clone(),
+                why: Box::new(why.clone()),
             });
         }
         let mut chain = Vec::with_capacity(self.depth[i] + 1);

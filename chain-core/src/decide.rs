@@ -199,9 +199,7 @@ impl ReasonCode {
                 "the DIFF failed (parent unreadable or corrupt); fallbackToFull took a FULL"
             }
             ReasonCode::DiffFromNewest => "DIFF against the newest backup",
-            ReasonCode::DiffFromNewestDiff => {
-                "DIFF against the newest DIFF (preferDiffAsParent)"
-            }
+            ReasonCode::DiffFromNewestDiff => "DIFF against the newest DIFF (preferDiffAsParent)",
             ReasonCode::DiffFromNewestFull => {
                 "DIFF against the newest FULL (preferDiffAsParent, no DIFF yet)"
             }
@@ -280,7 +278,9 @@ pub fn decide_backup(
     source: SourceCapability,
 ) -> Result<BackupDecision, Error> {
     let database = catalog.database().clone();
-    let to = source.position.unwrap_or_else(|| catalog.max_position().next());
+    let to = source
+        .position
+        .unwrap_or_else(|| catalog.max_position().next());
     if request.backup_type == BackupType::Full {
         return Ok(BackupDecision::full(
             request,
@@ -357,7 +357,11 @@ pub fn decide_backup(
     if let Some(why) = cannot_diff {
         let detail = format!("parent {}: {why}", parent.id);
         return if request.fallback_to_full {
-            fallback(ReasonCode::FullFallbackSourceCannotDiff, skipped, Some(detail))
+            fallback(
+                ReasonCode::FullFallbackSourceCannotDiff,
+                skipped,
+                Some(detail),
+            )
         } else {
             Err(Error::SourceCannotDiff {
                 database,

@@ -1,7 +1,7 @@
 //! [`Error`]: everything that can go wrong in `chain-core`, one enum for the crate.
 
-use crate::{ArtifactId, DatabaseName, SkippedParent, Unusable};
 use crate::state::ChangeConflict;
+use crate::{ArtifactId, DatabaseName, SkippedParent, Unusable};
 
 /// An error from `chain-core`. Every variant names the thing it is about and, in its
 /// message, what to do next. Messages are lowercase phrases, so they read well in a chain
@@ -10,7 +10,9 @@ use crate::state::ChangeConflict;
 #[non_exhaustive]
 pub enum Error {
     /// A database name that is not allowed.
-    #[error("invalid database name {name:?}: {why}; use 1-63 ASCII letters, digits, '.', '_' or '-'")]
+    #[error(
+        "invalid database name {name:?}: {why}; use 1-63 ASCII letters, digits, '.', '_' or '-'"
+    )]
     InvalidDatabaseName {
         /// The name given (shortened).
         name: String,
@@ -18,7 +20,9 @@ pub enum Error {
         why: &'static str,
     },
     /// An artifact id that does not parse.
-    #[error("invalid artifact id {id:?}: {why}; ids look like neo4j-20261125T164656.123456Z-9f86d081884c7d65 (see `catena inspect`)")]
+    #[error(
+        "invalid artifact id {id:?}: {why}; ids look like neo4j-20261125T164656.123456Z-9f86d081884c7d65 (see `catena inspect`)"
+    )]
     InvalidArtifactId {
         /// The id given (shortened).
         id: String,
@@ -32,7 +36,9 @@ pub enum Error {
         digest: String,
     },
     /// A path inside a database that could escape it or is malformed.
-    #[error("invalid entry path {path:?}: {why}; artifact contents must use relative paths inside the database")]
+    #[error(
+        "invalid entry path {path:?}: {why}; artifact contents must use relative paths inside the database"
+    )]
     InvalidEntryPath {
         /// The path (shortened).
         path: String,
@@ -54,7 +60,9 @@ pub enum Error {
         why: &'static str,
     },
     /// A change set that does not apply to the state its chain composes to.
-    #[error("change set of {artifact} does not apply to its parent's state ({conflict}); the chain is damaged: run `catena check`")]
+    #[error(
+        "change set of {artifact} does not apply to its parent's state ({conflict}); the chain is damaged: run `catena check`"
+    )]
     ComposeConflict {
         /// The artifact whose change set conflicts.
         artifact: ArtifactId,
@@ -68,7 +76,9 @@ pub enum Error {
         why: String,
     },
     /// A manifest written by a newer Catena.
-    #[error("manifest format version {found} is newer than the {supported} this Catena reads; upgrade Catena to read these backups")]
+    #[error(
+        "manifest format version {found} is newer than the {supported} this Catena reads; upgrade Catena to read these backups"
+    )]
     UnsupportedManifestVersion {
         /// The version found.
         found: u64,
@@ -90,7 +100,9 @@ pub enum Error {
         value: String,
     },
     /// `type = DIFF` with no earlier backup and `fallbackToFull = false`.
-    #[error("cannot take a DIFF of database {database}: there is no earlier backup to be its parent; take a FULL first, use type AUTO, or set fallbackToFull")]
+    #[error(
+        "cannot take a DIFF of database {database}: there is no earlier backup to be its parent; take a FULL first, use type AUTO, or set fallbackToFull"
+    )]
     DiffWithoutParent {
         /// The database.
         database: DatabaseName,
@@ -104,7 +116,9 @@ pub enum Error {
         skipped: Vec<SkippedParent>,
     },
     /// The source cannot produce changes since the parent, and `fallbackToFull = false`.
-    #[error("cannot take a DIFF of database {database} against {parent}: {why}; take a FULL or set fallbackToFull")]
+    #[error(
+        "cannot take a DIFF of database {database} against {parent}: {why}; take a FULL or set fallbackToFull"
+    )]
     SourceCannotDiff {
         /// The database.
         database: DatabaseName,
@@ -114,7 +128,9 @@ pub enum Error {
         why: String,
     },
     /// A DIFF failed at run time, and `fallbackToFull = false`.
-    #[error("DIFF of database {database} against {parent} failed: {why}; run `catena check`, or set fallbackToFull to take a FULL")]
+    #[error(
+        "DIFF of database {database} against {parent} failed: {why}; run `catena check`, or set fallbackToFull to take a FULL"
+    )]
     DiffFailed {
         /// The database.
         database: DatabaseName,
@@ -124,13 +140,17 @@ pub enum Error {
         why: String,
     },
     /// The database has no backups at all.
-    #[error("database {database} has no backups here; check the database name and the storage location (`catena inspect`)")]
+    #[error(
+        "database {database} has no backups here; check the database name and the storage location (`catena inspect`)"
+    )]
     NoBackups {
         /// The database.
         database: DatabaseName,
     },
     /// The database has backups, but none is usable.
-    #[error("database {database} has backups but none is usable ({problems} problems found); run `catena check` for details")]
+    #[error(
+        "database {database} has backups but none is usable ({problems} problems found); run `catena check` for details"
+    )]
     NoUsableBackup {
         /// The database.
         database: DatabaseName,
@@ -138,7 +158,9 @@ pub enum Error {
         problems: usize,
     },
     /// No usable backup lies before the requested bound.
-    #[error("database {database} has no usable backup before {bound}; choose a later point (`catena inspect` lists them)")]
+    #[error(
+        "database {database} has no usable backup before {bound}; choose a later point (`catena inspect` lists them)"
+    )]
     NothingBefore {
         /// The database.
         database: DatabaseName,
@@ -152,12 +174,14 @@ pub enum Error {
         artifact: ArtifactId,
     },
     /// The named artifact exists but cannot be restored.
-    #[error("artifact {artifact} cannot be restored: {why}; run `catena check`, or pick another point")]
+    #[error(
+        "artifact {artifact} cannot be restored: {why}; run `catena check`, or pick another point"
+    )]
     ArtifactUnusable {
         /// The artifact.
         artifact: ArtifactId,
         /// Why.
-        why: Unusable,
+        why: Box<Unusable>,
     },
     /// A retention policy that would keep nothing or everything by accident.
     #[error("invalid expire policy: {why}")]

@@ -64,7 +64,10 @@ pub fn plan_expire(
         if !catalog.is_usable(&m.id) {
             continue;
         }
-        if let Some(root) = catalog.root_of(&m.id).filter(|r| r.kind == ArtifactKind::Full) {
+        if let Some(root) = catalog
+            .root_of(&m.id)
+            .filter(|r| r.kind == ArtifactKind::Full)
+        {
             let newest = trees.entry(root.id.clone()).or_insert_with(|| m.id.clone());
             if m.id > *newest {
                 *newest = m.id.clone();

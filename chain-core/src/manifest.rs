@@ -153,10 +153,8 @@ impl Manifest {
                 ),
             });
         }
-        let probe: VersionProbe =
-            serde_json::from_slice(bytes).map_err(|e| Error::ManifestSyntax {
-                why: e.to_string(),
-            })?;
+        let probe: VersionProbe = serde_json::from_slice(bytes)
+            .map_err(|e| Error::ManifestSyntax { why: e.to_string() })?;
         let version = match probe.format_version {
             None => {
                 return Err(Error::ManifestSyntax {
@@ -178,10 +176,8 @@ impl Manifest {
                 supported: MANIFEST_FORMAT_VERSION,
             });
         }
-        let manifest: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| Error::ManifestSyntax {
-                why: e.to_string(),
-            })?;
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::ManifestSyntax { why: e.to_string() })?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -352,7 +348,8 @@ impl ManifestBuilder {
 
     /// Sets the objects; `sizes.stored_bytes` becomes their total.
     pub fn objects(mut self, objects: Vec<ObjectRef>) -> Self {
-        self.manifest.sizes.stored_bytes = objects.iter().map(|o| o.size).fold(0, u64::saturating_add);
+        self.manifest.sizes.stored_bytes =
+            objects.iter().map(|o| o.size).fold(0, u64::saturating_add);
         self.manifest.objects = objects;
         self
     }

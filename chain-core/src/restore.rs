@@ -61,12 +61,14 @@ pub fn plan_restore(catalog: &Catalog, target: &RestoreTarget) -> Result<Restore
                 database: database.clone(),
                 bound: format!("position {p}"),
             })?,
-        RestoreTarget::UntilTime(t) => catalog
-            .latest_usable(|m| m.committed_at < *t)
-            .ok_or_else(|| Error::NothingBefore {
-                database: database.clone(),
-                bound: format!("time {t}"),
-            })?,
+        RestoreTarget::UntilTime(t) => {
+            catalog
+                .latest_usable(|m| m.committed_at < *t)
+                .ok_or_else(|| Error::NothingBefore {
+                    database: database.clone(),
+                    bound: format!("time {t}"),
+                })?
+        }
     };
     let chain = catalog.chain(&chosen.id)?;
     Ok(RestorePlan {
