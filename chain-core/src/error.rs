@@ -189,4 +189,22 @@ pub enum Error {
         /// What is wrong.
         why: &'static str,
     },
+    /// A block of a size the format does not allow.
+    #[error("block of {size} bytes is out of bounds: blocks hold 1 byte to 64 MiB; choose a block size in that range")]
+    InvalidBlockSize {
+        /// The size given.
+        size: u64,
+    },
+    /// The compressor failed.
+    #[error("compression failed: {why}")]
+    Compression {
+        /// What zstd said.
+        why: String,
+    },
+    /// An index whose fields disagree.
+    #[error("index is invalid: {why}")]
+    InvalidIndex {
+        /// What is wrong.
+        why: String,
+    },
 }

@@ -189,7 +189,6 @@ pub struct Entry {
     /// Where the entry lives, relative to the database's root.
     pub path: EntryPath,
     /// What it is.
-    #[serde(flatten)]
     pub kind: EntryKind,
     /// Its metadata.
     pub meta: Metadata,

@@ -818,6 +818,16 @@ fn fuzz_corpus_artifact_id_replays_clean() {
     replay("artifact_id", chain_core::fuzz_checks::artifact_id);
 }
 
+#[test]
+fn fuzz_corpus_index_replays_clean() {
+    replay("index", chain_core::fuzz_checks::index);
+}
+
+#[test]
+fn fuzz_corpus_block_replays_clean() {
+    replay("block", chain_core::fuzz_checks::block);
+}
+
 /// Writes the hand-picked seeds of the fuzz corpora (valid manifests and ids, and near
 /// misses). Run with `cargo test -p chain-core -- --ignored write_fuzz_seeds` after a format
 /// change; the fuzzers add their own finds beside them.
@@ -851,5 +861,66 @@ fn write_fuzz_seeds() {
     .enumerate()
     {
         std::fs::write(dir.join(format!("seed-{i}")), s).expect("write");
+    }
+
+    let block_dir = root.join("block");
+    let index_dir = root.join("index");
+    std::fs::create_dir_all(&block_dir).expect("mkdir");
+    std::fs::create_dir_all(&index_dir).expect("mkdir");
+    let mut entries = Vec::new();
+    let mut locations = Vec::new();
+    let mut offset = 0u64;
+    for (i, (raw, c)) in [
+        (b"x".to_vec(), Compression::None),
+        (vec![0u8; 4096], Compression::Zstd { level: 1 }),
+        ((0..3000u32).map(|i| (i * 7 % 256) as u8).collect(), Compression::Zstd { level: 3 }),
+        (b"plain text, stored".to_vec(), Compression::None),
+        ((0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect(), Compression::Zstd { level: 1 }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = encode_block(&raw, c).expect("encode");
+        std::fs::write(block_dir.join(format!("seed-{i}")), &e.bytes).expect("write");
+        locations.push(BlockLocation {
+            digest: e.block.digest,
+            len: e.block.len,
+            offset,
+            stored_len: e.bytes.len() as u32,
+        });
+        offset += e.bytes.len() as u64;
+        entries.push(Entry {
+            path: EntryPath::new(&format!("dir/file-{i}")).expect("path"),
+            kind: EntryKind::File { size: raw.len() as u64, blocks: vec![e.block] },
+            meta: Metadata { mode: 0o640, mtime_ns: i as i64, ..Metadata::default() },
+        });
+    }
+    entries.push(Entry {
+        path: EntryPath::new("dir").expect("path"),
+        kind: EntryKind::Directory,
+        meta: Metadata::default(),
+    });
+    entries.push(Entry {
+        path: EntryPath::new("link").expect("path"),
+        kind: EntryKind::Symlink { target: "dir/file-0".into() },
+        meta: Metadata::default(),
+    });
+    let state = State::from_entries(entries);
+    let full = Index { changes: ChangeSet::full(&state), blocks: locations };
+    let diff = Index {
+        changes: ChangeSet::between(&state, &State::from_entries(state.entries().skip(2).cloned())),
+        blocks: Vec::new(),
+    };
+    for (i, (idx, c)) in [
+        (&full, Compression::None),
+        (&full, Compression::Zstd { level: 3 }),
+        (&diff, Compression::None),
+        (&diff, Compression::Zstd { level: 1 }),
+        (&Index::default(), Compression::None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(index_dir.join(format!("seed-{i}")), idx.encode(c).expect("encode")).expect("write");
     }
 }
