@@ -1,0 +1,625 @@
+//! [`StorageConfig`]: where backups live, in the seed's vocabulary, and how it becomes an
+//! `Arc<dyn ObjectStore>`.
+//!
+//! Every storage key of the Neo4j chart's `backup:` section has a field here, with the same
+//! camelCase name: `cloudProvider`, `bucketName`, `s3Endpoint`, `s3EndpointTLS`, `s3CACert`,
+//! `s3CASecretName`, `s3CASecretKey`, `s3SkipVerify`, `s3ForcePathStyle`, `s3Region`,
+//! `minioEndpoint` (deprecated alias of `s3Endpoint`), `secretName`, `secretKeyName`,
+//! `azureStorageAccountName`, `serviceAccountName`. Catena adds `prefix` (a key prefix inside
+//! the bucket), `secretsDir` (where `<secretName>/<secretKeyName>` files are mounted),
+//! `localPath` (the directory used when `cloudProvider` is empty), and `azureEndpoint` /
+//! `azureUseEmulator` (Azure-compatible endpoints such as Azurite).
+//!
+//! [`StorageConfig::build`] validates once, with errors that name the keys involved, and
+//! returns a [`Storage`]: the store, already scoped to the prefix, plus any warnings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::{self, AwsCredentialSource};
+use crate::named::NamedStore;
+use crate::Error;
+
+/// Which kind of store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CloudProvider {
+    /// A local directory (`cloudProvider: ""`): the chart's `/backups` mount, or `localPath`.
+    #[default]
+    #[serde(rename = "")]
+    Local,
+    /// Amazon S3 or any S3-compatible endpoint.
+    #[serde(rename = "aws")]
+    Aws,
+    /// Google Cloud Storage.
+    #[serde(rename = "gcp")]
+    Gcp,
+    /// Azure Blob Storage.
+    #[serde(rename = "azure")]
+    Azure,
+    /// In memory (tests and demos; not a seed value).
+    #[serde(rename = "memory")]
+    Memory,
+}
+
+fn default_secrets_dir() -> PathBuf {
+    PathBuf::from("/var/run/secrets/catena")
+}
+
+fn default_local_path() -> PathBuf {
+    PathBuf::from("/backups")
+}
+
+/// Where backups are stored. See the module documentation for the keys.
+///
+/// `Debug` is written by hand: it shows which keys are set, never a CA or a secret value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `aws`, `gcp`, `azure`, or empty for a local directory.
+    #[serde(default)]
+    pub cloud_provider: CloudProvider,
+    /// The bucket (Azure: the container).
+    #[serde(default)]
+    pub bucket_name: String,
+    /// A key prefix inside the bucket (Catena).
+    #[serde(default)]
+    pub prefix: String,
+    /// An S3-compatible endpoint, `https://host[:port]` or `host[:port]`.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    /// TLS for `s3Endpoint` (the scheme when the endpoint has none).
+    #[serde(default, rename = "s3EndpointTLS")]
+    pub s3_endpoint_tls: Option<bool>,
+    /// A CA certificate for the endpoint, base64 of PEM.
+    #[serde(default, rename = "s3CACert")]
+    pub s3_ca_cert: Option<String>,
+    /// The secret holding a CA file (`<secretsDir>/<s3CASecretName>/<s3CASecretKey>`).
+    #[serde(default, rename = "s3CASecretName")]
+    pub s3_ca_secret_name: Option<String>,
+    /// The key of the CA file in that secret (default `ca.crt`).
+    #[serde(default, rename = "s3CASecretKey")]
+    pub s3_ca_secret_key: Option<String>,
+    /// Skip TLS certificate verification (dangerous; warns loudly).
+    #[serde(default)]
+    pub s3_skip_verify: bool,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted style.
+    #[serde(default)]
+    pub s3_force_path_style: bool,
+    /// The S3 region.
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    /// Deprecated alias of `s3Endpoint` (accepted, with a warning).
+    #[serde(default)]
+    pub minio_endpoint: Option<String>,
+    /// The secret holding the credentials file.
+    #[serde(default)]
+    pub secret_name: Option<String>,
+    /// The key of the credentials file in that secret (default `credentials`).
+    #[serde(default)]
+    pub secret_key_name: Option<String>,
+    /// The Azure storage account, for workload identity.
+    #[serde(default)]
+    pub azure_storage_account_name: Option<String>,
+    /// A Kubernetes service account: use ambient / workload-identity credentials.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    /// Where secrets are mounted (Catena; default `/var/run/secrets/catena`).
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: PathBuf,
+    /// The directory used when `cloudProvider` is empty (Catena; default `/backups`).
+    #[serde(default = "default_local_path")]
+    pub local_path: PathBuf,
+    /// An Azure-compatible blob endpoint (Catena).
+    #[serde(default)]
+    pub azure_endpoint: Option<String>,
+    /// Talk to the Azurite emulator (Catena; its URL comes from `AZURITE_BLOB_STORAGE_URL`,
+    /// default `http://127.0.0.1:10000`).
+    #[serde(default)]
+    pub azure_use_emulator: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            cloud_provider: CloudProvider::Local,
+            bucket_name: String::new(),
+            prefix: String::new(),
+            s3_endpoint: None,
+            s3_endpoint_tls: None,
+            s3_ca_cert: None,
+            s3_ca_secret_name: None,
+            s3_ca_secret_key: None,
+            s3_skip_verify: false,
+            s3_force_path_style: false,
+            s3_region: None,
+            minio_endpoint: None,
+            secret_name: None,
+            secret_key_name: None,
+            azure_storage_account_name: None,
+            service_account_name: None,
+            secrets_dir: default_secrets_dir(),
+            local_path: default_local_path(),
+            azure_endpoint: None,
+            azure_use_emulator: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| o.as_deref().map(|_| "<set>");
+        f.debug_struct("StorageConfig")
+            .field("cloud_provider", &self.cloud_provider)
+            .field("bucket_name", &self.bucket_name)
+            .field("prefix", &self.prefix)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_endpoint_tls", &self.s3_endpoint_tls)
+            .field("s3_ca_cert", &set(&self.s3_ca_cert))
+            .field("s3_ca_secret_name", &self.s3_ca_secret_name)
+            .field("s3_ca_secret_key", &self.s3_ca_secret_key)
+            .field("s3_skip_verify", &self.s3_skip_verify)
+            .field("s3_force_path_style", &self.s3_force_path_style)
+            .field("s3_region", &self.s3_region)
+            .field("minio_endpoint", &self.minio_endpoint)
+            .field("secret_name", &self.secret_name)
+            .field("secret_key_name", &self.secret_key_name)
+            .field("azure_storage_account_name", &self.azure_storage_account_name)
+            .field("service_account_name", &self.service_account_name)
+            .field("secrets_dir", &self.secrets_dir)
+            .field("local_path", &self.local_path)
+            .field("azure_endpoint", &self.azure_endpoint)
+            .field("azure_use_emulator", &self.azure_use_emulator)
+            .finish()
+    }
+}
+
+/// A built store: scoped to the configured prefix, with a description that is safe to
+/// print, and the warnings the configuration earned (also logged with `tracing`).
+#[derive(Clone, Debug)]
+pub struct Storage {
+    /// The store; keys are relative to the configured prefix.
+    pub store: Arc<dyn ObjectStore>,
+    /// Where it points, for people (`s3://bucket/prefix at https://endpoint`); no secrets.
+    pub description: String,
+    /// Warnings: deprecated keys, disabled verification.
+    pub warnings: Vec<String>,
+}
+
+/// The seed writes unset values as `""`: treat them as absent.
+fn given(o: &Option<String>) -> Option<&str> {
+    o.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl StorageConfig {
+    /// Parses a storage URL: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (also `azure://`), `file:///absolute/path`, a plain absolute
+    /// or relative directory path, or `memory://`.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let shown = url.split('?').next().unwrap_or("").to_owned();
+        let invalid = |why: &str| Error::InvalidUrl {
+            url: shown.clone(),
+            why: why.to_owned(),
+        };
+        if url.contains('?') || url.contains('#') {
+            return Err(invalid(
+                "query strings and fragments are not accepted (put credentials in a secret file)",
+            ));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            if url.is_empty() {
+                return Err(invalid("it is empty"));
+            }
+            // A plain directory path.
+            return Ok(Self {
+                cloud_provider: CloudProvider::Local,
+                local_path: PathBuf::from(url),
+                ..Self::default()
+            });
+        };
+        let provider = match scheme {
+            "s3" => CloudProvider::Aws,
+            "gs" => CloudProvider::Gcp,
+            "az" | "azure" => CloudProvider::Azure,
+            "file" => {
+                if !rest.starts_with('/') {
+                    return Err(invalid("file URLs must be absolute: file:///path"));
+                }
+                return Ok(Self {
+                    cloud_provider: CloudProvider::Local,
+                    local_path: PathBuf::from(rest),
+                    ..Self::default()
+                });
+            }
+            "memory" => {
+                return Ok(Self {
+                    cloud_provider: CloudProvider::Memory,
+                    prefix: rest.trim_matches('/').to_owned(),
+                    ..Self::default()
+                });
+            }
+            _ => return Err(invalid("unknown scheme")),
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("the bucket (container) name is missing"));
+        }
+        if bucket.contains('@') || bucket.contains(':') {
+            return Err(invalid("credentials or ports do not belong in the bucket name"));
+        }
+        Ok(Self {
+            cloud_provider: provider,
+            bucket_name: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            ..Self::default()
+        })
+    }
+
+    /// The path of a secret file: `<secretsDir>/<name>/<key>`.
+    fn secret_path(&self, name: &str, key: &str, name_key: &str) -> Result<PathBuf, Error> {
+        for (what, value) in [(name_key, name), ("its key", key)] {
+            if value.contains('/') || value.contains("..") || value.contains('\0') {
+                return Err(Error::config(format!(
+                    "{what} {value:?} must be a plain name (no '/' or '..')"
+                )));
+            }
+        }
+        Ok(self.secrets_dir.join(name).join(key))
+    }
+
+    /// The credentials file named by `secretName` / `secretKeyName`, if any.
+    pub fn credentials_file(&self) -> Result<Option<PathBuf>, Error> {
+        match (given(&self.secret_name), given(&self.secret_key_name)) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(Error::config(
+                "secretKeyName is set but secretName is not: set secretName to the secret holding the credentials file",
+            )),
+            (Some(name), key) => self
+                .secret_path(name, key.unwrap_or("credentials"), "secretName")
+                .map(Some),
+        }
+    }
+
+    /// The effective S3 endpoint URL (with scheme), from `s3Endpoint` / `minioEndpoint` and
+    /// `s3EndpointTLS`, with the warnings it earned.
+    fn s3_endpoint(&self, warnings: &mut Vec<String>) -> Result<Option<String>, Error> {
+        let endpoint = match (given(&self.s3_endpoint), given(&self.minio_endpoint)) {
+            (Some(s3), Some(minio)) if s3 != minio => {
+                return Err(Error::config(
+                    "s3Endpoint and minioEndpoint are both set and differ: minioEndpoint is a deprecated alias, remove it",
+                ));
+            }
+            (Some(s3), _) => Some(s3),
+            (None, Some(minio)) => {
+                warnings.push(
+                    "minioEndpoint is deprecated: use s3Endpoint (same value) instead".to_owned(),
+                );
+                Some(minio)
+            }
+            (None, None) => None,
+        };
+        let Some(endpoint) = endpoint else {
+            return Ok(None);
+        };
+        let with_scheme = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+            let is_tls = endpoint.starts_with("https://");
+            match self.s3_endpoint_tls {
+                Some(true) if !is_tls => {
+                    return Err(Error::config(format!(
+                        "s3EndpointTLS is true but s3Endpoint {endpoint:?} is http://: use an https:// endpoint or set s3EndpointTLS: false"
+                    )));
+                }
+                Some(false) if is_tls => {
+                    return Err(Error::config(format!(
+                        "s3EndpointTLS is false but s3Endpoint {endpoint:?} is https://: use an http:// endpoint or set s3EndpointTLS: true"
+                    )));
+                }
+                _ => endpoint.to_owned(),
+            }
+        } else {
+            let scheme = if self.s3_endpoint_tls.unwrap_or(true) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{endpoint}")
+        };
+        let parsed = url::Url::parse(&with_scheme).map_err(|e| {
+            Error::config(format!("s3Endpoint {endpoint:?} is not a valid URL: {e}"))
+        })?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(Error::config(
+                "s3Endpoint must not carry credentials: put them in the secret file",
+            ));
+        }
+        Ok(Some(with_scheme.trim_end_matches('/').to_owned()))
+    }
+
+    /// The CA certificate (PEM bytes) from `s3CACert` or `s3CASecretName`/`s3CASecretKey`.
+    fn s3_ca(&self) -> Result<Option<Vec<u8>>, Error> {
+        match (given(&self.s3_ca_cert), given(&self.s3_ca_secret_name)) {
+            (Some(_), Some(_)) => Err(Error::config(
+                "s3CACert and s3CASecretName are both set: give the CA one way only",
+            )),
+            (Some(b64), None) => {
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(b64.split_whitespace().collect::<String>())
+                    .map_err(|e| {
+                        Error::config(format!(
+                            "s3CACert is not valid base64 ({e}): give the base64 of the PEM file, e.g. `base64 -w0 ca.crt`"
+                        ))
+                    })?;
+                Ok(Some(pem))
+            }
+            (None, Some(name)) => {
+                let key = given(&self.s3_ca_secret_key).unwrap_or("ca.crt");
+                let path = self.secret_path(name, key, "s3CASecretName")?;
+                let pem = std::fs::read(&path).map_err(|e| Error::CredentialsFile {
+                    path: path.clone(),
+                    why: format!(
+                        "cannot read the CA file named by s3CASecretName/s3CASecretKey: {e}"
+                    ),
+                })?;
+                Ok(Some(pem))
+            }
+            (None, None) => {
+                if given(&self.s3_ca_secret_key).is_some() {
+                    return Err(Error::config(
+                        "s3CASecretKey is set but s3CASecretName is not: set s3CASecretName",
+                    ));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Client options shared by every cloud store: timeouts that suit large parts, and
+    /// the TLS settings.
+    fn client_options(&self, ca: Option<&[u8]>, warnings: &mut Vec<String>) -> Result<ClientOptions, Error> {
+        let mut options = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(300))
+            .with_pool_idle_timeout(Duration::from_secs(60));
+        if let Some(pem) = ca {
+            let certs = object_store::Certificate::from_pem_bundle(pem).map_err(|e| {
+                Error::config(format!("the CA certificate is not valid PEM: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(Error::config(
+                    "the CA certificate holds no certificate: give a PEM file with -----BEGIN CERTIFICATE-----",
+                ));
+            }
+            for cert in certs {
+                options = options.with_root_certificate(cert);
+            }
+        }
+        if self.s3_skip_verify {
+            let warning = "s3SkipVerify is true: TLS certificates are NOT verified, anyone on the network path can read and alter backups; give the CA with s3CACert instead".to_owned();
+            tracing::warn!("{warning}");
+            warnings.push(warning);
+            options = options.with_allow_invalid_certificates(true);
+        }
+        Ok(options)
+    }
+
+    fn retry() -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(600),
+        }
+    }
+
+    fn check_keys_apply(&self) -> Result<(), Error> {
+        let s3_keys = [
+            ("s3Endpoint", given(&self.s3_endpoint).is_some()),
+            ("s3EndpointTLS", self.s3_endpoint_tls.is_some()),
+            ("s3CACert", given(&self.s3_ca_cert).is_some()),
+            ("s3CASecretName", given(&self.s3_ca_secret_name).is_some()),
+            ("s3SkipVerify", self.s3_skip_verify),
+            ("s3ForcePathStyle", self.s3_force_path_style),
+            ("s3Region", given(&self.s3_region).is_some()),
+            ("minioEndpoint", given(&self.minio_endpoint).is_some()),
+        ];
+        if self.cloud_provider != CloudProvider::Aws {
+            if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
+                return Err(Error::config(format!(
+                    "{key} applies only to cloudProvider \"aws\" (S3 and S3-compatible stores), but cloudProvider is {:?}: remove {key} or set cloudProvider: aws",
+                    self.provider_name()
+                )));
+            }
+        }
+        if self.cloud_provider != CloudProvider::Azure
+            && given(&self.azure_storage_account_name).is_some()
+        {
+            return Err(Error::config(format!(
+                "azureStorageAccountName applies only to cloudProvider \"azure\", but cloudProvider is {:?}",
+                self.provider_name()
+            )));
+        }
+        if given(&self.s3_ca_cert).is_some() && self.s3_skip_verify {
+            return Err(Error::config(
+                "s3CACert and s3SkipVerify are both set: with a CA, verification works; remove s3SkipVerify",
+            ));
+        }
+        if given(&self.s3_ca_secret_name).is_some() && self.s3_skip_verify {
+            return Err(Error::config(
+                "s3CASecretName and s3SkipVerify are both set: with a CA, verification works; remove s3SkipVerify",
+            ));
+        }
+        if given(&self.service_account_name).is_some() && given(&self.secret_name).is_some() {
+            return Err(Error::config(
+                "serviceAccountName (workload identity) and secretName (a credentials file) are both set: choose one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn provider_name(&self) -> &'static str {
+        match self.cloud_provider {
+            CloudProvider::Local => "",
+            CloudProvider::Aws => "aws",
+            CloudProvider::Gcp => "gcp",
+            CloudProvider::Azure => "azure",
+            CloudProvider::Memory => "memory",
+        }
+    }
+
+    fn require_bucket(&self) -> Result<&str, Error> {
+        let bucket = self.bucket_name.trim();
+        if bucket.is_empty() {
+            return Err(Error::config(format!(
+                "bucketName is empty: cloudProvider {:?} needs the bucket{} to write to",
+                self.provider_name(),
+                if self.cloud_provider == CloudProvider::Azure { " (the container)" } else { "" }
+            )));
+        }
+        Ok(bucket)
+    }
+
+    /// The S3 builder for this configuration, before credentials (exposed for tests that
+    /// check every key reaches it).
+    pub fn s3_builder(&self, warnings: &mut Vec<String>) -> Result<AmazonS3Builder, Error> {
+        let bucket = self.require_bucket()?;
+        let ca = self.s3_ca()?;
+        let endpoint = self.s3_endpoint(warnings)?;
+        if ca.is_some() && endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+            return Err(Error::config(
+                "a CA certificate (s3CACert / s3CASecretName) is given but s3Endpoint is http://: a CA only matters with TLS; use https:// or remove the CA",
+            ));
+        }
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_retry(Self::retry())
+            .with_client_options(self.client_options(ca.as_deref(), warnings)?);
+        if let Some(region) = given(&self.s3_region) {
+            b = b.with_region(region);
+        }
+        if let Some(endpoint) = &endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(!self.s3_force_path_style);
+        } else if self.s3_force_path_style {
+            b = b.with_virtual_hosted_style_request(false);
+        }
+        Ok(b)
+    }
+
+    /// Validates the configuration and builds the store. Reads credentials files; contacts
+    /// no server (see [`crate::probe`] for that).
+    pub async fn build(&self) -> Result<Storage, Error> {
+        self.check_keys_apply()?;
+        let mut warnings = Vec::new();
+        let (store, description): (Arc<dyn ObjectStore>, String) = match self.cloud_provider {
+            CloudProvider::Memory => (Arc::new(InMemory::new()), "memory://".to_owned()),
+            CloudProvider::Local => {
+                let path = &self.local_path;
+                std::fs::create_dir_all(path).map_err(|e| {
+                    Error::config(format!(
+                        "cannot create the local backup directory {} ({e}); set localPath (or --to-path) to a writable directory",
+                        path.display()
+                    ))
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| {
+                    Error::config(format!("local backup directory {}: {e}", path.display()))
+                })?;
+                (Arc::new(fs), format!("file://{}", path.display()))
+            }
+            CloudProvider::Aws => {
+                let mut b = self.s3_builder(&mut warnings)?;
+                let creds = match self.credentials_file()? {
+                    Some(path) => AwsCredentialSource::File(path),
+                    None => AwsCredentialSource::Ambient,
+                };
+                let (b2, region) = credentials::apply_aws(b, creds).await?;
+                b = b2;
+                if given(&self.s3_region).is_none() {
+                    if let Some(region) = region {
+                        b = b.with_region(region);
+                    }
+                }
+                let endpoint = self.s3_endpoint(&mut Vec::new())?;
+                let store = b.build().map_err(|e| Error::config(format!("S3: {e}")))?;
+                let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+                (Arc::new(store), format!("s3://{}{at}", self.bucket_name))
+            }
+            CloudProvider::Gcp => {
+                let bucket = self.require_bucket()?;
+                let mut b = GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(bucket)
+                    .with_retry(Self::retry())
+                    .with_client_options(self.client_options(None, &mut warnings)?);
+                if let Some(path) = self.credentials_file()? {
+                    credentials::check_readable(&path)?;
+                    b = b.with_service_account_path(path.to_string_lossy());
+                } else {
+                    b = credentials::gcp_ambient(b);
+                }
+                let store = b.build().map_err(|e| Error::config(format!("GCS: {e}")))?;
+                (Arc::new(store), format!("gs://{bucket}"))
+            }
+            CloudProvider::Azure => {
+                let container = self.require_bucket()?;
+                let mut b = MicrosoftAzureBuilder::new()
+                    .with_container_name(container)
+                    .with_retry(Self::retry())
+                    .with_client_options(self.client_options(None, &mut warnings)?);
+                if self.azure_use_emulator {
+                    b = b.with_use_emulator(true);
+                }
+                if let Some(endpoint) = given(&self.azure_endpoint) {
+                    b = b
+                        .with_endpoint(endpoint.to_owned())
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                match self.credentials_file()? {
+                    Some(path) => {
+                        let (account, key) = credentials::read_azure_file(&path)?;
+                        b = b.with_account(account).with_access_key(key.expose());
+                    }
+                    None if self.azure_use_emulator => {}
+                    None => {
+                        let account = given(&self.azure_storage_account_name).ok_or_else(|| {
+                            Error::config(
+                                "cloudProvider azure without secretName needs azureStorageAccountName (workload identity): set it to the storage account",
+                            )
+                        })?;
+                        b = credentials::azure_ambient(b.with_account(account));
+                    }
+                }
+                let store = b.build().map_err(|e| Error::config(format!("Azure: {e}")))?;
+                (Arc::new(store), format!("az://{container}"))
+            }
+        };
+        let prefix = self.prefix.trim_matches('/');
+        let (store, description): (Arc<dyn ObjectStore>, String) = if prefix.is_empty() {
+            (store, description)
+        } else {
+            let p = object_store::path::Path::parse(prefix)
+                .map_err(|e| Error::config(format!("prefix {prefix:?}: {e}")))?;
+            (
+                Arc::new(PrefixStore::new(store, p)),
+                format!("{description}/{prefix}"),
+            )
+        };
+        for w in &warnings {
+            tracing::warn!(storage = %description, "{w}");
+        }
+        Ok(Storage {
+            store: Arc::new(NamedStore::new(store, description.clone())),
+            description,
+            warnings,
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! The endpoint self-test: does this store do what Catena relies on?
+//!
+//! Catena's atomic commit rests on create-only puts; some S3-compatible servers accept the
+//! conditional header and overwrite anyway (Garage, s3rver). [`probe`] finds out, with a
+//! handful of small objects under `catena-probe/<random>/`, which it removes afterwards.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+
+use crate::upload::{ObjectWriter, UploadOptions};
+
+/// The outcome of one check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum CheckOutcome {
+    /// It works.
+    Ok,
+    /// The store accepted the request but did not do it (for create-only: it overwrote).
+    Ignored(String),
+    /// The request failed.
+    Failed(String),
+}
+
+impl CheckOutcome {
+    /// Whether it works.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, CheckOutcome::Ok)
+    }
+}
+
+/// What the store supports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    /// A second create-only put of the same key fails.
+    pub create_only_put: CheckOutcome,
+    /// A multipart upload of two parts completes and reads back.
+    pub multipart_upload: CheckOutcome,
+    /// A ranged get returns exactly the range.
+    pub ranged_get: CheckOutcome,
+    /// A listing finds what was written.
+    pub list: CheckOutcome,
+    /// Deleting works and the object is gone.
+    pub delete: CheckOutcome,
+}
+
+impl ProbeReport {
+    /// Whether everything Catena needs works.
+    pub fn all_ok(&self) -> bool {
+        [&self.create_only_put, &self.multipart_upload, &self.ranged_get, &self.list, &self.delete]
+            .iter()
+            .all(|c| c.is_ok())
+    }
+
+    /// One line per unsupported feature, with what it means for the user.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match &self.create_only_put {
+            CheckOutcome::Ok => {}
+            CheckOutcome::Ignored(d) => out.push(format!("create-only put is IGNORED ({d}): concurrent writers could overwrite each other's manifests; run one writer at a time against this store")),
+            CheckOutcome::Failed(d) => out.push(format!("create-only put failed: {d}")),
+        }
+        for (name, c) in [("multipart upload", &self.multipart_upload), ("ranged get", &self.ranged_get), ("list", &self.list), ("delete", &self.delete)] {
+            if let CheckOutcome::Failed(d) | CheckOutcome::Ignored(d) = c {
+                out.push(format!("{name}: {d}"));
+            }
+        }
+        out
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> CheckOutcome {
+    CheckOutcome::Failed(e.to_string())
+}
+
+/// Runs the self-test against `store`. Leaves nothing behind when deletes work.
+pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
+    let base = Path::from(format!("catena-probe/{:016x}", rand::random::<u64>()));
+    let create = base.clone().join("create-only");
+    let create_opts = || PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+
+    let create_only_put = match store.put_opts(&create, PutPayload::from_static(b"first"), create_opts()).await {
+        Err(e) => failed(e),
+        Ok(_) => match store.put_opts(&create, PutPayload::from_static(b"second"), create_opts()).await {
+            Err(object_store::Error::AlreadyExists { .. }) => CheckOutcome::Ok,
+            Err(e) => failed(format!("the second put failed with another error than 'already exists': {e}")),
+            Ok(_) => {
+                let now = match store.get(&create).await {
+                    Ok(r) => r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                CheckOutcome::Ignored(if now == b"second" {
+                    "the second create-only put overwrote the first".into()
+                } else {
+                    "the second create-only put was accepted".into()
+                })
+            }
+        },
+    };
+
+    let multi = base.clone().join("multipart");
+    let options = UploadOptions {
+        parts_in_flight: 2,
+        part_size: crate::upload::MIN_PART_SIZE,
+        ..UploadOptions::default()
+    };
+    let payload: Vec<u8> = (0..(crate::upload::MIN_PART_SIZE + 1000)).map(|i| (i % 251) as u8).collect();
+    let multipart_upload = {
+        let mut w = ObjectWriter::new(Arc::clone(&store), multi.clone(), &options, None);
+        match w.write(&payload).await {
+            Err(e) => {
+                w.abort().await;
+                failed(e)
+            }
+            Ok(()) => match w.finish().await {
+                Err(e) => failed(e),
+                Ok(written) if written.size != payload.len() as u64 => failed("size differs"),
+                Ok(_) => match store.get(&multi).await {
+                    Ok(r) => match r.bytes().await {
+                        Ok(b) if b == payload => CheckOutcome::Ok,
+                        Ok(_) => failed("the object read back differs from what was uploaded"),
+                        Err(e) => failed(e),
+                    },
+                    Err(e) => failed(e),
+                },
+            },
+        }
+    };
+
+    let ranged_get = match store.get_range(&multi, 1000..1100).await {
+        Ok(b) if b.as_ref() == &payload[1000..1100] => CheckOutcome::Ok,
+        Ok(b) => failed(format!("asked for 100 bytes at 1000, got {} other bytes", b.len())),
+        Err(e) => failed(e),
+    };
+
+    let list = match store.list(Some(&base)).try_collect::<Vec<_>>().await {
+        Ok(items) => {
+            let wrote_create = !matches!(create_only_put, CheckOutcome::Failed(_));
+            let wrote_multi = multipart_upload.is_ok();
+            let has = |k: &Path| items.iter().any(|m| &m.location == k);
+            if (!wrote_create || has(&create)) && (!wrote_multi || has(&multi)) {
+                CheckOutcome::Ok
+            } else {
+                failed(format!("the listing of {base} misses objects just written"))
+            }
+        }
+        Err(e) => failed(e),
+    };
+
+    let mut delete = CheckOutcome::Ok;
+    for key in [&create, &multi] {
+        match store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => delete = failed(e),
+        }
+    }
+    if delete.is_ok() && matches!(store.head(&create).await, Ok(_)) {
+        delete = CheckOutcome::Ignored("the object is still there after delete".into());
+    }
+    ProbeReport {
+        create_only_put,
+        multipart_upload,
+        ranged_get,
+        list,
+        delete,
+    }
+}

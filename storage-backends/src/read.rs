@@ -1,0 +1,152 @@
+//! The read side: whole objects verified against the manifest, and blocks read by byte
+//! range with N in flight, each verified against its hash before it is handed out.
+//! Every failure names the object key and the offset.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chain_core::{BlockLocation, Index, Manifest, ObjectRef, ObjectRole, Sha256Digest};
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest as _, Sha256};
+
+use crate::Error;
+
+fn path_of(object: &ObjectRef) -> Result<Path, Error> {
+    Path::parse(&object.key).map_err(|e| Error::Corrupt {
+        key: object.key.clone(),
+        offset: 0,
+        why: format!("the manifest names an invalid key: {e}"),
+    })
+}
+
+/// Reads a whole object and checks its size and SHA-256 against the manifest's record.
+pub async fn get_verified(store: &dyn ObjectStore, object: &ObjectRef) -> Result<Bytes, Error> {
+    let key = path_of(object)?;
+    let bytes = store
+        .get(&key)
+        .await
+        .map_err(|e| Error::store("reading", &key, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::store("reading", &key, e))?;
+    if bytes.len() as u64 != object.size {
+        return Err(Error::Corrupt {
+            key: object.key.clone(),
+            offset: bytes.len().min(object.size as usize) as u64,
+            why: format!("{} bytes, the manifest records {}", bytes.len(), object.size),
+        });
+    }
+    let actual = Sha256Digest::of(&bytes);
+    if actual != object.sha256 {
+        return Err(Error::Corrupt {
+            key: object.key.clone(),
+            offset: 0,
+            why: format!("SHA-256 {actual}, the manifest records {}", object.sha256),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Streams a whole object through SHA-256 and checks size and digest (for `check`, without
+/// holding the object in memory).
+pub async fn verify_object(store: &dyn ObjectStore, object: &ObjectRef) -> Result<(), Error> {
+    let key = path_of(object)?;
+    let mut stream = store
+        .get(&key)
+        .await
+        .map_err(|e| Error::store("reading", &key, e))?
+        .into_stream();
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::store("reading", &key, e))?;
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    if size != object.size {
+        return Err(Error::Corrupt {
+            key: object.key.clone(),
+            offset: size.min(object.size),
+            why: format!("{size} bytes, the manifest records {}", object.size),
+        });
+    }
+    let actual = Sha256Digest(hasher.finalize().into());
+    if actual != object.sha256 {
+        return Err(Error::Corrupt {
+            key: object.key.clone(),
+            offset: 0,
+            why: format!("SHA-256 {actual}, the manifest records {}", object.sha256),
+        });
+    }
+    Ok(())
+}
+
+/// Reads and decodes an artifact's index, verified against the manifest.
+pub async fn read_index(store: &dyn ObjectStore, manifest: &Manifest) -> Result<Index, Error> {
+    let object = manifest
+        .objects
+        .iter()
+        .find(|o| o.role == ObjectRole::Index)
+        .ok_or_else(|| Error::Corrupt {
+            key: crate::layout::manifest_key(&manifest.id).to_string(),
+            offset: 0,
+            why: "the manifest lists no index object".into(),
+        })?;
+    let bytes = get_verified(store, object).await?;
+    tokio::task::spawn_blocking(move || Index::decode(&bytes))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(|e| Error::Corrupt {
+            key: object.key.clone(),
+            offset: 0,
+            why: e.to_string(),
+        })
+}
+
+/// The data object of an artifact, if it has one.
+pub fn data_object(manifest: &Manifest) -> Option<&ObjectRef> {
+    manifest.objects.iter().find(|o| o.role == ObjectRole::Data)
+}
+
+/// Reads blocks from the object `key` by byte range, `in_flight` at once, decodes and
+/// verifies each on the blocking pool, and yields their bytes in the given order.
+pub fn read_blocks(
+    store: Arc<dyn ObjectStore>,
+    key: Path,
+    locations: Vec<BlockLocation>,
+    in_flight: usize,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send {
+    futures::stream::iter(locations)
+        .map(move |loc| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            async move {
+                let corrupt = |why: String| Error::Corrupt {
+                    key: key.to_string(),
+                    offset: loc.offset,
+                    why,
+                };
+                let stored = store
+                    .get_range(&key, loc.range())
+                    .await
+                    .map_err(|e| Error::store("reading a block of", &key, e))?;
+                if stored.len() as u64 != u64::from(loc.stored_len) {
+                    return Err(corrupt(format!(
+                        "range read gave {} bytes, the index records {}",
+                        stored.len(),
+                        loc.stored_len
+                    )));
+                }
+                let block = loc.block();
+                tokio::task::spawn_blocking(move || chain_core::decode_block(&stored, &block))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))?
+                    .map(Bytes::from)
+                    .map_err(|e| corrupt(e.to_string()))
+            }
+        })
+        .buffered(in_flight.max(1))
+        .into_stream()
+}
