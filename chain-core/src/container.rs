@@ -53,9 +53,8 @@ pub fn encode_block(raw: &[u8], compression: Compression) -> Result<EncodedBlock
     let compressed = match compression {
         Compression::None => None,
         Compression::Zstd { level } => {
-            let c = zstd::bulk::compress(raw, level).map_err(|e| Error::Compression {
-                why: e.to_string(),
-            })?;
+            let c = zstd::bulk::compress(raw, level)
+                .map_err(|e| Error::Compression { why: e.to_string() })?;
             (c.len() < raw.len()).then_some(c)
         }
     };
@@ -131,7 +130,9 @@ pub enum DecodeError {
         actual: Sha256Digest,
     },
     /// The block is intact but not the one the index promised.
-    #[error("holds block {found} of {found_len} bytes, but the index says {expected} of {expected_len} bytes")]
+    #[error(
+        "holds block {found} of {found_len} bytes, but the index says {expected} of {expected_len} bytes"
+    )]
     WrongBlock {
         /// What the index says.
         expected: Sha256Digest,
@@ -182,7 +183,11 @@ fn read_header(
     if codec != CODEC_NONE && codec != CODEC_ZSTD {
         return Err(DecodeError::UnknownCodec(codec));
     }
-    let be32 = |at: usize| u64::from(u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")));
+    let be32 = |at: usize| {
+        u64::from(u32::from_be_bytes(
+            bytes[at..at + 4].try_into().expect("4 bytes"),
+        ))
+    };
     let (raw_len, stored_len) = if wide {
         let raw = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
         (raw, (bytes.len() - 48) as u64)
@@ -190,7 +195,11 @@ fn read_header(
         (be32(8), be32(12))
     };
     let digest_at = 16;
-    let digest = Sha256Digest(bytes[digest_at..digest_at + 32].try_into().expect("32 bytes"));
+    let digest = Sha256Digest(
+        bytes[digest_at..digest_at + 32]
+            .try_into()
+            .expect("32 bytes"),
+    );
     Ok(Header {
         codec,
         raw_len,
@@ -327,9 +336,12 @@ impl Index {
                     why: format!("block {} is stored twice", b.digest),
                 });
             }
-            end = b.offset.checked_add(u64::from(b.stored_len)).ok_or_else(|| Error::InvalidIndex {
-                why: "offsets overflow".into(),
-            })?;
+            end = b
+                .offset
+                .checked_add(u64::from(b.stored_len))
+                .ok_or_else(|| Error::InvalidIndex {
+                    why: "offsets overflow".into(),
+                })?;
         }
         Ok(())
     }
@@ -342,9 +354,8 @@ impl Index {
             Compression::None => (CODEC_NONE, body.clone()),
             Compression::Zstd { level } => (
                 CODEC_ZSTD,
-                zstd::bulk::compress(&body, level).map_err(|e| Error::Compression {
-                    why: e.to_string(),
-                })?,
+                zstd::bulk::compress(&body, level)
+                    .map_err(|e| Error::Compression { why: e.to_string() })?,
             ),
         };
         let mut out = Vec::with_capacity(INDEX_HEADER_LEN + payload.len());
@@ -387,8 +398,14 @@ impl Index {
                 actual,
             });
         }
+        Self::decode_body(&body)
+    }
+
+    /// Decodes and validates the JSON body of an index (what [`decode`](Self::decode) finds
+    /// after the header and its checksum).
+    pub fn decode_body(body: &[u8]) -> Result<Self, DecodeError> {
         let index: Index =
-            serde_json::from_slice(&body).map_err(|e| DecodeError::IndexBody(e.to_string()))?;
+            serde_json::from_slice(body).map_err(|e| DecodeError::IndexBody(e.to_string()))?;
         index
             .validate()
             .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
@@ -407,14 +424,20 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_with_and_without_compression() {
-        for c in [Compression::None, Compression::Zstd { level: 1 }, Compression::Zstd { level: 3 }] {
+        for c in [
+            Compression::None,
+            Compression::Zstd { level: 1 },
+            Compression::Zstd { level: 3 },
+        ] {
             for raw in [vec![7u8], sample(1000), vec![0u8; 1 << 20]] {
                 let e = encode_block(&raw, c).expect("encode");
                 assert_eq!(decode_block(&e.bytes, &e.block).expect("decode"), raw);
             }
         }
         // Incompressible data is stored as it is even when zstd is asked for.
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let e = encode_block(&noise, Compression::Zstd { level: 3 }).expect("encode");
         assert!(e.bytes.len() <= noise.len() + BLOCK_HEADER_LEN);
     }
@@ -427,7 +450,10 @@ mod tests {
             for i in 0..e.bytes.len() {
                 let mut bad = e.bytes.clone();
                 bad[i] ^= 0x01;
-                assert!(decode_block(&bad, &e.block).is_err(), "flip at {i} went unnoticed");
+                assert!(
+                    decode_block(&bad, &e.block).is_err(),
+                    "flip at {i} went unnoticed"
+                );
             }
             assert!(decode_block(&e.bytes[..e.bytes.len() - 1], &e.block).is_err());
             let other = encode_block(b"other", c).expect("encode");

@@ -190,7 +190,9 @@ pub enum Error {
         why: &'static str,
     },
     /// A block of a size the format does not allow.
-    #[error("block of {size} bytes is out of bounds: blocks hold 1 byte to 64 MiB; choose a block size in that range")]
+    #[error(
+        "block of {size} bytes is out of bounds: blocks hold 1 byte to 64 MiB; choose a block size in that range"
+    )]
     InvalidBlockSize {
         /// The size given.
         size: u64,

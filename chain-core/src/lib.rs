@@ -85,14 +85,14 @@ pub use aggregate::{
     plan_aggregate,
 };
 pub use catalog::{Catalog, CatalogProblem, Unusable};
-pub use decide::{
-    BackupDecision, BackupRequest, BackupType, DiffSupport, ReasonCode, SkippedParent,
-    SourceCapability, decide_backup, fallback_after_diff_failure,
-};
 pub use container::{
     BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockLocation, CONTAINER_VERSION, DecodeError, EncodedBlock,
     INDEX_HEADER_LEN, INDEX_MAGIC, Index, MAX_BLOCK_SIZE, MAX_INDEX_LEN, decode_block,
     encode_block,
+};
+pub use decide::{
+    BackupDecision, BackupRequest, BackupType, DiffSupport, ReasonCode, SkippedParent,
+    SourceCapability, decide_backup, fallback_after_diff_failure,
 };
 pub use digest::Sha256Digest;
 pub use error::Error;

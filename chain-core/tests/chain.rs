@@ -873,9 +873,17 @@ fn write_fuzz_seeds() {
     for (i, (raw, c)) in [
         (b"x".to_vec(), Compression::None),
         (vec![0u8; 4096], Compression::Zstd { level: 1 }),
-        ((0..3000u32).map(|i| (i * 7 % 256) as u8).collect(), Compression::Zstd { level: 3 }),
+        (
+            (0..3000u32).map(|i| (i * 7 % 256) as u8).collect(),
+            Compression::Zstd { level: 3 },
+        ),
         (b"plain text, stored".to_vec(), Compression::None),
-        ((0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect(), Compression::Zstd { level: 1 }),
+        (
+            (0..600u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+                .collect(),
+            Compression::Zstd { level: 1 },
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -891,8 +899,15 @@ fn write_fuzz_seeds() {
         offset += e.bytes.len() as u64;
         entries.push(Entry {
             path: EntryPath::new(&format!("dir/file-{i}")).expect("path"),
-            kind: EntryKind::File { size: raw.len() as u64, blocks: vec![e.block] },
-            meta: Metadata { mode: 0o640, mtime_ns: i as i64, ..Metadata::default() },
+            kind: EntryKind::File {
+                size: raw.len() as u64,
+                blocks: vec![e.block],
+            },
+            meta: Metadata {
+                mode: 0o640,
+                mtime_ns: i as i64,
+                ..Metadata::default()
+            },
         });
     }
     entries.push(Entry {
@@ -902,13 +917,21 @@ fn write_fuzz_seeds() {
     });
     entries.push(Entry {
         path: EntryPath::new("link").expect("path"),
-        kind: EntryKind::Symlink { target: "dir/file-0".into() },
+        kind: EntryKind::Symlink {
+            target: "dir/file-0".into(),
+        },
         meta: Metadata::default(),
     });
     let state = State::from_entries(entries);
-    let full = Index { changes: ChangeSet::full(&state), blocks: locations };
+    let full = Index {
+        changes: ChangeSet::full(&state),
+        blocks: locations,
+    };
     let diff = Index {
-        changes: ChangeSet::between(&state, &State::from_entries(state.entries().skip(2).cloned())),
+        changes: ChangeSet::between(
+            &state,
+            &State::from_entries(state.entries().skip(2).cloned()),
+        ),
         blocks: Vec::new(),
     };
     for (i, (idx, c)) in [
@@ -921,6 +944,14 @@ fn write_fuzz_seeds() {
     .into_iter()
     .enumerate()
     {
-        std::fs::write(index_dir.join(format!("seed-{i}")), idx.encode(c).expect("encode")).expect("write");
+        std::fs::write(
+            index_dir.join(format!("seed-{i}")),
+            idx.encode(c).expect("encode"),
+        )
+        .expect("write");
+    }
+    for (i, idx) in [&full, &diff].into_iter().enumerate() {
+        let body = serde_json::to_vec(idx).expect("json");
+        std::fs::write(index_dir.join(format!("seed-body-{}.json", i * 2)), body).expect("write");
     }
 }

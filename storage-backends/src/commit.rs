@@ -13,13 +13,17 @@ use chain_core::{Compression, Index, Manifest, ManifestBuilder, ObjectRole};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::Error;
 use crate::layout;
 use crate::upload::{StoredData, WrittenObject};
-use crate::Error;
 
 /// Writes `bytes` at `key` only if nothing is there; an identical object already there is
 /// success.
-pub async fn put_create(store: &dyn ObjectStore, key: &Path, bytes: Bytes) -> Result<WrittenObject, Error> {
+pub async fn put_create(
+    store: &dyn ObjectStore,
+    key: &Path,
+    bytes: Bytes,
+) -> Result<WrittenObject, Error> {
     let written = WrittenObject {
         key: key.clone(),
         size: bytes.len() as u64,
@@ -29,7 +33,10 @@ pub async fn put_create(store: &dyn ObjectStore, key: &Path, bytes: Bytes) -> Re
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    match store.put_opts(key, PutPayload::from(bytes.clone()), opts).await {
+    match store
+        .put_opts(key, PutPayload::from(bytes.clone()), opts)
+        .await
+    {
         Ok(_) => Ok(written),
         Err(object_store::Error::AlreadyExists { .. }) => {
             let existing = store
@@ -42,7 +49,9 @@ pub async fn put_create(store: &dyn ObjectStore, key: &Path, bytes: Bytes) -> Re
             if existing == bytes {
                 Ok(written)
             } else {
-                Err(Error::Conflict { key: key.to_string() })
+                Err(Error::Conflict {
+                    key: key.to_string(),
+                })
             }
         }
         Err(e) => Err(Error::store("writing", key, e)),
@@ -52,7 +61,7 @@ pub async fn put_create(store: &dyn ObjectStore, key: &Path, bytes: Bytes) -> Re
 /// Whether the manifest at `key` holds exactly `bytes` (`None` when that cannot be told).
 async fn manifest_landed(store: &dyn ObjectStore, key: &Path, bytes: &Bytes) -> Option<bool> {
     match store.get(key).await {
-        Ok(r) => r.bytes().await.ok().map(|b| &b == bytes),
+        Ok(r) => r.bytes().await.ok().map(|b| b == bytes),
         Err(object_store::Error::NotFound { .. }) => Some(false),
         Err(_) => None,
     }
@@ -71,7 +80,17 @@ pub async fn commit(
     index_compression: Compression,
 ) -> Result<Manifest, Error> {
     let mut written: Vec<Path> = data.object.iter().map(|o| o.key.clone()).collect();
-    match commit_inner(store.as_ref(), id, builder, index, data, index_compression, &mut written).await {
+    match commit_inner(
+        store.as_ref(),
+        id,
+        builder,
+        index,
+        data,
+        index_compression,
+        &mut written,
+    )
+    .await
+    {
         Ok(manifest) => Ok(manifest),
         Err((error, manifest_absent)) => {
             if manifest_absent {
@@ -107,15 +126,24 @@ async fn commit_inner(
     let absent = |e: Error| (e, true);
     let index_key = layout::index_key(id);
     let manifest_key = layout::manifest_key(id);
-    let encoded = Bytes::from(index.encode(index_compression).map_err(|e| absent(e.into()))?);
+    let encoded = Bytes::from(
+        index
+            .encode(index_compression)
+            .map_err(|e| absent(e.into()))?,
+    );
     written.push(index_key.clone());
-    let index_obj = put_create(store, &index_key, encoded).await.map_err(absent)?;
+    let index_obj = put_create(store, &index_key, encoded)
+        .await
+        .map_err(absent)?;
     let mut objects = Vec::new();
     if let Some(d) = &data.object {
         objects.push(d.to_ref(ObjectRole::Data));
     }
     objects.push(index_obj.to_ref(ObjectRole::Index));
-    let manifest = builder.objects(objects).build().map_err(|e| absent(e.into()))?;
+    let manifest = builder
+        .objects(objects)
+        .build()
+        .map_err(|e| absent(e.into()))?;
     let bytes = Bytes::from(manifest.to_json());
     match put_create(store, &manifest_key, bytes.clone()).await {
         Ok(_) => Ok(manifest),

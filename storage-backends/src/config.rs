@@ -27,9 +27,9 @@ use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::credentials::{self, AwsCredentialSource};
 use crate::named::NamedStore;
-use crate::Error;
 
 /// Which kind of store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -174,7 +174,10 @@ impl std::fmt::Debug for StorageConfig {
             .field("minio_endpoint", &self.minio_endpoint)
             .field("secret_name", &self.secret_name)
             .field("secret_key_name", &self.secret_key_name)
-            .field("azure_storage_account_name", &self.azure_storage_account_name)
+            .field(
+                "azure_storage_account_name",
+                &self.azure_storage_account_name,
+            )
             .field("service_account_name", &self.service_account_name)
             .field("secrets_dir", &self.secrets_dir)
             .field("local_path", &self.local_path)
@@ -194,6 +197,9 @@ pub struct Storage {
     pub description: String,
     /// Warnings: deprecated keys, disabled verification.
     pub warnings: Vec<String>,
+    /// The effective settings, for people and tests: endpoint, region, addressing style,
+    /// TLS verification, CA, where credentials come from. Never a secret value.
+    pub settings: Vec<(String, String)>,
 }
 
 /// The seed writes unset values as `""`: treat them as absent.
@@ -255,7 +261,9 @@ impl StorageConfig {
             return Err(invalid("the bucket (container) name is missing"));
         }
         if bucket.contains('@') || bucket.contains(':') {
-            return Err(invalid("credentials or ports do not belong in the bucket name"));
+            return Err(invalid(
+                "credentials or ports do not belong in the bucket name",
+            ));
         }
         Ok(Self {
             cloud_provider: provider,
@@ -385,15 +393,18 @@ impl StorageConfig {
 
     /// Client options shared by every cloud store: timeouts that suit large parts, and
     /// the TLS settings.
-    fn client_options(&self, ca: Option<&[u8]>, warnings: &mut Vec<String>) -> Result<ClientOptions, Error> {
+    fn client_options(
+        &self,
+        ca: Option<&[u8]>,
+        warnings: &mut Vec<String>,
+    ) -> Result<ClientOptions, Error> {
         let mut options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(300))
             .with_pool_idle_timeout(Duration::from_secs(60));
         if let Some(pem) = ca {
-            let certs = object_store::Certificate::from_pem_bundle(pem).map_err(|e| {
-                Error::config(format!("the CA certificate is not valid PEM: {e}"))
-            })?;
+            let certs = object_store::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::config(format!("the CA certificate is not valid PEM: {e}")))?;
             if certs.is_empty() {
                 return Err(Error::config(
                     "the CA certificate holds no certificate: give a PEM file with -----BEGIN CERTIFICATE-----",
@@ -431,13 +442,13 @@ impl StorageConfig {
             ("s3Region", given(&self.s3_region).is_some()),
             ("minioEndpoint", given(&self.minio_endpoint).is_some()),
         ];
-        if self.cloud_provider != CloudProvider::Aws {
-            if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
-                return Err(Error::config(format!(
-                    "{key} applies only to cloudProvider \"aws\" (S3 and S3-compatible stores), but cloudProvider is {:?}: remove {key} or set cloudProvider: aws",
-                    self.provider_name()
-                )));
-            }
+        if self.cloud_provider != CloudProvider::Aws
+            && let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set)
+        {
+            return Err(Error::config(format!(
+                "{key} applies only to cloudProvider \"aws\" (S3 and S3-compatible stores), but cloudProvider is {:?}: remove {key} or set cloudProvider: aws",
+                self.provider_name()
+            )));
         }
         if self.cloud_provider != CloudProvider::Azure
             && given(&self.azure_storage_account_name).is_some()
@@ -481,7 +492,11 @@ impl StorageConfig {
             return Err(Error::config(format!(
                 "bucketName is empty: cloudProvider {:?} needs the bucket{} to write to",
                 self.provider_name(),
-                if self.cloud_provider == CloudProvider::Azure { " (the container)" } else { "" }
+                if self.cloud_provider == CloudProvider::Azure {
+                    " (the container)"
+                } else {
+                    ""
+                }
             )));
         }
         Ok(bucket)
@@ -493,7 +508,11 @@ impl StorageConfig {
         let bucket = self.require_bucket()?;
         let ca = self.s3_ca()?;
         let endpoint = self.s3_endpoint(warnings)?;
-        if ca.is_some() && endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+        if ca.is_some()
+            && endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
+        {
             return Err(Error::config(
                 "a CA certificate (s3CACert / s3CASecretName) is given but s3Endpoint is http://: a CA only matters with TLS; use https:// or remove the CA",
             ));
@@ -521,6 +540,8 @@ impl StorageConfig {
     pub async fn build(&self) -> Result<Storage, Error> {
         self.check_keys_apply()?;
         let mut warnings = Vec::new();
+        let mut settings: Vec<(String, String)> =
+            vec![("provider".into(), self.provider_name().to_owned())];
         let (store, description): (Arc<dyn ObjectStore>, String) = match self.cloud_provider {
             CloudProvider::Memory => (Arc::new(InMemory::new()), "memory://".to_owned()),
             CloudProvider::Local => {
@@ -542,15 +563,39 @@ impl StorageConfig {
                     Some(path) => AwsCredentialSource::File(path),
                     None => AwsCredentialSource::Ambient,
                 };
+                settings.push((
+                    "credentials".into(),
+                    match &creds {
+                        AwsCredentialSource::File(p) => format!("file {}", p.display()),
+                        AwsCredentialSource::Ambient => {
+                            "ambient (workload identity / environment)".into()
+                        }
+                    },
+                ));
                 let (b2, region) = credentials::apply_aws(b, creds).await?;
                 b = b2;
-                if given(&self.s3_region).is_none() {
-                    if let Some(region) = region {
-                        b = b.with_region(region);
+                if given(&self.s3_region).is_none()
+                    && let Some(region) = region
+                {
+                    b = b.with_region(region);
+                }
+                use object_store::aws::AmazonS3ConfigKey as K;
+                for (name, key) in [
+                    ("bucket", K::Bucket),
+                    ("endpoint", K::Endpoint),
+                    ("region", K::Region),
+                    ("virtual_hosted_style", K::VirtualHostedStyleRequest),
+                ] {
+                    if let Some(v) = b.get_config_value(&key) {
+                        settings.push((name.into(), v));
                     }
                 }
                 let endpoint = self.s3_endpoint(&mut Vec::new())?;
-                let store = b.build().map_err(|e| Error::config(format!("S3: {e}")))?;
+                let store = b.build().map_err(|e| {
+                    Error::config(format!(
+                        "the S3 client could not be built ({e}); check s3Endpoint, s3Region and the CA given by s3CACert / s3CASecretName"
+                    ))
+                })?;
                 let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
                 (Arc::new(store), format!("s3://{}{at}", self.bucket_name))
             }
@@ -562,8 +607,16 @@ impl StorageConfig {
                     .with_client_options(self.client_options(None, &mut warnings)?);
                 if let Some(path) = self.credentials_file()? {
                     credentials::check_readable(&path)?;
+                    settings.push((
+                        "credentials".into(),
+                        format!("service account file {}", path.display()),
+                    ));
                     b = b.with_service_account_path(path.to_string_lossy());
                 } else {
+                    settings.push((
+                        "credentials".into(),
+                        "application default credentials".into(),
+                    ));
                     b = credentials::gcp_ambient(b);
                 }
                 let store = b.build().map_err(|e| Error::config(format!("GCS: {e}")))?;
@@ -586,19 +639,34 @@ impl StorageConfig {
                 match self.credentials_file()? {
                     Some(path) => {
                         let (account, key) = credentials::read_azure_file(&path)?;
+                        settings.push((
+                            "credentials".into(),
+                            format!("account key file {}", path.display()),
+                        ));
+                        settings.push(("account".into(), account.clone()));
                         b = b.with_account(account).with_access_key(key.expose());
                     }
-                    None if self.azure_use_emulator => {}
+                    None if self.azure_use_emulator => {
+                        settings
+                            .push(("credentials".into(), "emulator development account".into()));
+                    }
                     None => {
                         let account = given(&self.azure_storage_account_name).ok_or_else(|| {
                             Error::config(
                                 "cloudProvider azure without secretName needs azureStorageAccountName (workload identity): set it to the storage account",
                             )
                         })?;
+                        settings.push((
+                            "credentials".into(),
+                            "workload identity (federated token)".into(),
+                        ));
+                        settings.push(("account".into(), account.to_owned()));
                         b = credentials::azure_ambient(b.with_account(account));
                     }
                 }
-                let store = b.build().map_err(|e| Error::config(format!("Azure: {e}")))?;
+                let store = b
+                    .build()
+                    .map_err(|e| Error::config(format!("Azure: {e}")))?;
                 (Arc::new(store), format!("az://{container}"))
             }
         };
@@ -616,10 +684,29 @@ impl StorageConfig {
         for w in &warnings {
             tracing::warn!(storage = %description, "{w}");
         }
+        if matches!(
+            self.cloud_provider,
+            CloudProvider::Aws | CloudProvider::Gcp | CloudProvider::Azure
+        ) {
+            settings.push((
+                "tls_verify".into(),
+                if self.s3_skip_verify { "off" } else { "on" }.into(),
+            ));
+            let ca = match (given(&self.s3_ca_cert), given(&self.s3_ca_secret_name)) {
+                (Some(_), _) => "s3CACert".to_owned(),
+                (None, Some(name)) => format!("file from secret {name}"),
+                (None, None) => "system roots".to_owned(),
+            };
+            settings.push(("ca".into(), ca));
+        }
+        if !self.prefix.trim_matches('/').is_empty() {
+            settings.push(("prefix".into(), self.prefix.trim_matches('/').to_owned()));
+        }
         Ok(Storage {
             store: Arc::new(NamedStore::new(store, description.clone())),
             description,
             warnings,
+            settings,
         })
     }
 }

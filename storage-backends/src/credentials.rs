@@ -113,7 +113,9 @@ pub(crate) async fn apply_aws(
         }
         AwsCredentialSource::Ambient => {
             let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            if let (Some(id), Some(secret)) =
+                (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+            {
                 let mut b = b.with_access_key_id(id).with_secret_access_key(secret);
                 if let Some(token) = env("AWS_SESSION_TOKEN") {
                     b = b.with_token(token);
@@ -124,11 +126,13 @@ pub(crate) async fn apply_aws(
             let has_profile = env("AWS_PROFILE").is_some()
                 || env("AWS_CONFIG_FILE").is_some()
                 || env("AWS_SHARED_CREDENTIALS_FILE").is_some()
-                || home_aws.is_some_and(|d| d.join("config").exists() || d.join("credentials").exists());
+                || home_aws
+                    .is_some_and(|d| d.join("config").exists() || d.join("credentials").exists());
             if has_profile && env("AWS_WEB_IDENTITY_TOKEN_FILE").is_none() {
-                let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                    .build()
-                    .await;
+                let chain =
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .build()
+                        .await;
                 let region = aws_config::default_provider::region::DefaultRegionChain::builder()
                     .build()
                     .region()
@@ -140,10 +144,22 @@ pub(crate) async fn apply_aws(
             // object_store's own chain: web identity, ECS task role, instance metadata.
             let mut b = b;
             for (var, key) in [
-                ("AWS_WEB_IDENTITY_TOKEN_FILE", object_store::aws::AmazonS3ConfigKey::WebIdentityTokenFile),
-                ("AWS_ROLE_ARN", object_store::aws::AmazonS3ConfigKey::RoleArn),
-                ("AWS_ROLE_SESSION_NAME", object_store::aws::AmazonS3ConfigKey::RoleSessionName),
-                ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", object_store::aws::AmazonS3ConfigKey::ContainerCredentialsRelativeUri),
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    object_store::aws::AmazonS3ConfigKey::WebIdentityTokenFile,
+                ),
+                (
+                    "AWS_ROLE_ARN",
+                    object_store::aws::AmazonS3ConfigKey::RoleArn,
+                ),
+                (
+                    "AWS_ROLE_SESSION_NAME",
+                    object_store::aws::AmazonS3ConfigKey::RoleSessionName,
+                ),
+                (
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    object_store::aws::AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+                ),
             ] {
                 if let Some(v) = env(var) {
                     b = b.with_config(key, v);
@@ -208,10 +224,12 @@ impl CredentialProvider for AwsConfigBridge {
     type Credential = AwsCredential;
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        self.fetch().await.map_err(|why| object_store::Error::Generic {
-            store: "S3",
-            source: format!("AWS credentials unavailable: {why}").into(),
-        })
+        self.fetch()
+            .await
+            .map_err(|why| object_store::Error::Generic {
+                store: "S3",
+                source: format!("AWS credentials unavailable: {why}").into(),
+            })
     }
 }
 

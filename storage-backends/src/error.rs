@@ -14,7 +14,9 @@ pub enum Error {
         message: String,
     },
     /// A storage URL that does not parse.
-    #[error("storage URL {url:?}: {why}; use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///path or memory://")]
+    #[error(
+        "storage URL {url:?}: {why}; use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///path or memory://"
+    )]
     InvalidUrl {
         /// The URL, without any query string (which may carry a SAS token).
         url: String,
@@ -41,13 +43,17 @@ pub enum Error {
         source: object_store::Error,
     },
     /// Another writer created the object first, with different contents.
-    #[error("{key} already exists with different contents: another writer committed it first; rerun to pick a new id")]
+    #[error(
+        "{key} already exists with different contents: another writer committed it first; rerun to pick a new id"
+    )]
     Conflict {
         /// The key.
         key: String,
     },
     /// A stored object failed verification.
-    #[error("{key} at offset {offset}: {why}; the object is damaged: run `catena check`, and restore from another backup if it fails")]
+    #[error(
+        "{key} at offset {offset}: {why}; the object is damaged: run `catena check`, and restore from another backup if it fails"
+    )]
     Corrupt {
         /// The object key.
         key: String,
@@ -83,7 +89,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn store(operation: &'static str, key: &object_store::path::Path, source: object_store::Error) -> Self {
+    pub(crate) fn store(
+        operation: &'static str,
+        key: &object_store::path::Path,
+        source: object_store::Error,
+    ) -> Self {
         Error::Store {
             operation,
             key: key.to_string(),

@@ -16,9 +16,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    RenameOptions, Result, UploadPart,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    UploadPart,
 };
 
 /// How the chosen call fails.
@@ -126,14 +126,23 @@ impl MultipartUpload for FaultUpload {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl ObjectStore for FaultStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
         match self.plan.next() {
             Some(f) => Err(fail(f).await),
             None => self.inner.put_opts(location, payload, opts).await,
         }
     }
 
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
         match self.plan.next() {
             Some(f) => Err(fail(f).await),
             None => Ok(Box::new(FaultUpload {
@@ -147,7 +156,12 @@ impl ObjectStore for FaultStore {
         match self.plan.next() {
             Some(Fault::TruncatedBody) => {
                 let result = self.inner.get_opts(location, options).await?;
-                let (meta, range, attributes, extensions) = (result.meta.clone(), result.range.clone(), result.attributes.clone(), result.extensions.clone());
+                let (meta, range, attributes, extensions) = (
+                    result.meta.clone(),
+                    result.range.clone(),
+                    result.attributes.clone(),
+                    result.extensions.clone(),
+                );
                 let mut body = result.bytes().await?;
                 body.truncate(body.len() / 2);
                 let stream = futures::stream::once(async move { Ok(body) }).boxed();
@@ -178,7 +192,10 @@ impl ObjectStore for FaultStore {
         }
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
         let plan = Arc::clone(&self.plan);
         let inner = Arc::clone(&self.inner);
         locations
@@ -189,8 +206,12 @@ impl ObjectStore for FaultStore {
                     match plan.next() {
                         Some(f) => Err(fail(f).await),
                         None => {
-                            let mut done = inner.delete_stream(futures::stream::once(async move { Ok(path) }).boxed());
-                            done.next().await.unwrap_or_else(|| Err(injected(Fault::Error)))
+                            let mut done = inner.delete_stream(
+                                futures::stream::once(async move { Ok(path) }).boxed(),
+                            );
+                            done.next()
+                                .await
+                                .unwrap_or_else(|| Err(injected(Fault::Error)))
                         }
                     }
                 }
@@ -205,7 +226,11 @@ impl ObjectStore for FaultStore {
         }
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         match self.plan.next() {
             Some(f) => futures::stream::once(async move { Err(fail(f).await) }).boxed(),
             None => self.inner.list_with_offset(prefix, offset),

@@ -47,15 +47,20 @@ pub fn manifest_key(id: &ArtifactId) -> Path {
 
 /// The artifact id of a manifest key, `None` for any other key.
 pub fn manifest_id(path: &Path) -> Option<ArtifactId> {
-    path.filename()?
-        .strip_suffix(MANIFEST_SUFFIX)?
-        .parse()
-        .ok()
+    path.filename()?.strip_suffix(MANIFEST_SUFFIX)?.parse().ok()
 }
 
 /// Where `keepFailed` moves a failed artifact's object `key`.
 pub fn failed_key(key: &Path) -> Path {
-    Path::from_iter(std::iter::once(FAILED_PREFIX).chain(key.parts().map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().iter().map(String::as_str)))
+    Path::from_iter(
+        std::iter::once(FAILED_PREFIX).chain(
+            key.parts()
+                .map(|p| p.as_ref().to_owned())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -64,7 +69,9 @@ mod tests {
 
     #[test]
     fn keys_follow_the_layout_and_parse_back() {
-        let id: ArtifactId = "neo4j-20261125T164656.123456Z-9f86d081884c7d65".parse().expect("id");
+        let id: ArtifactId = "neo4j-20261125T164656.123456Z-9f86d081884c7d65"
+            .parse()
+            .expect("id");
         assert_eq!(
             manifest_key(&id).as_ref(),
             "neo4j/neo4j-20261125T164656.123456Z-9f86d081884c7d65.manifest.json"

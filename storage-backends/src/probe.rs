@@ -50,9 +50,15 @@ pub struct ProbeReport {
 impl ProbeReport {
     /// Whether everything Catena needs works.
     pub fn all_ok(&self) -> bool {
-        [&self.create_only_put, &self.multipart_upload, &self.ranged_get, &self.list, &self.delete]
-            .iter()
-            .all(|c| c.is_ok())
+        [
+            &self.create_only_put,
+            &self.multipart_upload,
+            &self.ranged_get,
+            &self.list,
+            &self.delete,
+        ]
+        .iter()
+        .all(|c| c.is_ok())
     }
 
     /// One line per unsupported feature, with what it means for the user.
@@ -63,7 +69,12 @@ impl ProbeReport {
             CheckOutcome::Ignored(d) => out.push(format!("create-only put is IGNORED ({d}): concurrent writers could overwrite each other's manifests; run one writer at a time against this store")),
             CheckOutcome::Failed(d) => out.push(format!("create-only put failed: {d}")),
         }
-        for (name, c) in [("multipart upload", &self.multipart_upload), ("ranged get", &self.ranged_get), ("list", &self.list), ("delete", &self.delete)] {
+        for (name, c) in [
+            ("multipart upload", &self.multipart_upload),
+            ("ranged get", &self.ranged_get),
+            ("list", &self.list),
+            ("delete", &self.delete),
+        ] {
             if let CheckOutcome::Failed(d) | CheckOutcome::Ignored(d) = c {
                 out.push(format!("{name}: {d}"));
             }
@@ -85,11 +96,19 @@ pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
         ..PutOptions::default()
     };
 
-    let create_only_put = match store.put_opts(&create, PutPayload::from_static(b"first"), create_opts()).await {
+    let create_only_put = match store
+        .put_opts(&create, PutPayload::from_static(b"first"), create_opts())
+        .await
+    {
         Err(e) => failed(e),
-        Ok(_) => match store.put_opts(&create, PutPayload::from_static(b"second"), create_opts()).await {
+        Ok(_) => match store
+            .put_opts(&create, PutPayload::from_static(b"second"), create_opts())
+            .await
+        {
             Err(object_store::Error::AlreadyExists { .. }) => CheckOutcome::Ok,
-            Err(e) => failed(format!("the second put failed with another error than 'already exists': {e}")),
+            Err(e) => failed(format!(
+                "the second put failed with another error than 'already exists': {e}"
+            )),
             Ok(_) => {
                 let now = match store.get(&create).await {
                     Ok(r) => r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
@@ -110,7 +129,9 @@ pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
         part_size: crate::upload::MIN_PART_SIZE,
         ..UploadOptions::default()
     };
-    let payload: Vec<u8> = (0..(crate::upload::MIN_PART_SIZE + 1000)).map(|i| (i % 251) as u8).collect();
+    let payload: Vec<u8> = (0..(crate::upload::MIN_PART_SIZE + 1000))
+        .map(|i| (i % 251) as u8)
+        .collect();
     let multipart_upload = {
         let mut w = ObjectWriter::new(Arc::clone(&store), multi.clone(), &options, None);
         match w.write(&payload).await {
@@ -135,7 +156,10 @@ pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
 
     let ranged_get = match store.get_range(&multi, 1000..1100).await {
         Ok(b) if b.as_ref() == &payload[1000..1100] => CheckOutcome::Ok,
-        Ok(b) => failed(format!("asked for 100 bytes at 1000, got {} other bytes", b.len())),
+        Ok(b) => failed(format!(
+            "asked for 100 bytes at 1000, got {} other bytes",
+            b.len()
+        )),
         Err(e) => failed(e),
     };
 
@@ -160,7 +184,7 @@ pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
             Err(e) => delete = failed(e),
         }
     }
-    if delete.is_ok() && matches!(store.head(&create).await, Ok(_)) {
+    if delete.is_ok() && store.head(&create).await.is_ok() {
         delete = CheckOutcome::Ignored("the object is still there after delete".into());
     }
     ProbeReport {

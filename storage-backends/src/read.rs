@@ -35,7 +35,11 @@ pub async fn get_verified(store: &dyn ObjectStore, object: &ObjectRef) -> Result
         return Err(Error::Corrupt {
             key: object.key.clone(),
             offset: bytes.len().min(object.size as usize) as u64,
-            why: format!("{} bytes, the manifest records {}", bytes.len(), object.size),
+            why: format!(
+                "{} bytes, the manifest records {}",
+                bytes.len(),
+                object.size
+            ),
         });
     }
     let actual = Sha256Digest::of(&bytes);

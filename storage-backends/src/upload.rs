@@ -24,7 +24,9 @@ use chain_core::{BlockLocation, BlockRef, Compression, ObjectRef, ObjectRole, Sh
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart};
+use object_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::Error;
@@ -75,12 +77,16 @@ impl UploadOptions {
             )));
         }
         if self.parts_in_flight == 0 || self.workers == 0 {
-            return Err(Error::config("parts in flight and workers must be at least 1"));
+            return Err(Error::config(
+                "parts in flight and workers must be at least 1",
+            ));
         }
         if let Compression::Zstd { level } = self.compression
             && !(1..=22).contains(&level)
         {
-            return Err(Error::config(format!("zstd level {level} is out of bounds: choose 1 to 22")));
+            return Err(Error::config(format!(
+                "zstd level {level} is out of bounds: choose 1 to 22"
+            )));
         }
         Ok(())
     }
@@ -150,7 +156,12 @@ impl std::fmt::Debug for ObjectWriter {
 
 impl ObjectWriter {
     /// Starts writing `key` (nothing is sent until a part is full or [`finish`](Self::finish)).
-    pub fn new(store: Arc<dyn ObjectStore>, key: Path, options: &UploadOptions, expected: Option<u64>) -> Self {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        key: Path,
+        options: &UploadOptions,
+        expected: Option<u64>,
+    ) -> Self {
         let part_size = options.part_size_for(expected);
         Self {
             store,
@@ -193,7 +204,10 @@ impl ObjectWriter {
     }
 
     async fn hash(&mut self, part: Bytes) -> Result<Bytes, Error> {
-        let mut hasher = self.hasher.take().expect("the hasher is back after every part");
+        let mut hasher = self
+            .hasher
+            .take()
+            .expect("the hasher is back after every part");
         let (hasher, part) = tokio::task::spawn_blocking(move || {
             hasher.update(&part);
             (hasher, part)
@@ -205,7 +219,7 @@ impl ObjectWriter {
     }
 
     async fn send_part(&mut self) -> Result<(), Error> {
-        let next_size = if self.grow && (self.parts + 1) % GROW_EVERY == 0 {
+        let next_size = if self.grow && (self.parts + 1).is_multiple_of(GROW_EVERY) {
             self.part_size * 2
         } else {
             self.part_size
