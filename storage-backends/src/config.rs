@@ -536,7 +536,7 @@ impl StorageConfig {
     }
 
     /// Validates the configuration and builds the store. Reads credentials files; contacts
-    /// no server (see [`crate::probe`] for that).
+    /// no server (see [`crate::probe()`] for that).
     pub async fn build(&self) -> Result<Storage, Error> {
         self.check_keys_apply()?;
         let mut warnings = Vec::new();
