@@ -50,33 +50,65 @@ pub fn encode_block(raw: &[u8], compression: Compression) -> Result<EncodedBlock
             size: raw.len() as u64,
         })?;
     let digest = Sha256Digest(Sha256::digest(raw).into());
-    let compressed = match compression {
-        Compression::None => None,
-        Compression::Zstd { level } => {
-            let c = zstd::bulk::compress(raw, level)
-                .map_err(|e| Error::Compression { why: e.to_string() })?;
-            (c.len() < raw.len()).then_some(c)
+    // One allocation: the header's room, then the payload compressed in place after it.
+    let mut bytes;
+    let mut codec = CODEC_NONE;
+    if let Compression::Zstd { level } = compression {
+        bytes = vec![0u8; BLOCK_HEADER_LEN + zstd::zstd_safe::compress_bound(raw.len())];
+        let n = with_compressor(level, |c| {
+            c.compress_to_buffer(raw, &mut bytes[BLOCK_HEADER_LEN..])
+        })
+        .map_err(|e| Error::Compression { why: e.to_string() })?;
+        if n < raw.len() {
+            codec = CODEC_ZSTD;
+            bytes.truncate(BLOCK_HEADER_LEN + n);
+            // Give back the unused bound: a well-compressed block would otherwise keep a
+            // whole block's allocation alive while it waits in a part.
+            bytes.shrink_to_fit();
+        } else {
+            bytes.truncate(BLOCK_HEADER_LEN);
         }
-    };
-    let (codec, payload) = match &compressed {
-        Some(c) => (CODEC_ZSTD, c.as_slice()),
-        None => (CODEC_NONE, raw),
-    };
-    let mut bytes = Vec::with_capacity(BLOCK_HEADER_LEN + payload.len());
-    bytes.extend_from_slice(&BLOCK_MAGIC);
-    bytes.push(CONTAINER_VERSION);
-    bytes.push(codec);
-    bytes.extend_from_slice(&[0, 0]);
-    bytes.extend_from_slice(&raw_len.to_be_bytes());
-    bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&digest.0);
-    bytes.extend_from_slice(payload);
+    } else {
+        bytes = Vec::with_capacity(BLOCK_HEADER_LEN + raw.len());
+        bytes.resize(BLOCK_HEADER_LEN, 0);
+    }
+    if codec == CODEC_NONE {
+        bytes.extend_from_slice(raw);
+    }
+    let payload_len = (bytes.len() - BLOCK_HEADER_LEN) as u32;
+    bytes[0..4].copy_from_slice(&BLOCK_MAGIC);
+    bytes[4] = CONTAINER_VERSION;
+    bytes[5] = codec;
+    bytes[8..12].copy_from_slice(&raw_len.to_be_bytes());
+    bytes[12..16].copy_from_slice(&payload_len.to_be_bytes());
+    bytes[16..48].copy_from_slice(&digest.0);
     Ok(EncodedBlock {
         block: BlockRef {
             digest,
             len: raw_len,
         },
         bytes,
+    })
+}
+
+thread_local! {
+    /// One zstd context per thread and level, reused: creating one per block costs more
+    /// than compressing a small block.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = slot.as_mut().expect("set above");
+        f(compressor)
     })
 }
 

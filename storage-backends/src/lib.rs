@@ -68,3 +68,4 @@ pub use error::Error;
 pub use fault::{Fault, FaultStore};
 pub use named::NamedStore;
 pub use probe::{ProbeReport, probe};
+pub use tokio_util::sync::CancellationToken;

@@ -28,6 +28,7 @@ use object_store::{
     MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
 };
 use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 
@@ -134,7 +135,8 @@ pub struct ObjectWriter {
     store: Arc<dyn ObjectStore>,
     key: Path,
     upload: Option<Box<dyn MultipartUpload>>,
-    buf: BytesMut,
+    buf: Vec<Bytes>,
+    buffered: usize,
     part_size: usize,
     grow: bool,
     parts: usize,
@@ -167,7 +169,8 @@ impl ObjectWriter {
             store,
             key,
             upload: None,
-            buf: BytesMut::with_capacity(part_size),
+            buf: Vec::new(),
+            buffered: 0,
             part_size,
             grow: expected.is_none(),
             parts: 0,
@@ -188,45 +191,54 @@ impl ObjectWriter {
         &self.key
     }
 
-    /// Appends `bytes`, sending full parts; waits when `parts_in_flight` parts are uploading.
-    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+    /// Appends a copy of `bytes`, sending full parts; waits when `parts_in_flight` parts
+    /// are uploading.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.write_bytes(Bytes::copy_from_slice(bytes)).await
+    }
+
+    /// Appends `bytes` without copying: a part is a list of such chunks, sent once it
+    /// holds at least the part size. Waits when `parts_in_flight` parts are uploading.
+    pub async fn write_bytes(&mut self, mut bytes: Bytes) -> Result<(), Error> {
         self.size += bytes.len() as u64;
         while !bytes.is_empty() {
-            let room = self.part_size - self.buf.len();
-            let take = room.min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.buf.len() == self.part_size {
+            let room = self.part_size - self.buffered;
+            let chunk = bytes.split_to(room.min(bytes.len()));
+            self.buffered += chunk.len();
+            self.buf.push(chunk);
+            if self.buffered >= self.part_size {
                 self.send_part().await?;
             }
         }
         Ok(())
     }
 
-    async fn hash(&mut self, part: Bytes) -> Result<Bytes, Error> {
+    /// Feeds the chunks to the whole-object hash (on the blocking pool) and returns them
+    /// as one payload.
+    async fn take_hashed(&mut self) -> Result<PutPayload, Error> {
+        let chunks = std::mem::take(&mut self.buf);
+        self.buffered = 0;
         let mut hasher = self
             .hasher
             .take()
             .expect("the hasher is back after every part");
-        let (hasher, part) = tokio::task::spawn_blocking(move || {
-            hasher.update(&part);
-            (hasher, part)
+        let (hasher, chunks) = tokio::task::spawn_blocking(move || {
+            for c in &chunks {
+                hasher.update(c);
+            }
+            (hasher, chunks)
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))?;
         self.hasher = Some(hasher);
-        Ok(part)
+        Ok(chunks.into_iter().collect())
     }
 
     async fn send_part(&mut self) -> Result<(), Error> {
-        let next_size = if self.grow && (self.parts + 1).is_multiple_of(GROW_EVERY) {
-            self.part_size * 2
-        } else {
-            self.part_size
-        };
-        let part = std::mem::replace(&mut self.buf, BytesMut::with_capacity(next_size)).freeze();
-        self.part_size = next_size;
-        let part = self.hash(part).await?;
+        if self.grow && (self.parts + 1).is_multiple_of(GROW_EVERY) {
+            self.part_size *= 2;
+        }
+        let part = self.take_hashed().await?;
         if self.upload.is_none() {
             let upload = self
                 .store
@@ -245,7 +257,7 @@ impl ObjectWriter {
             self.wait_one().await?;
         }
         let upload = self.upload.as_mut().expect("started above");
-        self.in_flight.push(upload.put_part(PutPayload::from(part)));
+        self.in_flight.push(upload.put_part(part));
         self.parts += 1;
         Ok(())
     }
@@ -271,26 +283,18 @@ impl ObjectWriter {
 
     async fn finish_inner(&mut self) -> Result<WrittenObject, Error> {
         if self.upload.is_none() {
-            let body = std::mem::take(&mut self.buf).freeze();
-            let body = self.hash(body).await?;
+            let body = self.take_hashed().await?;
             let opts = PutOptions {
                 mode: PutMode::Create,
                 ..PutOptions::default()
             };
             self.store
-                .put_opts(&self.key, PutPayload::from(body), opts)
+                .put_opts(&self.key, body, opts)
                 .await
                 .map_err(|e| Error::store("writing", &self.key, e))?;
         } else {
-            if !self.buf.is_empty() {
-                let part = std::mem::take(&mut self.buf).freeze();
-                let part = self.hash(part).await?;
-                while self.in_flight.len() >= self.max_in_flight {
-                    self.wait_one().await?;
-                }
-                let upload = self.upload.as_mut().expect("started");
-                self.in_flight.push(upload.put_part(PutPayload::from(part)));
-                self.parts += 1;
+            if self.buffered > 0 {
+                self.send_part().await?;
             }
             while !self.in_flight.is_empty() {
                 self.wait_one().await?;
@@ -327,7 +331,11 @@ impl ObjectWriter {
 /// again.
 pub struct ArtifactWriter {
     data: ObjectWriter,
-    known: HashSet<Sha256Digest>,
+    cancel: CancellationToken,
+    /// Blocks the parent's state has: never stored again.
+    known: Arc<HashSet<Sha256Digest>>,
+    /// Blocks stored in this artifact so far.
+    stored_here: HashSet<Sha256Digest>,
     locations: Vec<BlockLocation>,
     options: UploadOptions,
     stored_block_bytes: u64,
@@ -366,91 +374,122 @@ impl ArtifactWriter {
         options.validate()?;
         Ok(Self {
             data: ObjectWriter::new(store, key, &options, expected),
-            known,
+            cancel: CancellationToken::new(),
+            known: Arc::new(known),
+            stored_here: HashSet::new(),
             locations: Vec::new(),
             options,
             stored_block_bytes: 0,
         })
     }
 
+    /// Cancels with `token`: once it is cancelled, [`write_stream`](Self::write_stream) and
+    /// [`finish`](Self::finish) return [`Error::Cancelled`]; the caller then calls
+    /// [`abort`](Self::abort), which leaves nothing behind (the multipart upload is aborted;
+    /// nothing was committed).
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
     /// Streams one file's content into blocks; returns the file's blocks in order.
     pub async fn write_stream<S>(&mut self, input: S) -> Result<Vec<BlockRef>, Error>
     where
-        S: Stream<Item = std::io::Result<Bytes>> + Send,
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         let block_size = self.options.block_size as usize;
         let compression = self.options.compression;
-        let depth = self.options.workers * 2;
-        let mut known = std::mem::take(&mut self.known);
-        let mut refs = Vec::new();
-        let result = {
-            let blocks = rechunk(input.map_err(Error::Input), block_size);
-            let hashed = blocks
-                .map_ok(|raw| async move {
-                    tokio::task::spawn_blocking(move || {
-                        let digest = Sha256Digest::of(&raw);
-                        (raw, digest)
-                    })
-                    .await
-                    .map_err(|e| Error::Task(e.to_string()))
-                })
-                .try_buffered(depth);
-            // In order: decide new or known, then compress the new ones in parallel.
-            let known = &mut known;
-            let encoded = hashed
-                .map_ok(move |(raw, digest)| {
-                    let block = BlockRef {
-                        digest,
-                        len: raw.len() as u32,
-                    };
-                    let is_new = known.insert(digest);
+        // One block per worker plus one ready: more only costs memory (measured: the same
+        // throughput at 2x workers, ~25 MiB more peak RSS).
+        let depth = self.options.workers + 1;
+        let known = Arc::clone(&self.known);
+        // Encoding runs in its own task, ahead of the upload, `depth` blocks at a time on the
+        // blocking pool (hash, then compress unless the parent has the block), handing
+        // blocks over in order through a bounded channel.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<(BlockRef, Option<Vec<u8>>), Error>>(depth);
+        let encoder = tokio::spawn(async move {
+            let encoded = rechunk(input.map_err(Error::Input), block_size)
+                .map_ok(move |raw| {
+                    let known = Arc::clone(&known);
                     async move {
-                        if !is_new {
-                            return Ok((block, None));
-                        }
-                        let encoded = tokio::task::spawn_blocking(move || {
-                            chain_core::encode_block(&raw, compression)
+                        tokio::task::spawn_blocking(move || {
+                            let digest = Sha256Digest::of(&raw);
+                            let block = BlockRef {
+                                digest,
+                                len: raw.len() as u32,
+                            };
+                            if known.contains(&digest) {
+                                return Ok((block, None));
+                            }
+                            let encoded = chain_core::encode_block(&raw, compression)?;
+                            Ok((block, Some(encoded.bytes)))
                         })
                         .await
-                        .map_err(|e| Error::Task(e.to_string()))??;
-                        Ok((block, Some(encoded.bytes)))
+                        .map_err(|e| Error::Task(e.to_string()))?
                     }
                 })
                 .try_buffered(depth);
-            let mut encoded = Box::pin(encoded);
-            let mut result = Ok(());
+            futures::pin_mut!(encoded);
             while let Some(item) = encoded.next().await {
-                let (block, bytes) = match item {
-                    Ok(x) => x,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                };
-                if let Some(bytes) = bytes {
-                    let offset = self.data.size();
-                    if let Err(e) = self.data.write(&bytes).await {
-                        result = Err(e);
-                        break;
-                    }
-                    self.stored_block_bytes += u64::from(block.len);
-                    self.locations.push(BlockLocation {
-                        digest: block.digest,
-                        len: block.len,
-                        offset,
-                        stored_len: bytes.len() as u32,
-                    });
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
                 }
-                refs.push(block);
             }
-            result
+        });
+        let mut refs = Vec::new();
+        let result = loop {
+            let item = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => Some(Err(Error::Cancelled)),
+                item = rx.recv() => item,
+            };
+            let Some(item) = item else { break Ok(()) };
+            let (block, bytes) = match item {
+                Ok(x) => x,
+                Err(e) => break Err(e),
+            };
+            // A block seen earlier in this artifact is stored once.
+            if let Some(bytes) = bytes.filter(|_| self.stored_here.insert(block.digest)) {
+                let offset = self.data.size();
+                let stored_len = bytes.len() as u32;
+                let written = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => Err(Error::Cancelled),
+                    r = self.data.write_bytes(Bytes::from(bytes)) => r,
+                };
+                if let Err(e) = written {
+                    break Err(e);
+                }
+                self.stored_block_bytes += u64::from(block.len);
+                self.locations.push(BlockLocation {
+                    digest: block.digest,
+                    len: block.len,
+                    offset,
+                    stored_len,
+                });
+            }
+            refs.push(block);
         };
-        self.known = known;
+        drop(rx);
+        if result.is_err() {
+            encoder.abort();
+        }
+        match encoder.await {
+            Ok(()) => {}
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(Error::Task(e.to_string())),
+        }
         result.map(|()| refs)
     }
 
     /// Completes the data object (if any block was stored).
     pub async fn finish(mut self) -> Result<StoredData, Error> {
+        if self.cancel.is_cancelled() {
+            self.data.abort().await;
+            return Err(Error::Cancelled);
+        }
         let object = if self.locations.is_empty() {
             self.data.abort().await;
             None
@@ -492,6 +531,13 @@ where
                     return Some((Ok(block), (input, buf, done)));
                 }
                 match input.next().await {
+                    // Aligned input (the common case: readers hand out whole blocks) is
+                    // split without copying.
+                    Some(Ok(mut bytes)) if buf.is_empty() && bytes.len() >= size => {
+                        let block = bytes.split_to(size);
+                        buf.extend_from_slice(&bytes);
+                        return Some((Ok(block), (input, buf, done)));
+                    }
                     Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
                     Some(Err(e)) => {
                         done = true;

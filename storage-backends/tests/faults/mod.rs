@@ -138,3 +138,57 @@ async fn every_call_of_an_upload_can_fail_on_moto() {
     }
     eprintln!("moto: {total} calls per upload, each failed once");
 }
+
+/// Cancels an upload in the middle (after 12 MiB of input) and checks that nothing is left:
+/// no object, and on moto no multipart upload open.
+async fn cancel_midway(store: Arc<dyn ObjectStore>, moto: Option<&str>) {
+    use bytes::Bytes;
+    use storage_backends::upload::ArtifactWriter;
+    use storage_backends::{CancellationToken, Error};
+    let token = CancellationToken::new();
+    let id: ArtifactId = "cancel-20260101T000000.000000Z-0000000000000001"
+        .parse()
+        .expect("id");
+    let mut writer = ArtifactWriter::new(
+        Arc::clone(&store),
+        layout::data_key(&id),
+        Default::default(),
+        crate::small_parts(),
+        None,
+    )
+    .expect("writer")
+    .with_cancellation(token.clone());
+    let trigger = token.clone();
+    let input = futures::stream::iter(0..40u64).map(move |i| {
+        if i == 12 {
+            trigger.cancel();
+        }
+        Ok::<_, std::io::Error>(Bytes::from(data(1 << 20, i, true)))
+    });
+    use futures::StreamExt;
+    let err = writer.write_stream(input).await.expect_err("cancelled");
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    writer.abort().await;
+    let left: Vec<_> = store.list(None).try_collect().await.expect("list");
+    assert!(left.is_empty(), "a cancelled upload left {left:?}");
+    if let Some(endpoint) = moto {
+        assert_eq!(
+            moto_open_uploads(endpoint).await,
+            0,
+            "a cancelled upload left a multipart upload open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_upload_leaves_nothing() {
+    cancel_midway(Arc::new(object_store::memory::InMemory::new()), None).await;
+    if let Some(endpoint) = server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = s3_config(&endpoint, dir.path(), "k", "s", &unique("cancel"))
+            .build()
+            .await
+            .expect("moto");
+        cancel_midway(Arc::clone(&storage.store), Some(&endpoint)).await;
+    }
+}
