@@ -550,3 +550,56 @@ where
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_never_needs_more_than_10000_parts_nor_goes_below_5_mib() {
+        let o = UploadOptions {
+            part_size: 1 << 20,
+            ..UploadOptions::default()
+        };
+        assert_eq!(o.part_size_for(None), MIN_PART_SIZE);
+        assert_eq!(o.part_size_for(Some(10)), MIN_PART_SIZE);
+        for total in [1u64 << 30, 100 << 30, 1 << 40, 5 << 40] {
+            let part = o.part_size_for(Some(total)) as u64;
+            assert!(part >= MIN_PART_SIZE as u64);
+            assert!(total.div_ceil(part) <= PLANNED_PARTS, "{total}: {part}");
+        }
+    }
+
+    #[test]
+    fn unknown_sizes_grow_the_part_size_within_the_part_limit() {
+        // Parts double every 1000: 10,000 parts of 8 MiB growing reach far past 5 TiB.
+        let mut part = 8u64 << 20;
+        let mut total = 0u64;
+        for n in 1..=MAX_PARTS {
+            total += part;
+            if n.is_multiple_of(GROW_EVERY) {
+                part *= 2;
+            }
+        }
+        assert!(total > 5 << 40);
+    }
+
+    #[tokio::test]
+    async fn rechunk_cuts_exact_blocks_whatever_the_input_chunks() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        for chunk in [1usize, 7, 1000, 4096, 10_000, 20_000] {
+            let input = futures::stream::iter(
+                data.chunks(chunk)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            );
+            let blocks: Vec<Bytes> = rechunk(input, 4096).try_collect().await.expect("blocks");
+            let lens: Vec<usize> = blocks.iter().map(Bytes::len).collect();
+            assert_eq!(lens, vec![4096, 4096, 1808], "input chunks of {chunk}");
+            assert_eq!(blocks.concat(), data);
+        }
+        let empty: Vec<Result<Bytes, Error>> = vec![];
+        let none: Vec<Bytes> = rechunk(futures::stream::iter(empty), 4096).try_collect().await.expect("none");
+        assert!(none.is_empty());
+    }
+}

@@ -349,6 +349,7 @@ async fn conformance(b: &Backend) {
 
     // The endpoint self-test.
     let report = storage_backends::probe(Arc::clone(&store)).await;
+    eprintln!("probe {name}: {:?}", report.problems());
     assert!(report.multipart_upload.is_ok(), "{name}: {:?}", report);
     assert!(
         report.ranged_get.is_ok() && report.list.is_ok() && report.delete.is_ok(),
