@@ -392,7 +392,8 @@ impl ArtifactWriter {
         self
     }
 
-    /// Streams one file's content into blocks; returns the file's blocks in order.
+    /// Streams one file's content into blocks; returns the file's blocks in order. On error
+    /// (input, store, cancellation) the data object's upload is aborted before returning.
     pub async fn write_stream<S>(&mut self, input: S) -> Result<Vec<BlockRef>, Error>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -476,12 +477,19 @@ impl ArtifactWriter {
         if result.is_err() {
             encoder.abort();
         }
-        match encoder.await {
-            Ok(()) => {}
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => return Err(Error::Task(e.to_string())),
+        let joined = match encoder.await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(Error::Task(e.to_string())),
+        };
+        match result.and(joined) {
+            Ok(()) => Ok(refs),
+            Err(e) => {
+                // Nothing half-written stays behind, whatever the caller does next.
+                self.data.abort().await;
+                Err(e)
+            }
         }
-        result.map(|()| refs)
     }
 
     /// Completes the data object (if any block was stored).
@@ -599,7 +607,10 @@ mod tests {
             assert_eq!(blocks.concat(), data);
         }
         let empty: Vec<Result<Bytes, Error>> = vec![];
-        let none: Vec<Bytes> = rechunk(futures::stream::iter(empty), 4096).try_collect().await.expect("none");
+        let none: Vec<Bytes> = rechunk(futures::stream::iter(empty), 4096)
+            .try_collect()
+            .await
+            .expect("none");
         assert!(none.is_empty());
     }
 }
