@@ -78,6 +78,7 @@ mod id;
 mod manifest;
 mod position;
 mod restore;
+pub mod sealed;
 mod state;
 
 pub use aggregate::{

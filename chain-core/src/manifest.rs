@@ -176,15 +176,16 @@ impl Manifest {
                 supported: MANIFEST_FORMAT_VERSION,
             });
         }
-        let manifest: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::ManifestSyntax { why: e.to_string() })?;
+        let manifest: Manifest =
+            crate::sealed::open(bytes).map_err(|e| Error::ManifestSyntax { why: e.to_string() })?;
         manifest.validate()?;
         Ok(manifest)
     }
 
-    /// Encodes the manifest as pretty JSON (the bytes that are committed).
+    /// Encodes the manifest as sealed, pretty JSON (the bytes that are committed): the
+    /// fields, then `"sha256"` of their canonical encoding (see [`crate::sealed`]).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+        crate::sealed::seal(self)
     }
 
     /// Checks the manifest on its own (its links to other artifacts are

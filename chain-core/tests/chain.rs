@@ -730,6 +730,30 @@ fn manifest_of_a_newer_format_is_refused_with_upgrade_advice() {
     assert!(err.to_string().contains("upgrade"), "{err}");
 }
 
+/// Re-seals an edited manifest (when it still has the manifest's shape), so that the
+/// decoder's own checks, not the seal, are what refuses it.
+fn reseal(mut v: serde_json::Value) -> Vec<u8> {
+    v.as_object_mut().expect("object").remove(chain_core::sealed::SEAL_FIELD);
+    match serde_json::from_value::<Manifest>(v.clone()) {
+        Ok(m) => chain_core::sealed::seal(&m),
+        Err(_) => serde_json::to_vec(&v).expect("json"),
+    }
+}
+
+#[test]
+fn manifest_with_a_changed_byte_is_refused_by_its_seal() {
+    let mut f = Forest::new("neo4j");
+    f.full();
+    let json = f.manifests[0].to_json();
+    let text = String::from_utf8(json.clone()).expect("utf8");
+    // A change that still parses: one digit of the commit time.
+    let at = text.find("\"committed_at\": \"2026").expect("field") + 20;
+    let mut bad = json.clone();
+    bad[at] = if bad[at] == b'1' { b'2' } else { b'1' };
+    let err = Manifest::from_json(&bad).expect_err("altered");
+    assert!(err.to_string().contains("seal"), "{err}");
+}
+
 #[test]
 fn manifest_with_unknown_field_or_inconsistent_fields_is_refused() {
     let mut f = Forest::new("neo4j");
@@ -775,10 +799,7 @@ fn manifest_with_unknown_field_or_inconsistent_fields_is_refused() {
     for (name, damage) in cases {
         let mut v = good.clone();
         damage(&mut v);
-        assert!(
-            Manifest::from_json(&serde_json::to_vec(&v).expect("json")).is_err(),
-            "{name} was accepted"
-        );
+        assert!(Manifest::from_json(&reseal(v)).is_err(), "{name} was accepted");
     }
     // A DIFF whose positions run backwards.
     let f1 = f.manifests[0].id.clone();
@@ -786,7 +807,7 @@ fn manifest_with_unknown_field_or_inconsistent_fields_is_refused() {
     let mut v: serde_json::Value = serde_json::from_slice(&f.manifests[1].to_json()).expect("json");
     v["positions"]["from"] = serde_json::json!(30);
     v["decision"]["positions"]["from"] = serde_json::json!(30);
-    let err = Manifest::from_json(&serde_json::to_vec(&v).expect("json")).expect_err("backwards");
+    let err = Manifest::from_json(&reseal(v)).expect_err("backwards");
     assert!(err.to_string().contains("run backwards"), "{err}");
 }
 
