@@ -4,9 +4,13 @@
 //! <database>/<artifact-id>.data            the data object (blocks), when the artifact stores any
 //! <database>/<artifact-id>.index           the index object
 //! <database>/<artifact-id>.manifest.json   the manifest: written last, create-only
-//! failed/<database>/<artifact-id>.*        pieces of a failed run kept by keepFailed
+//! _failed/<database>/<artifact-id>.*       pieces of a failed run kept by keepFailed
+//! _runs/<run-id>.json                      run records
+//! _reports/<report-id>.json                check reports
+//! _probe/<random>/...                      the endpoint self-test's objects (removed after)
 //! ```
 //!
+//! Top-level names starting with `_` can never be database names, so they never collide.
 //! Artifact ids sort by creation time, so a listing of `<database>/` is in creation order.
 
 use chain_core::{ArtifactId, DatabaseName};
@@ -19,7 +23,18 @@ pub const INDEX_SUFFIX: &str = ".index";
 /// Suffix of data keys.
 pub const DATA_SUFFIX: &str = ".data";
 /// Prefix under which `keepFailed` keeps a failed run's pieces.
-pub const FAILED_PREFIX: &str = "failed";
+pub const FAILED_PREFIX: &str = "_failed";
+/// Prefix of run records.
+pub const RUNS_PREFIX: &str = "_runs";
+/// Prefix of check reports.
+pub const REPORTS_PREFIX: &str = "_reports";
+/// Prefix of the endpoint self-test's objects.
+pub const PROBE_PREFIX: &str = "_probe";
+
+/// Whether a top-level name is one of Catena's own prefixes rather than a database.
+pub fn is_reserved(top: &str) -> bool {
+    top.starts_with('_')
+}
 
 fn key(id: &ArtifactId, suffix: &str) -> Path {
     Path::from_iter([id.database().as_str(), &format!("{id}{suffix}")])
@@ -80,7 +95,7 @@ mod tests {
         assert_eq!(manifest_id(&index_key(&id)), None);
         assert_eq!(
             failed_key(&data_key(&id)).as_ref(),
-            "failed/neo4j/neo4j-20261125T164656.123456Z-9f86d081884c7d65.data"
+            "_failed/neo4j/neo4j-20261125T164656.123456Z-9f86d081884c7d65.data"
         );
     }
 }

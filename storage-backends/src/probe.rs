@@ -2,7 +2,7 @@
 //!
 //! Catena's atomic commit rests on create-only puts; some S3-compatible servers accept the
 //! conditional header and overwrite anyway (Garage, s3rver). [`probe`] finds out, with a
-//! handful of small objects under `catena-probe/<random>/`, which it removes afterwards.
+//! handful of small objects under `_probe/<random>/`, which it removes afterwards.
 
 use std::sync::Arc;
 
@@ -89,7 +89,7 @@ fn failed(e: impl std::fmt::Display) -> CheckOutcome {
 
 /// Runs the self-test against `store`. Leaves nothing behind when deletes work.
 pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
-    let base = Path::from(format!("catena-probe/{:016x}", rand::random::<u64>()));
+    let base = Path::from(format!("{}/{:016x}", crate::layout::PROBE_PREFIX, rand::random::<u64>()));
     let create = base.clone().join("create-only");
     let create_opts = || PutOptions {
         mode: PutMode::Create,

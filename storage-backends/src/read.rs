@@ -122,10 +122,23 @@ pub fn read_blocks(
     locations: Vec<BlockLocation>,
     in_flight: usize,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send {
-    futures::stream::iter(locations)
-        .map(move |loc| {
+    read_blocks_at(
+        store,
+        locations.into_iter().map(move |l| (key.clone(), l)).collect(),
+        in_flight,
+    )
+}
+
+/// Like [`read_blocks`], for blocks spread over several objects (a file of a DIFF chain):
+/// each item names its object.
+pub fn read_blocks_at(
+    store: Arc<dyn ObjectStore>,
+    blocks: Vec<(Path, BlockLocation)>,
+    in_flight: usize,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send {
+    futures::stream::iter(blocks)
+        .map(move |(key, loc)| {
             let store = Arc::clone(&store);
-            let key = key.clone();
             async move {
                 let corrupt = |why: String| Error::Corrupt {
                     key: key.to_string(),

@@ -392,13 +392,33 @@ impl ArtifactWriter {
         self
     }
 
-    /// Streams one file's content into blocks; returns the file's blocks in order. On error
-    /// (input, store, cancellation) the data object's upload is aborted before returning.
+    /// Streams one file's content into blocks; returns the file's blocks in order. When the
+    /// store fails or the upload is cancelled, the data object's upload is aborted before
+    /// returning; when the input fails ([`Error::Input`]) the writer stays usable and the
+    /// caller chooses between [`finish`](Self::finish) and [`abort`](Self::abort).
     pub async fn write_stream<S>(&mut self, input: S) -> Result<Vec<BlockRef>, Error>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         let block_size = self.options.block_size as usize;
+        self.write_inner(rechunk(input.map_err(Error::Input), block_size))
+            .await
+    }
+
+    /// Like [`write_stream`](Self::write_stream), but each item is one block as it is (for
+    /// aggregation, which must keep a chain's block boundaries so the state digest stays
+    /// the same). Every item must hold 1 byte to 64 MiB.
+    pub async fn write_blocks<S>(&mut self, blocks: S) -> Result<Vec<BlockRef>, Error>
+    where
+        S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    {
+        self.write_inner(blocks).await
+    }
+
+    async fn write_inner<S>(&mut self, blocks: S) -> Result<Vec<BlockRef>, Error>
+    where
+        S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    {
         let compression = self.options.compression;
         // One block per worker plus one ready: more only costs memory (measured: the same
         // throughput at 2x workers, ~25 MiB more peak RSS).
@@ -410,7 +430,7 @@ impl ArtifactWriter {
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<Result<(BlockRef, Option<Vec<u8>>), Error>>(depth);
         let encoder = tokio::spawn(async move {
-            let encoded = rechunk(input.map_err(Error::Input), block_size)
+            let encoded = blocks
                 .map_ok(move |raw| {
                     let known = Arc::clone(&known);
                     async move {
@@ -484,8 +504,12 @@ impl ArtifactWriter {
         };
         match result.and(joined) {
             Ok(()) => Ok(refs),
+            // The input failed: the writer is intact; the caller decides (skip the file, keep
+            // the pieces with keepFailed, or abort).
+            Err(e @ Error::Input(_)) => Err(e),
             Err(e) => {
-                // Nothing half-written stays behind, whatever the caller does next.
+                // The store or a worker failed, or the upload was cancelled: nothing
+                // half-written stays behind, whatever the caller does next.
                 self.data.abort().await;
                 Err(e)
             }
