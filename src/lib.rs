@@ -6,13 +6,65 @@
 //! with Neo4j's `preferDiffAsParent` and `fallbackToFull` rules, aggregates a chain into one
 //! FULL, checks consistency, expires old chains and restores any point.
 //!
-//! The workspace has three layers, each usable on its own:
+//! The workspace has three layers:
 //!
-//! - [`chain_core`]: the pure model and planners (re-exported here as [`chain_core`]);
+//! - [`chain_core`]: the pure model and planners;
 //! - [`storage_backends`]: object stores, credentials and the streaming pipelines;
-//! - this crate: the engine that carries out chain-core's plans over storage (the
-//!   `Repository` with backup, restore, aggregate, check, inspect and expire is being built;
-//!   today the crate re-exports the two layers below it).
+//! - this crate: the engine that carries out chain-core's plans over storage:
+//!   [`backup()`], [`restore()`], [`aggregate()`], [`check()`], [`inspect()`], [`expire()`],
+//!   all over a [`Repository`], reading data from a [`BackupSource`] such as
+//!   [`DirectorySource`], reporting [`ProgressEvent`]s, cancellable with a
+//!   [`CancellationToken`].
+//!
+//! A DIFF needs nothing but the bucket: the parent's state is composed from the chain's
+//! indexes, so every run can be on a new machine.
+//!
+//! ## Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use catena::*;
+//!
+//! let data = tempfile::tempdir()?;
+//! std::fs::write(data.path().join("store.db"), b"nodes and relationships")?;
+//! let repo = Repository::new(StorageConfig::from_url("memory://")?.build().await?);
+//! let db = chain_core::DatabaseName::new("neo4j")?;
+//! let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+//!
+//! let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(data.path()));
+//! let report = backup(&repo, vec![(db.clone(), source)], &BackupOptions::default(), &progress).await?;
+//! assert!(report.succeeded());
+//!
+//! let into = tempfile::tempdir()?;
+//! let restored = restore(&repo, &db, &RestoreOptions::new(into.path().join("neo4j")), &progress).await?;
+//! assert_eq!(std::fs::read(into.path().join("neo4j/store.db"))?, b"nodes and relationships");
+//! assert_eq!(restored.files, 1);
+//! # Ok(()) }
+//! ```
 
+mod aggregate;
+mod backup;
+mod check;
+mod error;
+mod expire;
+mod inspect;
+mod progress;
+mod repo;
+mod restore;
+mod source;
+
+pub use aggregate::{AggregateOptions, AggregateReport, aggregate, aggregate_one};
+pub use backup::{BackupOptions, BackupReport, CHANGED_FILE_RETRIES, DatabaseOutcome, RunRecord, backup};
 pub use chain_core;
+pub use check::{CheckOptions, CheckProblem, CheckReport, check};
+pub use error::Error;
+pub use expire::{ExpireReport, expire};
+pub use inspect::{InspectRow, InspectScope, inspect};
+pub use progress::{NoProgress, Progress, ProgressEvent};
+pub use repo::{CatalogView, ChainState, Repository, Unreadable, glob_match};
+pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use source::{BackupSource, DirectorySource, MetadataLevel, SourceEntry, SourceKind, SourceListing};
 pub use storage_backends;
+pub use storage_backends::{CancellationToken, StorageConfig};

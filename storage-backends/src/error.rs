@@ -89,7 +89,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn store(
+    /// A store error about `key` during `operation`.
+    pub fn store(
         operation: &'static str,
         key: &object_store::path::Path,
         source: object_store::Error,

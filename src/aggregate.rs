@@ -1,0 +1,202 @@
+//! Aggregate: collapse a chain into one new FULL with the same state digest, then (with
+//! `keep_old_backup = false`) delete the old chain, never before, and never an artifact a
+//! remaining one depends on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chain_core::{AggregateTarget, ArtifactId, ChangeSet, DatabaseName, EntryKind, Index, ManifestBuilder, Sizes};
+use futures::StreamExt;
+use serde::Serialize;
+use storage_backends::upload::{ArtifactWriter, UploadOptions};
+use storage_backends::{CancellationToken, commit, layout, read};
+
+use crate::progress::{Progress, ProgressEvent};
+use crate::{Error, Repository};
+
+/// Options of an aggregation (the seed's `aggregate.*`).
+#[derive(Clone, Debug)]
+pub struct AggregateOptions {
+    /// Which chain: the latest (default) or the one ending at an artifact.
+    pub target: AggregateTarget,
+    /// Keep the old chain (`keepOldBackup`).
+    pub keep_old_backup: bool,
+    /// How the new FULL is written.
+    pub upload: UploadOptions,
+    /// Blocks read at once.
+    pub blocks_in_flight: usize,
+    /// Cancels; nothing is committed or deleted.
+    pub cancel: CancellationToken,
+}
+
+impl Default for AggregateOptions {
+    fn default() -> Self {
+        Self {
+            target: AggregateTarget::Latest,
+            keep_old_backup: false,
+            upload: UploadOptions::default(),
+            blocks_in_flight: 8,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// What an aggregation of one database did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AggregateReport {
+    /// The database.
+    pub database: String,
+    /// The chain collapsed, FULL first.
+    pub chain: Vec<String>,
+    /// The new FULL (`None` when the chain was a single FULL already).
+    pub artifact: Option<String>,
+    /// The state digest, the same before and after.
+    pub state_digest: String,
+    /// Artifacts deleted after the commit.
+    pub deleted: Vec<String>,
+    /// Artifacts of the chain kept, with why.
+    pub kept: Vec<String>,
+}
+
+/// Aggregates every database matching `pattern` (globs `*`, `?`; comma lists).
+pub async fn aggregate(
+    repo: &Repository,
+    pattern: &str,
+    options: &AggregateOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<Vec<AggregateReport>, Error> {
+    let dbs = repo.databases_matching(pattern).await?;
+    if dbs.is_empty() {
+        return Err(Error::Options(format!(
+            "no database here matches {pattern:?}; `catena inspect` lists the databases"
+        )));
+    }
+    let mut out = Vec::new();
+    for db in dbs {
+        out.push(aggregate_one(repo, &db, options, progress).await?);
+    }
+    Ok(out)
+}
+
+/// Aggregates one database.
+pub async fn aggregate_one(
+    repo: &Repository,
+    db: &DatabaseName,
+    options: &AggregateOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<AggregateReport, Error> {
+    let view = repo.catalog(db).await?;
+    let plan = chain_core::plan_aggregate(&view.catalog, &options.target, options.keep_old_backup)?;
+    let target = plan.chain.last().expect("a plan has a chain").clone();
+    let mut report = AggregateReport {
+        database: db.to_string(),
+        chain: plan.chain.iter().map(ToString::to_string).collect(),
+        artifact: None,
+        state_digest: plan.state_digest.to_string(),
+        deleted: Vec::new(),
+        kept: Vec::new(),
+    };
+    if plan.already_full {
+        return Ok(report);
+    }
+    let chain: Vec<_> = plan
+        .chain
+        .iter()
+        .map(|id| view.catalog.get(id).expect("plan members are in the catalog"))
+        .collect();
+    let cs = repo.chain_state(&chain).await?;
+    progress.event(ProgressEvent::DatabaseStarted {
+        database: db.to_string(),
+        operation: "aggregate",
+        total_bytes: Some(cs.state.logical_bytes()),
+    });
+
+    let id = ArtifactId::new(db.clone(), jiff::Timestamp::now(), rand::random());
+    let mut writer = ArtifactWriter::new(
+        Arc::clone(repo.store()),
+        layout::data_key(&id),
+        HashSet::new(),
+        options.upload.clone(),
+        Some(cs.state.logical_bytes()),
+    )?
+    .with_cancellation(options.cancel.clone());
+    for e in cs.state.entries() {
+        let EntryKind::File { blocks, .. } = &e.kind else { continue };
+        let located = cs.locate(blocks, e.path.as_str())?;
+        let (database, p) = (db.to_string(), Arc::clone(progress));
+        let stream = read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight)
+            .inspect(move |b| {
+                if let Ok(b) = b {
+                    p.event(ProgressEvent::Bytes { database: database.clone(), bytes: b.len() as u64 });
+                }
+            });
+        let written = writer.write_blocks(stream).await;
+        match written {
+            Ok(refs) if refs == *blocks => {}
+            Ok(_) => {
+                writer.abort().await;
+                return Err(Error::Inconsistent {
+                    what: e.path.to_string(),
+                    why: "its blocks changed while aggregating".into(),
+                });
+            }
+            Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
+            Err(err) => {
+                writer.abort().await;
+                return Err(err.into());
+            }
+        }
+    }
+    let stored = writer.finish().await?;
+    let index = Index {
+        changes: ChangeSet::full(&cs.state),
+        blocks: stored.locations.clone(),
+    };
+    let decision = crate::backup::aggregated_decision(
+        plan.positions,
+        format!("aggregated from {} artifacts ending at {target}", plan.chain.len()),
+    );
+    let builder = ManifestBuilder::new(id.clone(), decision)
+        .compression(options.upload.compression)
+        .block_size(options.upload.block_size)
+        .state_digest(cs.state.digest())
+        .sizes(Sizes {
+            logical_bytes: cs.state.logical_bytes(),
+            block_bytes: stored.block_bytes,
+            entries: cs.state.len() as u64,
+            blocks: stored.locations.len() as u64,
+            ..Sizes::default()
+        })
+        .committed_at(jiff::Timestamp::now())
+        .source("aggregated_from", target.to_string());
+    let manifest = commit::commit(repo.store(), &id, builder, &index, &stored, options.upload.compression).await?;
+    if manifest.state_digest != plan.state_digest {
+        return Err(Error::Inconsistent {
+            what: id.to_string(),
+            why: "the aggregated FULL's state digest differs from the chain's".into(),
+        });
+    }
+    report.artifact = Some(id.to_string());
+    progress.event(ProgressEvent::Committed {
+        database: db.to_string(),
+        artifact: id.to_string(),
+        kind: "FULL".into(),
+        empty: false,
+        stored_bytes: manifest.sizes.stored_bytes,
+    });
+
+    if !options.keep_old_backup {
+        // Plan the deletions again on what is there now: a DIFF committed meanwhile on the
+        // old chain keeps its parents.
+        let view = repo.catalog(db).await?;
+        let again = chain_core::plan_aggregate(&view.catalog, &AggregateTarget::Artifact(target), false)?;
+        for d in &again.delete {
+            if let Some(m) = view.catalog.get(&d.artifact) {
+                repo.delete_artifact(m).await?;
+                report.deleted.push(d.artifact.to_string());
+            }
+        }
+        report.kept = again.keep.iter().map(|k| format!("{} ({:?})", k.artifact, k.reason)).collect();
+    }
+    Ok(report)
+}

@@ -1,0 +1,454 @@
+//! Backup: decide with chain-core, read the parent's state from the bucket (no local state),
+//! store only blocks the parent lacks, commit the manifest last; then a run record.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chain_core::{
+    ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSet, DatabaseName, Entry,
+    EntryKind, Index, ManifestBuilder, PositionRange, ReasonCode, Sizes, State,
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use storage_backends::upload::{ArtifactWriter, UploadOptions};
+use storage_backends::{CancellationToken, commit, layout};
+
+use crate::progress::{Progress, ProgressEvent};
+use crate::source::{BackupSource, SourceEntry, SourceKind};
+use crate::{Error, Repository};
+
+/// How many times a file that changes while it is read is read again before the backup of
+/// its database fails.
+pub const CHANGED_FILE_RETRIES: usize = 3;
+
+/// Options of one backup run.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// `type`, `preferDiffAsParent`, `fallbackToFull`.
+    pub request: BackupRequest,
+    /// Keep a failed database's pieces under `_failed/` instead of removing them.
+    pub keep_failed: bool,
+    /// Block size, compression, parts in flight, workers.
+    pub upload: UploadOptions,
+    /// Decide and report, write nothing.
+    pub dry_run: bool,
+    /// Cancels the run; what was not committed is removed.
+    pub cancel: CancellationToken,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            request: BackupRequest::default(),
+            keep_failed: false,
+            upload: UploadOptions::default(),
+            dry_run: false,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// The outcome for one database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseOutcome {
+    /// The database.
+    pub database: String,
+    /// The decision taken (with its reason code), when one was reached.
+    pub decision: Option<BackupDecision>,
+    /// The committed artifact, when the backup succeeded (and was not a dry run).
+    pub artifact: Option<String>,
+    /// Nothing changed since the parent.
+    pub empty: bool,
+    /// Bytes of file content read.
+    pub bytes_read: u64,
+    /// Bytes stored in the bucket for this artifact.
+    pub stored_bytes: u64,
+    /// Entries passed over by the source, with why.
+    pub warnings: Vec<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Where keepFailed kept the pieces, when it did.
+    pub kept_failed: Option<String>,
+}
+
+/// The run record: what one backup run committed, written (sealed) under `_runs/` after all
+/// databases, so that a restore can pick one consistent run across databases.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `run-<UTC time>-<random>`.
+    pub run_id: String,
+    /// When the run started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// Every database of the run.
+    pub databases: Vec<DatabaseOutcome>,
+    /// Whether every database succeeded.
+    pub ok: bool,
+}
+
+/// What [`backup`] returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackupReport {
+    /// The run record (also stored, unless a dry run).
+    pub run: RunRecord,
+    /// Its key, when it was written.
+    pub run_record_key: Option<String>,
+}
+
+impl BackupReport {
+    /// Whether every database was backed up.
+    pub fn succeeded(&self) -> bool {
+        self.run.ok
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Backs up each `(database, source)`; each database gets its own artifact. The run fails
+/// (`succeeded() == false`) if any database fails; the others' artifacts stay committed
+/// and are listed in the run record. Errors only when the run record cannot be written.
+pub async fn backup(
+    repo: &Repository,
+    sources: Vec<(DatabaseName, Arc<dyn BackupSource>)>,
+    options: &BackupOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<BackupReport, Error> {
+    options.upload.validate()?;
+    let started_at = now();
+    let mut outcomes = Vec::new();
+    for (db, source) in sources {
+        progress.event(ProgressEvent::DatabaseStarted {
+            database: db.to_string(),
+            operation: "backup",
+            total_bytes: None,
+        });
+        let outcome = backup_one(repo, &db, source.as_ref(), options, progress).await;
+        progress.event(ProgressEvent::DatabaseFinished {
+            database: db.to_string(),
+            ok: outcome.error.is_none(),
+        });
+        outcomes.push(outcome);
+    }
+    let ok = outcomes.iter().all(|o| o.error.is_none());
+    let run = RunRecord {
+        run_id: format!(
+            "run-{}-{:016x}",
+            started_at.strftime("%Y%m%dT%H%M%S%.6fZ"),
+            rand::random::<u64>()
+        ),
+        started_at,
+        finished_at: now(),
+        databases: outcomes,
+        ok,
+    };
+    let run_record_key = if options.dry_run {
+        None
+    } else {
+        let key = Path::from_iter([layout::RUNS_PREFIX, &format!("{}.json", run.run_id)]);
+        commit::put_create(
+            repo.store().as_ref(),
+            &key,
+            Bytes::from(chain_core::sealed::seal(&run)),
+        )
+        .await?;
+        Some(key.to_string())
+    };
+    Ok(BackupReport {
+        run,
+        run_record_key,
+    })
+}
+
+async fn backup_one(
+    repo: &Repository,
+    db: &DatabaseName,
+    source: &dyn BackupSource,
+    options: &BackupOptions,
+    progress: &Arc<dyn Progress>,
+) -> DatabaseOutcome {
+    let mut outcome = DatabaseOutcome {
+        database: db.to_string(),
+        decision: None,
+        artifact: None,
+        empty: false,
+        bytes_read: 0,
+        stored_bytes: 0,
+        warnings: Vec::new(),
+        error: None,
+        kept_failed: None,
+    };
+    if let Err(e) = run_one(repo, db, source, options, progress, &mut outcome).await {
+        tracing::error!(database = %db, error = %e, "backup failed");
+        outcome.error = Some(e.to_string());
+    }
+    outcome
+}
+
+async fn run_one(
+    repo: &Repository,
+    db: &DatabaseName,
+    source: &dyn BackupSource,
+    options: &BackupOptions,
+    progress: &Arc<dyn Progress>,
+    outcome: &mut DatabaseOutcome,
+) -> Result<(), Error> {
+    let view = repo.catalog(db).await?;
+    let mut decision =
+        chain_core::decide_backup(&view.catalog, options.request, source.capability())?;
+    let mut base = State::new();
+    if let Some(parent) = decision.parent.clone() {
+        let chain = view.catalog.chain(&parent)?;
+        match repo.chain_state(&chain).await {
+            Ok(cs) => base = cs.state,
+            Err(e) => {
+                tracing::warn!(database = %db, parent = %parent, error = %e, "the parent cannot be used");
+                decision = chain_core::fallback_after_diff_failure(&decision, db, &e.to_string())?;
+            }
+        }
+    }
+    tracing::info!(database = %db, kind = %decision.kind, reason = %decision.reason, "decided");
+    outcome.decision = Some(decision.clone());
+    if options.dry_run {
+        return Ok(());
+    }
+
+    let listing = source.list().await?;
+    outcome.warnings = listing.skipped.clone();
+    let expected: u64 = listing
+        .entries
+        .iter()
+        .map(|e| match e.kind {
+            SourceKind::File { size } => size,
+            _ => 0,
+        })
+        .sum();
+    let id = ArtifactId::new(db.clone(), now(), rand::random());
+    let known: HashSet<_> = base.block_digests().into_iter().collect();
+    let mut writer = ArtifactWriter::new(
+        Arc::clone(repo.store()),
+        layout::data_key(&id),
+        known,
+        options.upload.clone(),
+        Some(expected),
+    )?
+    .with_cancellation(options.cancel.clone());
+
+    let mut entries = Vec::with_capacity(listing.entries.len());
+    for entry in listing.entries {
+        match read_entry(&mut writer, source, entry, db, progress, &mut outcome.bytes_read).await {
+            Ok(e) => entries.push(e),
+            Err(e) => {
+                outcome.kept_failed = fail_writer(repo, writer, &id, &e, options.keep_failed).await;
+                return Err(e);
+            }
+        }
+    }
+    let stored = match writer.finish().await {
+        Ok(s) => s,
+        Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
+        Err(e) => return Err(e.into()),
+    };
+    if options.cancel.is_cancelled() {
+        storage_backends::commit::delete_quietly(
+            repo.store().as_ref(),
+            &stored.object.iter().map(|o| o.key.clone()).collect::<Vec<_>>(),
+        )
+        .await;
+        return Err(Error::Cancelled);
+    }
+
+    let state = State::from_entries(entries);
+    let changes = ChangeSet::between(&base, &state);
+    let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
+    let index = Index {
+        changes,
+        blocks: stored.locations.clone(),
+    };
+    let mut builder = ManifestBuilder::new(id.clone(), decision)
+        .empty(empty)
+        .compression(options.upload.compression)
+        .block_size(options.upload.block_size)
+        .state_digest(state.digest())
+        .sizes(Sizes {
+            logical_bytes: state.logical_bytes(),
+            block_bytes: stored.block_bytes,
+            entries: state.len() as u64,
+            blocks: stored.locations.len() as u64,
+            ..Sizes::default()
+        })
+        .committed_at(now());
+    for (k, v) in source.describe() {
+        builder = builder.source(k, v);
+    }
+    let manifest = commit::commit(
+        repo.store(),
+        &id,
+        builder,
+        &index,
+        &stored,
+        options.upload.compression,
+    )
+    .await?;
+    outcome.artifact = Some(id.to_string());
+    outcome.empty = empty;
+    outcome.stored_bytes = manifest.sizes.stored_bytes;
+    progress.event(ProgressEvent::Committed {
+        database: db.to_string(),
+        artifact: id.to_string(),
+        kind: manifest.kind.to_string(),
+        empty,
+        stored_bytes: manifest.sizes.stored_bytes,
+    });
+    tracing::info!(database = %db, artifact = %id, kind = %manifest.kind, empty, stored = manifest.sizes.stored_bytes, "committed");
+    Ok(())
+}
+
+/// Reads one listed entry into the artifact: a file's content goes through the writer,
+/// re-read when it changed while being read.
+async fn read_entry(
+    writer: &mut ArtifactWriter,
+    source: &dyn BackupSource,
+    mut entry: SourceEntry,
+    db: &DatabaseName,
+    progress: &Arc<dyn Progress>,
+    bytes_read: &mut u64,
+) -> Result<Entry, Error> {
+    let kind = match &entry.kind {
+        SourceKind::Directory => EntryKind::Directory,
+        SourceKind::Symlink { target } => EntryKind::Symlink {
+            target: target.clone(),
+        },
+        SourceKind::File { .. } => {
+            progress.event(ProgressEvent::Item {
+                database: db.to_string(),
+                name: entry.path.to_string(),
+            });
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let stream = source.open(&entry.path).await?;
+                let (database, p) = (db.to_string(), Arc::clone(progress));
+                let counted = stream.inspect(move |chunk| {
+                    if let Ok(c) = chunk {
+                        p.event(ProgressEvent::Bytes {
+                            database: database.clone(),
+                            bytes: c.len() as u64,
+                        });
+                    }
+                });
+                let blocks = match writer.write_stream(counted).await {
+                    Ok(b) => b,
+                    Err(storage_backends::Error::Input(e)) => {
+                        return Err(Error::Source {
+                            path: entry.path.as_str().into(),
+                            why: format!("reading failed: {e}"),
+                        });
+                    }
+                    Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
+                    Err(e) => return Err(e.into()),
+                };
+                let size: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
+                *bytes_read += size;
+                let now = source.stat(&entry.path).await?;
+                let unchanged = now.as_ref().is_some_and(|n| {
+                    n.kind == (SourceKind::File { size }) && n.meta.mtime_ns == entry.meta.mtime_ns
+                }) && entry.kind == (SourceKind::File { size });
+                if unchanged {
+                    break EntryKind::File { size, blocks };
+                }
+                match now {
+                    Some(n) if attempt < CHANGED_FILE_RETRIES && matches!(n.kind, SourceKind::File { .. }) => {
+                        tracing::warn!(path = %entry.path, attempt, "the file changed while it was read; reading it again");
+                        entry = n;
+                    }
+                    _ => {
+                        return Err(Error::Source {
+                            path: entry.path.as_str().into(),
+                            why: format!(
+                                "the file kept changing while it was read ({attempt} attempts); stop writes to it during the backup"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    };
+    Ok(Entry {
+        path: entry.path,
+        kind,
+        meta: entry.meta,
+    })
+}
+
+/// After a failure while reading: with `keep_failed`, complete what was uploaded and move it
+/// under `_failed/` with an error note; otherwise abort the upload. Returns where the pieces
+/// were kept.
+async fn fail_writer(
+    repo: &Repository,
+    writer: ArtifactWriter,
+    id: &ArtifactId,
+    error: &Error,
+    keep_failed: bool,
+) -> Option<String> {
+    if !keep_failed {
+        writer.abort().await;
+        return None;
+    }
+    let store = repo.store();
+    let stored = match writer.finish().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(artifact = %id, error = %e, "keepFailed: the failed upload could not be completed; nothing kept");
+            return None;
+        }
+    };
+    let data_key = layout::data_key(id);
+    let kept = layout::failed_key(&data_key);
+    if stored.object.is_some()
+        && let Err(e) = store.rename(&data_key, &kept).await
+    {
+        tracing::warn!(artifact = %id, error = %e, "keepFailed: could not move the failed data under _failed/");
+    }
+    let note_key = layout::failed_key(&Path::from_iter([
+        id.database().as_str(),
+        &format!("{id}.error.json"),
+    ]));
+    let note = serde_json::json!({
+        "artifact": id.to_string(),
+        "error": error.to_string(),
+        "data": stored.object.as_ref().map(|_| kept.to_string()),
+        "blocks": stored.locations.len(),
+    });
+    let _ = commit::put_create(
+        store.as_ref(),
+        &note_key,
+        Bytes::from(serde_json::to_vec_pretty(&note).unwrap_or_default()),
+    )
+    .await;
+    Some(note_key.to_string())
+}
+
+use object_store::ObjectStoreExt;
+
+/// The decision an aggregation records for the FULL it writes.
+pub(crate) fn aggregated_decision(positions: PositionRange, detail: String) -> BackupDecision {
+    BackupDecision {
+        request: BackupRequest {
+            backup_type: chain_core::BackupType::Full,
+            prefer_diff_as_parent: false,
+            fallback_to_full: false,
+        },
+        kind: ArtifactKind::Full,
+        parent: None,
+        positions,
+        reason: ReasonCode::FullAggregated,
+        skipped: Vec::new(),
+        detail: Some(detail),
+    }
+}

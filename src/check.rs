@@ -1,0 +1,298 @@
+//! Check: structure, objects, indexes, blocks and state digests of every chain, without
+//! aggregating first. A sealed JSON report is written under `_reports/` and returned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chain_core::{ArtifactId, DatabaseName, Index, Manifest, ObjectRole};
+use futures::StreamExt;
+use jiff::Timestamp;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use storage_backends::{commit, layout, read};
+
+use crate::progress::{Progress, ProgressEvent};
+use crate::{Error, Repository};
+
+/// What to check (the seed's `consistencyCheck.check*` levels).
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Chain structure: links, positions, roots (`checkGraph`).
+    pub structure: bool,
+    /// Index objects decode (`checkIndexes`).
+    pub indexes: bool,
+    /// Object sizes and SHA-256 (`checkCounts`).
+    pub objects: bool,
+    /// Every block decodes and matches its hash; composed states match their digests
+    /// (`checkPropertyOwners`).
+    pub blocks: bool,
+    /// Blocks read at once.
+    pub blocks_in_flight: usize,
+    /// Write the report under `_reports/`.
+    pub write_report: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            structure: true,
+            indexes: true,
+            objects: true,
+            blocks: true,
+            blocks_in_flight: 8,
+            write_report: true,
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckProblem {
+    /// The artifact, when the problem belongs to one.
+    pub artifact: Option<String>,
+    /// The object key, when the problem is in an object.
+    pub key: Option<String>,
+    /// The byte offset in that object, when known.
+    pub offset: Option<u64>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The report of one check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// The database.
+    pub database: String,
+    /// When the check ran.
+    pub checked_at: Timestamp,
+    /// Artifacts found.
+    pub artifacts: usize,
+    /// Objects verified (sizes and SHA-256).
+    pub objects_verified: usize,
+    /// Blocks decoded and verified.
+    pub blocks_verified: u64,
+    /// Everything wrong.
+    pub problems: Vec<CheckProblem>,
+    /// Objects under the database's prefix that no manifest names (left by interrupted
+    /// runs; removable by garbage collection). Not a failure.
+    pub unreferenced: Vec<String>,
+    /// No problems.
+    pub ok: bool,
+}
+
+fn problem(artifact: Option<&ArtifactId>, key: Option<String>, offset: Option<u64>, what: impl Into<String>) -> CheckProblem {
+    CheckProblem {
+        artifact: artifact.map(ToString::to_string),
+        key,
+        offset,
+        problem: what.into(),
+    }
+}
+
+fn from_storage(artifact: &ArtifactId, e: &storage_backends::Error) -> CheckProblem {
+    match e {
+        storage_backends::Error::Corrupt { key, offset, why } => {
+            problem(Some(artifact), Some(key.clone()), Some(*offset), why.clone())
+        }
+        storage_backends::Error::Store { key, source, .. } => {
+            problem(Some(artifact), Some(key.clone()), None, source.to_string())
+        }
+        other => problem(Some(artifact), None, None, other.to_string()),
+    }
+}
+
+/// Checks `db`. Returns the report (also written under `_reports/` when asked); a report
+/// with problems is not an `Err`: callers exit non-zero on `!report.ok`.
+pub async fn check(
+    repo: &Repository,
+    db: &DatabaseName,
+    options: &CheckOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<(CheckReport, Option<String>), Error> {
+    let view = repo.catalog(db).await?;
+    let catalog = &view.catalog;
+    progress.event(ProgressEvent::DatabaseStarted {
+        database: db.to_string(),
+        operation: "check",
+        total_bytes: Some(catalog.artifacts().map(|m| m.sizes.stored_bytes).sum()),
+    });
+    let mut problems = Vec::new();
+    for u in &view.unreadable {
+        problems.push(problem(None, Some(u.key.clone()), None, format!("manifest does not decode: {}", u.why)));
+    }
+    if options.structure {
+        for p in catalog.problems() {
+            let first = p.artifacts().first().map(|a| (*a).clone());
+            problems.push(problem(
+                first.as_ref(),
+                first.as_ref().map(|a| layout::manifest_key(a).to_string()),
+                None,
+                p.to_string(),
+            ));
+        }
+    }
+
+    let mut referenced: BTreeSet<String> = BTreeSet::new();
+    let mut indexes: BTreeMap<ArtifactId, Index> = BTreeMap::new();
+    let mut objects_verified = 0;
+    let mut blocks_verified = 0u64;
+    for m in catalog.artifacts() {
+        progress.event(ProgressEvent::Item {
+            database: db.to_string(),
+            name: m.id.to_string(),
+        });
+        referenced.insert(layout::manifest_key(&m.id).to_string());
+        let mut intact = true;
+        for o in &m.objects {
+            referenced.insert(o.key.clone());
+            match view.objects.get(&o.key) {
+                None => {
+                    intact = false;
+                    problems.push(problem(Some(&m.id), Some(o.key.clone()), None, "the object is missing"));
+                }
+                Some(size) if *size != o.size => {
+                    intact = false;
+                    problems.push(problem(
+                        Some(&m.id),
+                        Some(o.key.clone()),
+                        Some((*size).min(o.size)),
+                        format!("{size} bytes, the manifest records {}", o.size),
+                    ));
+                }
+                Some(_) if options.objects => match read::verify_object(repo.store().as_ref(), o).await {
+                    Ok(()) => objects_verified += 1,
+                    Err(e) => {
+                        intact = false;
+                        problems.push(from_storage(&m.id, &e));
+                    }
+                },
+                Some(_) => {}
+            }
+        }
+        let _ = intact;
+        if !(options.indexes || options.blocks) {
+            continue;
+        }
+        let index = match read::read_index(repo.store().as_ref(), m).await {
+            Ok(i) => i,
+            Err(e) => {
+                problems.push(from_storage(&m.id, &e));
+                continue;
+            }
+        };
+        if options.blocks {
+            blocks_verified += check_blocks(repo, m, &index, options, progress, &mut problems).await;
+        }
+        indexes.insert(m.id.clone(), index);
+    }
+
+    if options.blocks {
+        check_states(catalog, &indexes, &mut problems);
+    }
+    let unreferenced: Vec<String> = view
+        .objects
+        .keys()
+        .filter(|k| !referenced.contains(*k))
+        .cloned()
+        .collect();
+    let report = CheckReport {
+        database: db.to_string(),
+        checked_at: Timestamp::now(),
+        artifacts: catalog.len(),
+        objects_verified,
+        blocks_verified,
+        ok: problems.is_empty(),
+        problems,
+        unreferenced,
+    };
+    progress.event(ProgressEvent::DatabaseFinished {
+        database: db.to_string(),
+        ok: report.ok,
+    });
+    let key = if options.write_report {
+        let key = Path::from_iter([
+            layout::REPORTS_PREFIX,
+            &format!(
+                "check-{db}-{}-{:08x}.json",
+                report.checked_at.strftime("%Y%m%dT%H%M%S%.6fZ"),
+                rand::random::<u32>()
+            ),
+        ]);
+        commit::put_create(repo.store().as_ref(), &key, Bytes::from(chain_core::sealed::seal(&report))).await?;
+        Some(key.to_string())
+    } else {
+        None
+    };
+    Ok((report, key))
+}
+
+async fn check_blocks(
+    repo: &Repository,
+    m: &Manifest,
+    index: &Index,
+    options: &CheckOptions,
+    progress: &Arc<dyn Progress>,
+    problems: &mut Vec<CheckProblem>,
+) -> u64 {
+    let Some(data) = m.objects.iter().find(|o| o.role == ObjectRole::Data) else {
+        if !index.blocks.is_empty() {
+            problems.push(problem(Some(&m.id), None, None, "the index lists blocks but there is no data object"));
+        }
+        return 0;
+    };
+    let Ok(key) = Path::parse(&data.key) else { return 0 };
+    let mut stream = Box::pin(read::read_blocks(
+        Arc::clone(repo.store()),
+        key,
+        index.blocks.clone(),
+        options.blocks_in_flight,
+    ));
+    let mut n = 0;
+    while let Some(r) = stream.next().await {
+        match r {
+            Ok(b) => {
+                n += 1;
+                progress.event(ProgressEvent::Bytes {
+                    database: m.database.to_string(),
+                    bytes: b.len() as u64,
+                });
+            }
+            Err(e) => problems.push(from_storage(&m.id, &e)),
+        }
+    }
+    n
+}
+
+/// Composes every usable artifact's chain from the indexes read and compares its state
+/// digest, and checks that every block a state uses is stored somewhere on its chain.
+fn check_states(catalog: &chain_core::Catalog, indexes: &BTreeMap<ArtifactId, Index>, problems: &mut Vec<CheckProblem>) {
+    for m in catalog.artifacts() {
+        let Ok(chain) = catalog.chain(&m.id) else { continue };
+        if chain.iter().any(|c| !indexes.contains_key(&c.id)) {
+            continue; // an index is unreadable: already reported
+        }
+        let links = chain.iter().map(|c| (&c.id, &indexes[&c.id].changes));
+        let key = Some(layout::manifest_key(&m.id).to_string());
+        match chain_core::compose(links) {
+            Err(e) => problems.push(problem(Some(&m.id), key, None, e.to_string())),
+            Ok(state) => {
+                if state.digest() != m.state_digest {
+                    problems.push(problem(
+                        Some(&m.id),
+                        key.clone(),
+                        None,
+                        format!("its chain composes to state {}, the manifest records {}", state.digest(), m.state_digest),
+                    ));
+                }
+                let stored: BTreeSet<_> = chain
+                    .iter()
+                    .flat_map(|c| indexes[&c.id].blocks.iter().map(|b| b.digest))
+                    .collect();
+                if let Some(missing) = state.block_digests().into_iter().find(|d| !stored.contains(d)) {
+                    problems.push(problem(Some(&m.id), key, None, format!("block {missing} of its state is stored nowhere on its chain")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Inspect: what is stored, as structured rows for tables and JSON.
+
+use chain_core::{ArtifactKind, Compression, DatabaseName, Manifest};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::{Error, Repository};
+
+/// Which artifacts to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InspectScope {
+    /// The newest backup of each database.
+    LatestBackup,
+    /// The chain of the newest restore point of each database.
+    LatestChain,
+    /// Everything.
+    #[default]
+    All,
+}
+
+/// One artifact, as `catena inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InspectRow {
+    /// The database.
+    pub database: String,
+    /// The artifact id.
+    pub artifact: String,
+    /// FULL or DIFF.
+    pub kind: ArtifactKind,
+    /// Nothing changed since the parent.
+    pub empty: bool,
+    /// The parent of a DIFF.
+    pub parent: Option<String>,
+    /// Lowest position covered (exclusive).
+    pub from: u64,
+    /// Highest position covered.
+    pub to: u64,
+    /// When the backup started (UTC).
+    pub created_at: Timestamp,
+    /// When it was committed (UTC).
+    pub committed_at: Timestamp,
+    /// Bytes of file content in the state it restores to.
+    pub logical_bytes: u64,
+    /// Bytes it stores.
+    pub stored_bytes: u64,
+    /// `none` or `zstd-<level>`.
+    pub compression: String,
+    /// Why it is a FULL or a DIFF.
+    pub reason: String,
+    /// The state digest.
+    pub state_digest: String,
+    /// Whether it can be restored.
+    pub usable: bool,
+    /// Why not, when it cannot.
+    pub problem: Option<String>,
+}
+
+fn row(catalog: &chain_core::Catalog, m: &Manifest) -> InspectRow {
+    let usability = catalog.usability(&m.id);
+    InspectRow {
+        database: m.database.to_string(),
+        artifact: m.id.to_string(),
+        kind: m.kind,
+        empty: m.empty,
+        parent: m.parent.as_ref().map(ToString::to_string),
+        from: m.positions.from.0,
+        to: m.positions.to.0,
+        created_at: m.created_at,
+        committed_at: m.committed_at,
+        logical_bytes: m.sizes.logical_bytes,
+        stored_bytes: m.sizes.stored_bytes,
+        compression: match m.compression {
+            Compression::None => "none".into(),
+            Compression::Zstd { level } => format!("zstd-{level}"),
+        },
+        reason: m.decision.reason.to_string(),
+        state_digest: m.state_digest.to_string(),
+        usable: matches!(usability, Some(Ok(()))),
+        problem: usability.and_then(Result::err).map(|u| u.to_string()),
+    }
+}
+
+/// Lists artifacts of `databases` (all databases when empty), oldest first per database.
+pub async fn inspect(
+    repo: &Repository,
+    databases: &[DatabaseName],
+    scope: InspectScope,
+    include_empty: bool,
+) -> Result<Vec<InspectRow>, Error> {
+    let dbs = if databases.is_empty() {
+        repo.databases().await?
+    } else {
+        databases.to_vec()
+    };
+    let mut rows = Vec::new();
+    for db in dbs {
+        let view = repo.catalog(&db).await?;
+        let c = &view.catalog;
+        let chosen: Vec<&Manifest> = match scope {
+            InspectScope::All => c.artifacts().collect(),
+            InspectScope::LatestBackup => c.newest_backup(include_empty).into_iter().collect(),
+            InspectScope::LatestChain => c.newest_chain().unwrap_or_default(),
+        };
+        rows.extend(
+            chosen
+                .into_iter()
+                .filter(|m| include_empty || !m.empty)
+                .map(|m| row(c, m)),
+        );
+    }
+    Ok(rows)
+}

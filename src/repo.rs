@@ -1,0 +1,300 @@
+//! [`Repository`]: a store holding backups, and what every operation reads from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chain_core::{
+    ArtifactId, BlockLocation, Catalog, ChangeSet, DatabaseName, Index, Manifest, Sha256Digest,
+    State,
+};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use storage_backends::{Storage, layout, read};
+
+use crate::Error;
+
+/// A repository: the store where backups live (already scoped to its prefix).
+#[derive(Clone, Debug)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+/// A manifest that could not be read, with why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Unreadable {
+    /// Its key.
+    pub key: String,
+    /// Why.
+    pub why: String,
+}
+
+/// One database as found in the store: the catalog of readable manifests, the manifests
+/// that could not be read, and every object under the database's prefix with its size.
+#[derive(Clone, Debug)]
+pub struct CatalogView {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Manifests that do not decode.
+    pub unreadable: Vec<Unreadable>,
+    /// Every object under `<database>/`: key to size.
+    pub objects: BTreeMap<String, u64>,
+}
+
+/// The state a chain restores to, and where each of its blocks is stored.
+#[derive(Clone, Debug)]
+pub struct ChainState {
+    /// The composed state.
+    pub state: State,
+    /// Block digest to (data object, location), nearest artifact first.
+    pub blocks: HashMap<Sha256Digest, (Path, BlockLocation)>,
+}
+
+impl ChainState {
+    /// The stored blocks of a file's content, in order, or an error naming the first block
+    /// the chain does not hold.
+    pub fn locate(&self, blocks: &[chain_core::BlockRef], what: &str) -> Result<Vec<(Path, BlockLocation)>, Error> {
+        blocks
+            .iter()
+            .map(|b| {
+                self.blocks.get(&b.digest).cloned().ok_or_else(|| Error::Inconsistent {
+                    what: what.to_owned(),
+                    why: format!("block {} is stored nowhere in the chain", b.digest),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Repository {
+    /// A repository over a built storage.
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            store: storage.store,
+            description: storage.description,
+        }
+    }
+
+    /// A repository over any store (tests, wrappers such as [`storage_backends::FaultStore`]).
+    pub fn from_store(store: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
+        Self {
+            store,
+            description: description.into(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where it is, for people.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The databases that have objects here, sorted.
+    pub async fn databases(&self) -> Result<Vec<DatabaseName>, Error> {
+        let listing = self
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| storage_backends::Error::Store {
+                operation: "listing",
+                key: "/".into(),
+                source: e,
+            })?;
+        let mut out: Vec<DatabaseName> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|name| !layout::is_reserved(name))
+            .filter_map(|name| DatabaseName::new(&name).ok())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The databases whose names match `pattern` (`*` any run, `?` one character; a comma
+    /// list of patterns is accepted).
+    pub async fn databases_matching(&self, pattern: &str) -> Result<Vec<DatabaseName>, Error> {
+        let patterns: Vec<&str> = pattern.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        Ok(self
+            .databases()
+            .await?
+            .into_iter()
+            .filter(|db| patterns.iter().any(|p| glob_match(p, db.as_str())))
+            .collect())
+    }
+
+    /// Reads one database's manifests and object listing.
+    pub async fn catalog(&self, db: &DatabaseName) -> Result<CatalogView, Error> {
+        let prefix = layout::database_prefix(db);
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| storage_backends::Error::store("listing", &prefix, e))?;
+        let mut objects = BTreeMap::new();
+        let mut manifests = Vec::new();
+        let mut unreadable = Vec::new();
+        for meta in &metas {
+            objects.insert(meta.location.to_string(), meta.size);
+        }
+        let manifest_keys: Vec<(Path, ArtifactId)> = metas
+            .iter()
+            .filter_map(|m| layout::manifest_id(&m.location).map(|id| (m.location.clone(), id)))
+            .collect();
+        let fetched: Vec<(Path, ArtifactId, Result<Bytes, object_store::Error>)> =
+            futures::stream::iter(manifest_keys)
+                .map(|(key, id)| {
+                    let store = Arc::clone(&self.store);
+                    async move {
+                        let r = match store.get(&key).await {
+                            Ok(g) => g.bytes().await,
+                            Err(e) => Err(e),
+                        };
+                        (key, id, r)
+                    }
+                })
+                .buffered(16)
+                .collect()
+                .await;
+        for (key, id, bytes) in fetched {
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(object_store::Error::NotFound { .. }) => continue, // deleted meanwhile
+                Err(e) => return Err(storage_backends::Error::store("reading", &key, e).into()),
+            };
+            match Manifest::from_json(&bytes) {
+                Ok(m) if m.id == id => manifests.push(m),
+                Ok(m) => unreadable.push(Unreadable {
+                    key: key.to_string(),
+                    why: format!("its key names {id} but it holds {}", m.id),
+                }),
+                Err(e) => unreadable.push(Unreadable {
+                    key: key.to_string(),
+                    why: e.to_string(),
+                }),
+            }
+        }
+        Ok(CatalogView {
+            catalog: Catalog::new(db.clone(), manifests),
+            unreadable,
+            objects,
+        })
+    }
+
+    /// Reads the indexes of `chain` (FULL first), composes its state, checks it against the
+    /// last manifest's state digest, and maps every block to where it is stored.
+    pub async fn chain_state(&self, chain: &[&Manifest]) -> Result<ChainState, Error> {
+        let indexes: Vec<Index> = futures::stream::iter(chain.iter().copied())
+            .map(|m| {
+                let store = Arc::clone(&self.store);
+                async move { read::read_index(store.as_ref(), m).await }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let mut blocks = HashMap::new();
+        for (m, index) in chain.iter().zip(&indexes) {
+            if let Some(data) = read::data_object(m) {
+                let key = Path::parse(&data.key).map_err(|e| Error::Inconsistent {
+                    what: m.id.to_string(),
+                    why: format!("invalid data key: {e}"),
+                })?;
+                for loc in &index.blocks {
+                    blocks.insert(loc.digest, (key.clone(), *loc));
+                }
+            } else if !index.blocks.is_empty() {
+                return Err(Error::Inconsistent {
+                    what: m.id.to_string(),
+                    why: "its index lists blocks but the manifest names no data object".into(),
+                });
+            }
+        }
+        let ids: Vec<&ArtifactId> = chain.iter().map(|m| &m.id).collect();
+        let changes: Vec<&ChangeSet> = indexes.iter().map(|i| &i.changes).collect();
+        let state = chain_core::compose(ids.into_iter().zip(changes))?;
+        let last = chain.last().ok_or_else(|| Error::Options("an empty chain".into()))?;
+        let digest = state.digest();
+        if digest != last.state_digest {
+            return Err(Error::Inconsistent {
+                what: last.id.to_string(),
+                why: format!(
+                    "its chain composes to state {digest}, but the manifest records {}",
+                    last.state_digest
+                ),
+            });
+        }
+        Ok(ChainState { state, blocks })
+    }
+
+    /// Deletes an artifact: the manifest first (so it is no longer committed), then its other
+    /// objects. A crash in between leaves only unreferenced objects, which check reports.
+    pub async fn delete_artifact(&self, m: &Manifest) -> Result<(), Error> {
+        let manifest_key = layout::manifest_key(&m.id);
+        delete_if_present(self.store.as_ref(), &manifest_key).await?;
+        for object in &m.objects {
+            if let Ok(key) = Path::parse(&object.key) {
+                delete_if_present(self.store.as_ref(), &key).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn delete_if_present(store: &dyn ObjectStore, key: &Path) -> Result<(), Error> {
+    match store.delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(storage_backends::Error::store("deleting", key, e).into()),
+    }
+}
+
+use futures::StreamExt;
+
+/// Matches `name` against a glob with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_like_the_chart_says() {
+        assert!(glob_match("*", "neo4j"));
+        assert!(glob_match("neo*", "neo4j"));
+        assert!(glob_match("ne?4j", "neo4j"));
+        assert!(glob_match("*4*", "neo4j"));
+        assert!(!glob_match("sys*", "neo4j"));
+        assert!(!glob_match("neo4j?", "neo4j"));
+        assert!(glob_match("neo4j", "neo4j"));
+    }
+}

@@ -1,0 +1,320 @@
+//! Restore: a chain's state into a directory, every block verified, written into a
+//! temporary sibling and renamed at the end; never outside the destination.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use chain_core::{DatabaseName, Entry, EntryKind, EntryPath, RestoreTarget};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use storage_backends::CancellationToken;
+use storage_backends::read;
+use tokio::io::AsyncWriteExt;
+
+use crate::progress::{Progress, ProgressEvent};
+use crate::{Error, Repository};
+
+/// Options of a restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// What to restore.
+    pub target: RestoreTarget,
+    /// The directory that receives the database (created; must not exist or be empty unless
+    /// `overwrite`).
+    pub destination: PathBuf,
+    /// Replace a non-empty destination.
+    pub overwrite: bool,
+    /// Files restored at once.
+    pub parallel_files: usize,
+    /// Blocks read at once per file.
+    pub blocks_in_flight: usize,
+    /// Cancels the restore; the destination is left as it was.
+    pub cancel: CancellationToken,
+}
+
+impl RestoreOptions {
+    /// Latest state into `destination`, with default parallelism.
+    pub fn new(destination: impl Into<PathBuf>) -> Self {
+        Self {
+            target: RestoreTarget::Latest,
+            destination: destination.into(),
+            overwrite: false,
+            parallel_files: 4,
+            blocks_in_flight: 8,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// The database.
+    pub database: String,
+    /// The artifact whose state was restored.
+    pub artifact: String,
+    /// The chain applied, FULL first.
+    pub chain: Vec<String>,
+    /// The position reached.
+    pub position: u64,
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Where.
+    pub destination: PathBuf,
+    /// The state digest verified.
+    pub state_digest: String,
+}
+
+fn sibling(dest: &Path, tag: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "restore".into());
+    dest.with_file_name(format!(".{name}.catena-{tag}-{:08x}", rand::random::<u32>()))
+}
+
+fn join(root: &Path, path: &EntryPath) -> PathBuf {
+    let mut p = root.to_owned();
+    for c in path.components() {
+        p.push(c);
+    }
+    p
+}
+
+/// Restores `db` per `options`. See the module documentation.
+pub async fn restore(
+    repo: &Repository,
+    db: &DatabaseName,
+    options: &RestoreOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<RestoreReport, Error> {
+    let dest = &options.destination;
+    // Check the destination before reading anything.
+    match std::fs::symlink_metadata(dest) {
+        Ok(md) if !md.is_dir() => {
+            return Err(Error::restore(dest, "exists and is not a directory; choose another destination"));
+        }
+        Ok(_) => {
+            let non_empty = std::fs::read_dir(dest)
+                .map_err(|e| Error::restore(dest, e.to_string()))?
+                .next()
+                .is_some();
+            if non_empty && !options.overwrite {
+                return Err(Error::restore(
+                    dest,
+                    "is not empty; choose an empty or new directory, or pass --overwrite-destination to replace it",
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::restore(dest, e.to_string())),
+    }
+
+    let view = repo.catalog(db).await?;
+    let plan = chain_core::plan_restore(&view.catalog, &options.target)?;
+    let chain: Vec<_> = plan
+        .chain
+        .iter()
+        .map(|id| view.catalog.get(id).expect("plan members are in the catalog"))
+        .collect();
+    let cs = repo.chain_state(&chain).await?;
+    check_no_write_through_links(&cs.state, &plan.target.to_string())?;
+    progress.event(ProgressEvent::DatabaseStarted {
+        database: db.to_string(),
+        operation: "restore",
+        total_bytes: Some(cs.state.logical_bytes()),
+    });
+
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::restore(parent, e.to_string()))?;
+    }
+    let tmp = sibling(dest, "restore");
+    std::fs::create_dir(&tmp).map_err(|e| Error::restore(&tmp, e.to_string()))?;
+    let result = write_tree(repo, db, &cs, &tmp, options, progress).await;
+    let (files, bytes) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    // Swap into place.
+    let old = if dest.exists() {
+        let old = sibling(dest, "old");
+        std::fs::rename(dest, &old).map_err(|e| Error::restore(dest, e.to_string()))?;
+        Some(old)
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::rename(&tmp, dest) {
+        if let Some(old) = &old {
+            let _ = std::fs::rename(old, dest);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::restore(dest, e.to_string()));
+    }
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    progress.event(ProgressEvent::DatabaseFinished {
+        database: db.to_string(),
+        ok: true,
+    });
+    Ok(RestoreReport {
+        database: db.to_string(),
+        artifact: plan.target.to_string(),
+        chain: plan.chain.iter().map(ToString::to_string).collect(),
+        position: plan.position.0,
+        files,
+        bytes,
+        destination: dest.clone(),
+        state_digest: plan.state_digest.to_string(),
+    })
+}
+
+/// Refuses a state in which an entry lies below a symbolic link: writing it would go
+/// through the link, possibly outside the destination.
+fn check_no_write_through_links(state: &chain_core::State, artifact: &str) -> Result<(), Error> {
+    let links: BTreeSet<&str> = state
+        .entries()
+        .filter(|e| matches!(e.kind, EntryKind::Symlink { .. }))
+        .map(|e| e.path.as_str())
+        .collect();
+    for e in state.entries() {
+        let mut ancestor = e.path.parent();
+        while let Some(a) = ancestor {
+            if links.contains(a.as_str()) {
+                return Err(Error::Inconsistent {
+                    what: format!("artifact {artifact}"),
+                    why: format!(
+                        "it holds {} below the symbolic link {}; refusing to write through a link",
+                        e.path,
+                        a.as_str()
+                    ),
+                });
+            }
+            ancestor = a.parent();
+        }
+    }
+    Ok(())
+}
+
+fn system_time(ns: i64) -> std::time::SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+async fn write_tree(
+    repo: &Repository,
+    db: &DatabaseName,
+    cs: &crate::repo::ChainState,
+    root: &Path,
+    options: &RestoreOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<(u64, u64), Error> {
+    // Directories first (parents before children: path order), then files, then links,
+    // then directory metadata deepest first.
+    let entries: Vec<&Entry> = cs.state.entries().collect();
+    for e in &entries {
+        if matches!(e.kind, EntryKind::Directory) {
+            let p = join(root, &e.path);
+            std::fs::create_dir_all(&p).map_err(|err| Error::restore(&p, err.to_string()))?;
+        }
+    }
+    let files: Vec<&Entry> = entries
+        .iter()
+        .copied()
+        .filter(|e| matches!(e.kind, EntryKind::File { .. }))
+        .collect();
+    let totals: Vec<u64> = futures::stream::iter(files)
+        .map(|e| restore_file(repo, db, cs, root, e, options, progress))
+        .buffer_unordered(options.parallel_files.max(1))
+        .try_collect()
+        .await?;
+    for e in &entries {
+        if let EntryKind::Symlink { target } = &e.kind {
+            let p = join(root, &e.path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
+            }
+            std::os::unix::fs::symlink(target, &p).map_err(|err| Error::restore(&p, err.to_string()))?;
+        }
+    }
+    for e in entries.iter().rev() {
+        if matches!(e.kind, EntryKind::Directory) {
+            let p = join(root, &e.path);
+            set_meta(&p, e)?;
+        }
+    }
+    Ok((totals.len() as u64, totals.iter().sum()))
+}
+
+fn set_meta(p: &Path, e: &Entry) -> Result<(), Error> {
+    let file = std::fs::File::open(p).map_err(|err| Error::restore(p, err.to_string()))?;
+    file.set_modified(system_time(e.meta.mtime_ns))
+        .map_err(|err| Error::restore(p, err.to_string()))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.meta.mode))
+        .map_err(|err| Error::restore(p, err.to_string()))?;
+    Ok(())
+}
+
+async fn restore_file(
+    repo: &Repository,
+    db: &DatabaseName,
+    cs: &crate::repo::ChainState,
+    root: &Path,
+    e: &Entry,
+    options: &RestoreOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<u64, Error> {
+    let EntryKind::File { size, blocks } = &e.kind else {
+        return Ok(0);
+    };
+    let p = join(root, &e.path);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
+    }
+    let located = cs.locate(blocks, e.path.as_str())?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .await
+        .map_err(|err| Error::restore(&p, err.to_string()))?;
+    let mut stream = read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight);
+    let mut written = 0u64;
+    while let Some(block) = tokio::select! {
+        biased;
+        () = options.cancel.cancelled() => return Err(Error::Cancelled),
+        b = stream.next() => b,
+    } {
+        let block = block?;
+        file.write_all(&block)
+            .await
+            .map_err(|err| Error::restore(&p, err.to_string()))?;
+        written += block.len() as u64;
+        progress.event(ProgressEvent::Bytes {
+            database: db.to_string(),
+            bytes: block.len() as u64,
+        });
+    }
+    file.flush().await.map_err(|err| Error::restore(&p, err.to_string()))?;
+    file.sync_all().await.map_err(|err| Error::restore(&p, err.to_string()))?;
+    drop(file);
+    if written != *size {
+        return Err(Error::Inconsistent {
+            what: e.path.to_string(),
+            why: format!("restored {written} bytes, the index records {size}"),
+        });
+    }
+    set_meta(&p, e)?;
+    Ok(written)
+}

@@ -1,0 +1,274 @@
+//! Backup sources: the [`BackupSource`] trait, and [`DirectorySource`] for a directory tree.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chain_core::{DatabaseName, EntryPath, Metadata, Owner, SourceCapability};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::Error;
+
+/// What kind of entry a source lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A directory.
+    Directory,
+    /// A regular file of this size (at listing time).
+    File {
+        /// Size in bytes when listed.
+        size: u64,
+    },
+    /// A symbolic link, stored as a link.
+    Symlink {
+        /// Its target.
+        target: String,
+    },
+}
+
+/// One entry of a source's listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// Path inside the database.
+    pub path: EntryPath,
+    /// What it is.
+    pub kind: SourceKind,
+    /// Metadata to restore.
+    pub meta: Metadata,
+}
+
+/// A source's listing: its entries, and what it passed over (with why).
+#[derive(Clone, Debug, Default)]
+pub struct SourceListing {
+    /// The entries, in any order.
+    pub entries: Vec<SourceEntry>,
+    /// Entries not backed up (sockets, devices, FIFOs), with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Which metadata a source records besides contents (the seed's `includeMetadata`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetadataLevel {
+    /// Permission bits and modification times.
+    #[default]
+    Basic,
+    /// Also numeric owner and group.
+    Ownership,
+}
+
+/// Where a database's data comes from. Implement it to back up something other than a
+/// directory; the engine needs nothing else.
+#[async_trait]
+pub trait BackupSource: Send + Sync + Debug {
+    /// Positions and diff support (see [`SourceCapability`]).
+    fn capability(&self) -> SourceCapability;
+
+    /// Free-form facts recorded in the manifest (`source` field).
+    fn describe(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    /// Lists every entry.
+    async fn list(&self) -> Result<SourceListing, Error>;
+
+    /// Streams a file's content.
+    async fn open(&self, path: &EntryPath) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error>;
+
+    /// The entry at `path` as it is now (`None` when it is gone): used after reading a file
+    /// to tell whether it changed while it was read.
+    async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, Error>;
+}
+
+/// A directory tree: regular files, directories and symbolic links (stored as links), with
+/// permission bits and modification times; sockets, devices and FIFOs are skipped with a
+/// warning. File names must be UTF-8.
+#[derive(Clone, Debug)]
+pub struct DirectorySource {
+    root: PathBuf,
+    level: MetadataLevel,
+}
+
+impl DirectorySource {
+    /// The tree under `root` (one database).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            level: MetadataLevel::Basic,
+        }
+    }
+
+    /// Records more metadata.
+    pub fn with_metadata(mut self, level: MetadataLevel) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// One source per subdirectory of `root` whose name is a database name (Neo4j's
+    /// `data/databases/<name>` layout), sorted by name.
+    pub fn databases(root: &Path) -> Result<Vec<(DatabaseName, DirectorySource)>, Error> {
+        let mut out = Vec::new();
+        let dir = std::fs::read_dir(root).map_err(|e| Error::source_io(root, e))?;
+        for entry in dir {
+            let entry = entry.map_err(|e| Error::source_io(root, e))?;
+            let ft = entry.file_type().map_err(|e| Error::source_io(entry.path(), e))?;
+            if !ft.is_dir() {
+                continue;
+            }
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Ok(db) = DatabaseName::new(&name) {
+                out.push((db, DirectorySource::new(entry.path())));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn entry_for(&self, rel: &str, full: &Path, md: &std::fs::Metadata) -> Result<Option<SourceEntry>, Error> {
+        let path = EntryPath::new(rel).map_err(|e| Error::Source {
+            path: full.to_owned(),
+            why: e.to_string(),
+        })?;
+        let mtime_ns = md
+            .modified()
+            .ok()
+            .and_then(|t| match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_nanos()).ok(),
+                Err(e) => i64::try_from(e.duration().as_nanos()).ok().map(|n| -n),
+            })
+            .unwrap_or(0);
+        let meta = Metadata {
+            mode: md.permissions().mode() & 0o7777,
+            mtime_ns,
+            owner: (self.level == MetadataLevel::Ownership).then(|| Owner {
+                uid: md.uid(),
+                gid: md.gid(),
+            }),
+            xattrs: BTreeMap::new(),
+        };
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            SourceKind::Directory
+        } else if ft.is_file() {
+            SourceKind::File { size: md.len() }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(full).map_err(|e| Error::source_io(full, e))?;
+            let target = target.to_str().ok_or_else(|| Error::Source {
+                path: full.to_owned(),
+                why: "the symbolic link's target is not UTF-8".into(),
+            })?;
+            SourceKind::Symlink {
+                target: target.to_owned(),
+            }
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(SourceEntry { path, kind, meta }))
+    }
+
+    fn list_blocking(&self) -> Result<SourceListing, Error> {
+        let mut listing = SourceListing::default();
+        let root_md = std::fs::metadata(&self.root).map_err(|e| Error::source_io(&self.root, e))?;
+        if !root_md.is_dir() {
+            return Err(Error::Source {
+                path: self.root.clone(),
+                why: "not a directory".into(),
+            });
+        }
+        let mut stack: Vec<(PathBuf, String)> = vec![(self.root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let read = std::fs::read_dir(&dir).map_err(|e| Error::source_io(&dir, e))?;
+            for item in read {
+                let item = item.map_err(|e| Error::source_io(&dir, e))?;
+                let full = item.path();
+                let name = item.file_name();
+                let name = name.to_str().ok_or_else(|| Error::Source {
+                    path: full.clone(),
+                    why: "the file name is not UTF-8; rename it to back it up".into(),
+                })?;
+                let child_rel = if rel.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let md = std::fs::symlink_metadata(&full).map_err(|e| Error::source_io(&full, e))?;
+                match self.entry_for(&child_rel, &full, &md)? {
+                    Some(entry) => {
+                        if entry.kind == SourceKind::Directory {
+                            stack.push((full.clone(), child_rel.clone()));
+                        }
+                        listing.entries.push(entry);
+                    }
+                    None => {
+                        tracing::warn!(path = %full.display(), "skipped: not a regular file, directory or symbolic link");
+                        listing.skipped.push(format!(
+                            "{}: not a regular file, directory or symbolic link",
+                            full.display()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    fn full_path(&self, path: &EntryPath) -> PathBuf {
+        let mut p = self.root.clone();
+        for c in path.components() {
+            p.push(c);
+        }
+        p
+    }
+}
+
+#[async_trait]
+impl BackupSource for DirectorySource {
+    fn capability(&self) -> SourceCapability {
+        SourceCapability::DIRECTORY
+    }
+
+    fn describe(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("source".into(), "directory".into());
+        m.insert("path".into(), self.root.display().to_string());
+        m
+    }
+
+    async fn list(&self) -> Result<SourceListing, Error> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.list_blocking())
+            .await
+            .map_err(|e| Error::Source {
+                path: self.root.clone(),
+                why: format!("listing task failed: {e}"),
+            })?
+    }
+
+    async fn open(&self, path: &EntryPath) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error> {
+        let full = self.full_path(path);
+        let file = tokio::fs::File::open(&full)
+            .await
+            .map_err(|e| Error::source_io(&full, e))?;
+        Ok(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed())
+    }
+
+    async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, Error> {
+        let full = self.full_path(path);
+        match tokio::fs::symlink_metadata(&full).await {
+            Ok(md) => self.entry_for(path.as_str(), &full, &md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::source_io(&full, e)),
+        }
+    }
+}
