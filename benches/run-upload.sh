@@ -21,7 +21,7 @@ server_cpu() { # user+sys seconds of the s3s-fs process
 run_variant() {
   local before after
   before=$(server_cpu)
-  "$bin" "$@" | tr -d '\n' | sed 's/}$//'
+  "$bin" --bench "$@" | tr -d '\n' | sed 's/}$//'
   after=$(server_cpu)
   echo ",\"server_cpu_s\":$(echo "$after - $before" | bc)}"
 }

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chain_core::{AggregateTarget, ArtifactId, ChangeSet, DatabaseName, EntryKind, Index, ManifestBuilder, Sizes};
+use chain_core::{
+    AggregateTarget, ArtifactId, ChangeSet, DatabaseName, EntryKind, Index, ManifestBuilder, Sizes,
+};
 use futures::StreamExt;
 use serde::Serialize;
 use storage_backends::upload::{ArtifactWriter, UploadOptions};
@@ -102,7 +104,11 @@ pub async fn aggregate_one(
     let chain: Vec<_> = plan
         .chain
         .iter()
-        .map(|id| view.catalog.get(id).expect("plan members are in the catalog"))
+        .map(|id| {
+            view.catalog
+                .get(id)
+                .expect("plan members are in the catalog")
+        })
         .collect();
     let cs = repo.chain_state(&chain).await?;
     progress.event(ProgressEvent::DatabaseStarted {
@@ -121,15 +127,21 @@ pub async fn aggregate_one(
     )?
     .with_cancellation(options.cancel.clone());
     for e in cs.state.entries() {
-        let EntryKind::File { blocks, .. } = &e.kind else { continue };
+        let EntryKind::File { blocks, .. } = &e.kind else {
+            continue;
+        };
         let located = cs.locate(blocks, e.path.as_str())?;
         let (database, p) = (db.to_string(), Arc::clone(progress));
-        let stream = read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight)
-            .inspect(move |b| {
-                if let Ok(b) = b {
-                    p.event(ProgressEvent::Bytes { database: database.clone(), bytes: b.len() as u64 });
-                }
-            });
+        let stream =
+            read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight)
+                .inspect(move |b| {
+                    if let Ok(b) = b {
+                        p.event(ProgressEvent::Bytes {
+                            database: database.clone(),
+                            bytes: b.len() as u64,
+                        });
+                    }
+                });
         let written = writer.write_blocks(stream).await;
         match written {
             Ok(refs) if refs == *blocks => {}
@@ -154,7 +166,10 @@ pub async fn aggregate_one(
     };
     let decision = crate::backup::aggregated_decision(
         plan.positions,
-        format!("aggregated from {} artifacts ending at {target}", plan.chain.len()),
+        format!(
+            "aggregated from {} artifacts ending at {target}",
+            plan.chain.len()
+        ),
     );
     let builder = ManifestBuilder::new(id.clone(), decision)
         .compression(options.upload.compression)
@@ -169,7 +184,15 @@ pub async fn aggregate_one(
         })
         .committed_at(jiff::Timestamp::now())
         .source("aggregated_from", target.to_string());
-    let manifest = commit::commit(repo.store(), &id, builder, &index, &stored, options.upload.compression).await?;
+    let manifest = commit::commit(
+        repo.store(),
+        &id,
+        builder,
+        &index,
+        &stored,
+        options.upload.compression,
+    )
+    .await?;
     if manifest.state_digest != plan.state_digest {
         return Err(Error::Inconsistent {
             what: id.to_string(),
@@ -189,14 +212,19 @@ pub async fn aggregate_one(
         // Plan the deletions again on what is there now: a DIFF committed meanwhile on the
         // old chain keeps its parents.
         let view = repo.catalog(db).await?;
-        let again = chain_core::plan_aggregate(&view.catalog, &AggregateTarget::Artifact(target), false)?;
+        let again =
+            chain_core::plan_aggregate(&view.catalog, &AggregateTarget::Artifact(target), false)?;
         for d in &again.delete {
             if let Some(m) = view.catalog.get(&d.artifact) {
                 repo.delete_artifact(m).await?;
                 report.deleted.push(d.artifact.to_string());
             }
         }
-        report.kept = again.keep.iter().map(|k| format!("{} ({:?})", k.artifact, k.reason)).collect();
+        report.kept = again
+            .keep
+            .iter()
+            .map(|k| format!("{} ({:?})", k.artifact, k.reason))
+            .collect();
     }
     Ok(report)
 }

@@ -241,7 +241,16 @@ async fn run_one(
 
     let mut entries = Vec::with_capacity(listing.entries.len());
     for entry in listing.entries {
-        match read_entry(&mut writer, source, entry, db, progress, &mut outcome.bytes_read).await {
+        match read_entry(
+            &mut writer,
+            source,
+            entry,
+            db,
+            progress,
+            &mut outcome.bytes_read,
+        )
+        .await
+        {
             Ok(e) => entries.push(e),
             Err(e) => {
                 outcome.kept_failed = fail_writer(repo, writer, &id, &e, options.keep_failed).await;
@@ -257,7 +266,11 @@ async fn run_one(
     if options.cancel.is_cancelled() {
         storage_backends::commit::delete_quietly(
             repo.store().as_ref(),
-            &stored.object.iter().map(|o| o.key.clone()).collect::<Vec<_>>(),
+            &stored
+                .object
+                .iter()
+                .map(|o| o.key.clone())
+                .collect::<Vec<_>>(),
         )
         .await;
         return Err(Error::Cancelled);
@@ -363,7 +376,10 @@ async fn read_entry(
                     break EntryKind::File { size, blocks };
                 }
                 match now {
-                    Some(n) if attempt < CHANGED_FILE_RETRIES && matches!(n.kind, SourceKind::File { .. }) => {
+                    Some(n)
+                        if attempt < CHANGED_FILE_RETRIES
+                            && matches!(n.kind, SourceKind::File { .. }) =>
+                    {
                         tracing::warn!(path = %entry.path, attempt, "the file changed while it was read; reading it again");
                         entry = n;
                     }

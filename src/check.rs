@@ -81,7 +81,12 @@ pub struct CheckReport {
     pub ok: bool,
 }
 
-fn problem(artifact: Option<&ArtifactId>, key: Option<String>, offset: Option<u64>, what: impl Into<String>) -> CheckProblem {
+fn problem(
+    artifact: Option<&ArtifactId>,
+    key: Option<String>,
+    offset: Option<u64>,
+    what: impl Into<String>,
+) -> CheckProblem {
     CheckProblem {
         artifact: artifact.map(ToString::to_string),
         key,
@@ -92,9 +97,12 @@ fn problem(artifact: Option<&ArtifactId>, key: Option<String>, offset: Option<u6
 
 fn from_storage(artifact: &ArtifactId, e: &storage_backends::Error) -> CheckProblem {
     match e {
-        storage_backends::Error::Corrupt { key, offset, why } => {
-            problem(Some(artifact), Some(key.clone()), Some(*offset), why.clone())
-        }
+        storage_backends::Error::Corrupt { key, offset, why } => problem(
+            Some(artifact),
+            Some(key.clone()),
+            Some(*offset),
+            why.clone(),
+        ),
         storage_backends::Error::Store { key, source, .. } => {
             problem(Some(artifact), Some(key.clone()), None, source.to_string())
         }
@@ -119,7 +127,12 @@ pub async fn check(
     });
     let mut problems = Vec::new();
     for u in &view.unreadable {
-        problems.push(problem(None, Some(u.key.clone()), None, format!("manifest does not decode: {}", u.why)));
+        problems.push(problem(
+            None,
+            Some(u.key.clone()),
+            None,
+            format!("manifest does not decode: {}", u.why),
+        ));
     }
     if options.structure {
         for p in catalog.problems() {
@@ -149,7 +162,12 @@ pub async fn check(
             match view.objects.get(&o.key) {
                 None => {
                     intact = false;
-                    problems.push(problem(Some(&m.id), Some(o.key.clone()), None, "the object is missing"));
+                    problems.push(problem(
+                        Some(&m.id),
+                        Some(o.key.clone()),
+                        None,
+                        "the object is missing",
+                    ));
                 }
                 Some(size) if *size != o.size => {
                     intact = false;
@@ -160,13 +178,15 @@ pub async fn check(
                         format!("{size} bytes, the manifest records {}", o.size),
                     ));
                 }
-                Some(_) if options.objects => match read::verify_object(repo.store().as_ref(), o).await {
-                    Ok(()) => objects_verified += 1,
-                    Err(e) => {
-                        intact = false;
-                        problems.push(from_storage(&m.id, &e));
+                Some(_) if options.objects => {
+                    match read::verify_object(repo.store().as_ref(), o).await {
+                        Ok(()) => objects_verified += 1,
+                        Err(e) => {
+                            intact = false;
+                            problems.push(from_storage(&m.id, &e));
+                        }
                     }
-                },
+                }
                 Some(_) => {}
             }
         }
@@ -182,7 +202,8 @@ pub async fn check(
             }
         };
         if options.blocks {
-            blocks_verified += check_blocks(repo, m, &index, options, progress, &mut problems).await;
+            blocks_verified +=
+                check_blocks(repo, m, &index, options, progress, &mut problems).await;
         }
         indexes.insert(m.id.clone(), index);
     }
@@ -219,7 +240,12 @@ pub async fn check(
                 rand::random::<u32>()
             ),
         ]);
-        commit::put_create(repo.store().as_ref(), &key, Bytes::from(chain_core::sealed::seal(&report))).await?;
+        commit::put_create(
+            repo.store().as_ref(),
+            &key,
+            Bytes::from(chain_core::sealed::seal(&report)),
+        )
+        .await?;
         Some(key.to_string())
     } else {
         None
@@ -237,11 +263,18 @@ async fn check_blocks(
 ) -> u64 {
     let Some(data) = m.objects.iter().find(|o| o.role == ObjectRole::Data) else {
         if !index.blocks.is_empty() {
-            problems.push(problem(Some(&m.id), None, None, "the index lists blocks but there is no data object"));
+            problems.push(problem(
+                Some(&m.id),
+                None,
+                None,
+                "the index lists blocks but there is no data object",
+            ));
         }
         return 0;
     };
-    let Ok(key) = Path::parse(&data.key) else { return 0 };
+    let Ok(key) = Path::parse(&data.key) else {
+        return 0;
+    };
     let mut stream = Box::pin(read::read_blocks(
         Arc::clone(repo.store()),
         key,
@@ -266,9 +299,15 @@ async fn check_blocks(
 
 /// Composes every usable artifact's chain from the indexes read and compares its state
 /// digest, and checks that every block a state uses is stored somewhere on its chain.
-fn check_states(catalog: &chain_core::Catalog, indexes: &BTreeMap<ArtifactId, Index>, problems: &mut Vec<CheckProblem>) {
+fn check_states(
+    catalog: &chain_core::Catalog,
+    indexes: &BTreeMap<ArtifactId, Index>,
+    problems: &mut Vec<CheckProblem>,
+) {
     for m in catalog.artifacts() {
-        let Ok(chain) = catalog.chain(&m.id) else { continue };
+        let Ok(chain) = catalog.chain(&m.id) else {
+            continue;
+        };
         if chain.iter().any(|c| !indexes.contains_key(&c.id)) {
             continue; // an index is unreadable: already reported
         }
@@ -282,15 +321,28 @@ fn check_states(catalog: &chain_core::Catalog, indexes: &BTreeMap<ArtifactId, In
                         Some(&m.id),
                         key.clone(),
                         None,
-                        format!("its chain composes to state {}, the manifest records {}", state.digest(), m.state_digest),
+                        format!(
+                            "its chain composes to state {}, the manifest records {}",
+                            state.digest(),
+                            m.state_digest
+                        ),
                     ));
                 }
                 let stored: BTreeSet<_> = chain
                     .iter()
                     .flat_map(|c| indexes[&c.id].blocks.iter().map(|b| b.digest))
                     .collect();
-                if let Some(missing) = state.block_digests().into_iter().find(|d| !stored.contains(d)) {
-                    problems.push(problem(Some(&m.id), key, None, format!("block {missing} of its state is stored nowhere on its chain")));
+                if let Some(missing) = state
+                    .block_digests()
+                    .into_iter()
+                    .find(|d| !stored.contains(d))
+                {
+                    problems.push(problem(
+                        Some(&m.id),
+                        key,
+                        None,
+                        format!("block {missing} of its state is stored nowhere on its chain"),
+                    ));
                 }
             }
         }

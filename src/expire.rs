@@ -32,9 +32,7 @@ pub async fn expire(
     let plan = chain_core::plan_expire(&view.catalog, policy, now)?;
     let mut deleted = Vec::new();
     for d in &plan.delete {
-        if !dry_run
-            && let Some(m) = view.catalog.get(&d.artifact)
-        {
+        if !dry_run && let Some(m) = view.catalog.get(&d.artifact) {
             repo.delete_artifact(m).await?;
         }
         deleted.push(format!("{} ({:?})", d.artifact, d.reason));

@@ -56,7 +56,9 @@ mod restore;
 mod source;
 
 pub use aggregate::{AggregateOptions, AggregateReport, aggregate, aggregate_one};
-pub use backup::{BackupOptions, BackupReport, CHANGED_FILE_RETRIES, DatabaseOutcome, RunRecord, backup};
+pub use backup::{
+    BackupOptions, BackupReport, CHANGED_FILE_RETRIES, DatabaseOutcome, RunRecord, backup,
+};
 pub use chain_core;
 pub use check::{CheckOptions, CheckProblem, CheckReport, check};
 pub use error::Error;
@@ -65,6 +67,8 @@ pub use inspect::{InspectRow, InspectScope, inspect};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use repo::{CatalogView, ChainState, Repository, Unreadable, glob_match};
 pub use restore::{RestoreOptions, RestoreReport, restore};
-pub use source::{BackupSource, DirectorySource, MetadataLevel, SourceEntry, SourceKind, SourceListing};
+pub use source::{
+    BackupSource, DirectorySource, MetadataLevel, SourceEntry, SourceKind, SourceListing,
+};
 pub use storage_backends;
 pub use storage_backends::{CancellationToken, StorageConfig};

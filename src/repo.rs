@@ -55,14 +55,21 @@ pub struct ChainState {
 impl ChainState {
     /// The stored blocks of a file's content, in order, or an error naming the first block
     /// the chain does not hold.
-    pub fn locate(&self, blocks: &[chain_core::BlockRef], what: &str) -> Result<Vec<(Path, BlockLocation)>, Error> {
+    pub fn locate(
+        &self,
+        blocks: &[chain_core::BlockRef],
+        what: &str,
+    ) -> Result<Vec<(Path, BlockLocation)>, Error> {
         blocks
             .iter()
             .map(|b| {
-                self.blocks.get(&b.digest).cloned().ok_or_else(|| Error::Inconsistent {
-                    what: what.to_owned(),
-                    why: format!("block {} is stored nowhere in the chain", b.digest),
-                })
+                self.blocks
+                    .get(&b.digest)
+                    .cloned()
+                    .ok_or_else(|| Error::Inconsistent {
+                        what: what.to_owned(),
+                        why: format!("block {} is stored nowhere in the chain", b.digest),
+                    })
             })
             .collect()
     }
@@ -97,15 +104,13 @@ impl Repository {
 
     /// The databases that have objects here, sorted.
     pub async fn databases(&self) -> Result<Vec<DatabaseName>, Error> {
-        let listing = self
-            .store
-            .list_with_delimiter(None)
-            .await
-            .map_err(|e| storage_backends::Error::Store {
+        let listing = self.store.list_with_delimiter(None).await.map_err(|e| {
+            storage_backends::Error::Store {
                 operation: "listing",
                 key: "/".into(),
                 source: e,
-            })?;
+            }
+        })?;
         let mut out: Vec<DatabaseName> = listing
             .common_prefixes
             .iter()
@@ -120,7 +125,11 @@ impl Repository {
     /// The databases whose names match `pattern` (`*` any run, `?` one character; a comma
     /// list of patterns is accepted).
     pub async fn databases_matching(&self, pattern: &str) -> Result<Vec<DatabaseName>, Error> {
-        let patterns: Vec<&str> = pattern.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        let patterns: Vec<&str> = pattern
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         Ok(self
             .databases()
             .await?
@@ -219,7 +228,9 @@ impl Repository {
         let ids: Vec<&ArtifactId> = chain.iter().map(|m| &m.id).collect();
         let changes: Vec<&ChangeSet> = indexes.iter().map(|i| &i.changes).collect();
         let state = chain_core::compose(ids.into_iter().zip(changes))?;
-        let last = chain.last().ok_or_else(|| Error::Options("an empty chain".into()))?;
+        let last = chain
+            .last()
+            .ok_or_else(|| Error::Options("an empty chain".into()))?;
         let digest = state.digest();
         if digest != last.state_digest {
             return Err(Error::Inconsistent {

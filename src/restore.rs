@@ -75,7 +75,10 @@ fn sibling(dest: &Path, tag: &str) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "restore".into());
-    dest.with_file_name(format!(".{name}.catena-{tag}-{:08x}", rand::random::<u32>()))
+    dest.with_file_name(format!(
+        ".{name}.catena-{tag}-{:08x}",
+        rand::random::<u32>()
+    ))
 }
 
 fn join(root: &Path, path: &EntryPath) -> PathBuf {
@@ -97,7 +100,10 @@ pub async fn restore(
     // Check the destination before reading anything.
     match std::fs::symlink_metadata(dest) {
         Ok(md) if !md.is_dir() => {
-            return Err(Error::restore(dest, "exists and is not a directory; choose another destination"));
+            return Err(Error::restore(
+                dest,
+                "exists and is not a directory; choose another destination",
+            ));
         }
         Ok(_) => {
             let non_empty = std::fs::read_dir(dest)
@@ -120,7 +126,11 @@ pub async fn restore(
     let chain: Vec<_> = plan
         .chain
         .iter()
-        .map(|id| view.catalog.get(id).expect("plan members are in the catalog"))
+        .map(|id| {
+            view.catalog
+                .get(id)
+                .expect("plan members are in the catalog")
+        })
         .collect();
     let cs = repo.chain_state(&chain).await?;
     check_no_write_through_links(&cs.state, &plan.target.to_string())?;
@@ -243,9 +253,11 @@ async fn write_tree(
         if let EntryKind::Symlink { target } = &e.kind {
             let p = join(root, &e.path);
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|err| Error::restore(parent, err.to_string()))?;
             }
-            std::os::unix::fs::symlink(target, &p).map_err(|err| Error::restore(&p, err.to_string()))?;
+            std::os::unix::fs::symlink(target, &p)
+                .map_err(|err| Error::restore(&p, err.to_string()))?;
         }
     }
     for e in entries.iter().rev() {
@@ -289,7 +301,8 @@ async fn restore_file(
         .open(&p)
         .await
         .map_err(|err| Error::restore(&p, err.to_string()))?;
-    let mut stream = read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight);
+    let mut stream =
+        read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight);
     let mut written = 0u64;
     while let Some(block) = tokio::select! {
         biased;
@@ -306,8 +319,12 @@ async fn restore_file(
             bytes: block.len() as u64,
         });
     }
-    file.flush().await.map_err(|err| Error::restore(&p, err.to_string()))?;
-    file.sync_all().await.map_err(|err| Error::restore(&p, err.to_string()))?;
+    file.flush()
+        .await
+        .map_err(|err| Error::restore(&p, err.to_string()))?;
+    file.sync_all()
+        .await
+        .map_err(|err| Error::restore(&p, err.to_string()))?;
     drop(file);
     if written != *size {
         return Err(Error::Inconsistent {

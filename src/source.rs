@@ -9,8 +9,8 @@ use std::time::UNIX_EPOCH;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chain_core::{DatabaseName, EntryPath, Metadata, Owner, SourceCapability};
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::Error;
 
@@ -77,7 +77,10 @@ pub trait BackupSource: Send + Sync + Debug {
     async fn list(&self) -> Result<SourceListing, Error>;
 
     /// Streams a file's content.
-    async fn open(&self, path: &EntryPath) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error>;
+    async fn open(
+        &self,
+        path: &EntryPath,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error>;
 
     /// The entry at `path` as it is now (`None` when it is gone): used after reading a file
     /// to tell whether it changed while it was read.
@@ -120,7 +123,9 @@ impl DirectorySource {
         let dir = std::fs::read_dir(root).map_err(|e| Error::source_io(root, e))?;
         for entry in dir {
             let entry = entry.map_err(|e| Error::source_io(root, e))?;
-            let ft = entry.file_type().map_err(|e| Error::source_io(entry.path(), e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::source_io(entry.path(), e))?;
             if !ft.is_dir() {
                 continue;
             }
@@ -135,7 +140,12 @@ impl DirectorySource {
         Ok(out)
     }
 
-    fn entry_for(&self, rel: &str, full: &Path, md: &std::fs::Metadata) -> Result<Option<SourceEntry>, Error> {
+    fn entry_for(
+        &self,
+        rel: &str,
+        full: &Path,
+        md: &std::fs::Metadata,
+    ) -> Result<Option<SourceEntry>, Error> {
         let path = EntryPath::new(rel).map_err(|e| Error::Source {
             path: full.to_owned(),
             why: e.to_string(),
@@ -202,7 +212,8 @@ impl DirectorySource {
                 } else {
                     format!("{rel}/{name}")
                 };
-                let md = std::fs::symlink_metadata(&full).map_err(|e| Error::source_io(&full, e))?;
+                let md =
+                    std::fs::symlink_metadata(&full).map_err(|e| Error::source_io(&full, e))?;
                 match self.entry_for(&child_rel, &full, &md)? {
                     Some(entry) => {
                         if entry.kind == SourceKind::Directory {
@@ -255,7 +266,10 @@ impl BackupSource for DirectorySource {
             })?
     }
 
-    async fn open(&self, path: &EntryPath) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error> {
+    async fn open(
+        &self,
+        path: &EntryPath,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error> {
         let full = self.full_path(path);
         let file = tokio::fs::File::open(&full)
             .await

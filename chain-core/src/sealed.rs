@@ -45,7 +45,9 @@ pub enum SealError {
     #[error("it has no sha256 seal")]
     Unsealed,
     /// The seal does not match the content: the bytes were changed.
-    #[error("its sha256 seal does not match its content (recorded {recorded}, computed {computed}): the object was altered or damaged")]
+    #[error(
+        "its sha256 seal does not match its content (recorded {recorded}, computed {computed}): the object was altered or damaged"
+    )]
     Mismatch {
         /// The seal found.
         recorded: String,
@@ -98,6 +100,9 @@ mod tests {
             }
         }
         let empty: BTreeMap<String, String> = BTreeMap::new();
-        assert_eq!(open::<BTreeMap<String, String>>(&seal(&empty)).expect("opens"), empty);
+        assert_eq!(
+            open::<BTreeMap<String, String>>(&seal(&empty)).expect("opens"),
+            empty
+        );
     }
 }

@@ -733,7 +733,9 @@ fn manifest_of_a_newer_format_is_refused_with_upgrade_advice() {
 /// Re-seals an edited manifest (when it still has the manifest's shape), so that the
 /// decoder's own checks, not the seal, are what refuses it.
 fn reseal(mut v: serde_json::Value) -> Vec<u8> {
-    v.as_object_mut().expect("object").remove(chain_core::sealed::SEAL_FIELD);
+    v.as_object_mut()
+        .expect("object")
+        .remove(chain_core::sealed::SEAL_FIELD);
     match serde_json::from_value::<Manifest>(v.clone()) {
         Ok(m) => chain_core::sealed::seal(&m),
         Err(_) => serde_json::to_vec(&v).expect("json"),
@@ -799,7 +801,10 @@ fn manifest_with_unknown_field_or_inconsistent_fields_is_refused() {
     for (name, damage) in cases {
         let mut v = good.clone();
         damage(&mut v);
-        assert!(Manifest::from_json(&reseal(v)).is_err(), "{name} was accepted");
+        assert!(
+            Manifest::from_json(&reseal(v)).is_err(),
+            "{name} was accepted"
+        );
     }
     // A DIFF whose positions run backwards.
     let f1 = f.manifests[0].id.clone();

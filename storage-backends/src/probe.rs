@@ -89,7 +89,11 @@ fn failed(e: impl std::fmt::Display) -> CheckOutcome {
 
 /// Runs the self-test against `store`. Leaves nothing behind when deletes work.
 pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
-    let base = Path::from(format!("{}/{:016x}", crate::layout::PROBE_PREFIX, rand::random::<u64>()));
+    let base = Path::from(format!(
+        "{}/{:016x}",
+        crate::layout::PROBE_PREFIX,
+        rand::random::<u64>()
+    ));
     let create = base.clone().join("create-only");
     let create_opts = || PutOptions {
         mode: PutMode::Create,

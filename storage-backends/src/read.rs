@@ -124,7 +124,10 @@ pub fn read_blocks(
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send {
     read_blocks_at(
         store,
-        locations.into_iter().map(move |l| (key.clone(), l)).collect(),
+        locations
+            .into_iter()
+            .map(move |l| (key.clone(), l))
+            .collect(),
         in_flight,
     )
 }

@@ -1,0 +1,847 @@
+//! The engine's acceptance tests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use catena::chain_core::*;
+use catena::*;
+use futures::TryStreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutPayload};
+use proptest::prelude::*;
+use storage_backends::layout;
+
+use crate::common::data;
+use crate::*;
+
+fn auto() -> BackupRequest {
+    BackupRequest::default()
+}
+
+fn req(t: BackupType, prefer: bool, fallback: bool) -> BackupRequest {
+    BackupRequest {
+        backup_type: t,
+        prefer_diff_as_parent: prefer,
+        fallback_to_full: fallback,
+    }
+}
+
+async fn restore_to(
+    repo: &Repository,
+    name: &str,
+    target: RestoreTarget,
+    into: &Path,
+) -> RestoreReport {
+    let options = RestoreOptions {
+        target,
+        ..RestoreOptions::new(into)
+    };
+    restore(repo, &db(name), &options, &progress())
+        .await
+        .expect("restore")
+}
+
+fn committed(report: &BackupReport) -> (ArtifactId, BackupDecision) {
+    assert!(report.succeeded(), "{:?}", report.run.databases);
+    let d = &report.run.databases[0];
+    (
+        d.artifact
+            .as_ref()
+            .expect("an artifact")
+            .parse()
+            .expect("id"),
+        d.decision.clone().expect("a decision"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trip: random trees, FULL then three DIFFs, every point restored byte-identical.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Node {
+    Dir,
+    File {
+        len: usize,
+        seed: u64,
+        noisy: bool,
+        mode: u32,
+    },
+    Link {
+        target: String,
+    },
+}
+
+fn tree() -> impl Strategy<Value = Vec<(Vec<&'static str>, Node)>> {
+    let name = prop_oneof![
+        Just("a"),
+        Just("b"),
+        Just("graph"),
+        Just("x.db"),
+        Just("empty")
+    ];
+    let node = prop_oneof![
+        1 => Just(Node::Dir),
+        4 => (prop_oneof![Just(0usize), 1usize..5000, 200_000usize..3_000_000], any::<u64>(), any::<bool>(), prop_oneof![Just(0o644u32), Just(0o600), Just(0o755), Just(0o640)])
+            .prop_map(|(len, seed, noisy, mode)| Node::File { len, seed, noisy, mode }),
+        1 => prop_oneof![Just("a"), Just("../outside"), Just("/etc/hostname")].prop_map(|t| Node::Link { target: t.to_owned() }),
+    ];
+    prop::collection::vec((prop::collection::vec(name, 1..4), node), 1..10)
+}
+
+/// Writes `nodes` under `root` (skipping those whose parent is a file or link).
+fn build_tree(root: &Path, nodes: &[(Vec<&'static str>, Node)], generation: u64) {
+    for (parts, node) in nodes {
+        let p = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+        if p.exists() || std::fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        let parent = p.parent().expect("parent");
+        if std::fs::create_dir_all(parent).is_err() {
+            continue; // a file or link stands where a directory would be
+        }
+        match node {
+            Node::Dir => {
+                let _ = std::fs::create_dir(&p);
+            }
+            Node::File {
+                len,
+                seed,
+                noisy,
+                mode,
+            } => {
+                std::fs::write(&p, data(*len, seed ^ generation, *noisy)).expect("write");
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+                    .expect("chmod");
+            }
+            Node::Link { target } => {
+                std::os::unix::fs::symlink(target, &p).expect("symlink");
+            }
+        }
+    }
+}
+
+/// Changes a tree: overwrite part of some files in place, delete one, add new ones.
+fn mutate(root: &Path, round: u64) {
+    let snap = snapshot(root);
+    let files: Vec<_> = snap
+        .iter()
+        .filter(|(_, v)| v.0 == 'f')
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        let p = root.join(f);
+        match (i as u64 + round) % 4 {
+            0 => {
+                let mut bytes = std::fs::read(&p).expect("read");
+                if !bytes.is_empty() {
+                    let at = bytes.len() / 3;
+                    let end = (at + 70_000).min(bytes.len());
+                    for b in &mut bytes[at..end] {
+                        *b = b.wrapping_add(1);
+                    }
+                    std::fs::write(&p, bytes).expect("write");
+                }
+            }
+            1 if round == 2 => {
+                std::fs::remove_file(&p).expect("remove");
+            }
+            2 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod")
+            }
+            _ => {}
+        }
+    }
+    std::fs::write(
+        root.join(format!("new-{round}.log")),
+        data(10_000 + round as usize * 1000, round, false),
+    )
+    .expect("write");
+}
+
+async fn round_trip(repo: &Repository, nodes: &[(Vec<&'static str>, Node)]) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    build_tree(&src, nodes, 0);
+    let name = format!("rt{:08x}", rand::random::<u32>());
+    let mut points = Vec::new();
+    for round in 0..4u64 {
+        if round > 0 {
+            mutate(&src, round);
+        }
+        let report = backup_dir(repo, &name, &src, auto()).await;
+        let (id, decision) = committed(&report);
+        assert_eq!(
+            decision.kind,
+            if round == 0 {
+                ArtifactKind::Full
+            } else {
+                ArtifactKind::Diff
+            }
+        );
+        points.push((id, snapshot(&src)));
+    }
+    for (i, (id, expected)) in points.iter().enumerate() {
+        let into = work.path().join(format!("restored-{i}"));
+        restore_to(repo, &name, RestoreTarget::Artifact(id.clone()), &into).await;
+        assert_same(&format!("point {i}"), expected, &snapshot(&into));
+    }
+}
+
+#[test]
+fn round_trip_of_random_trees_through_a_full_and_three_diffs() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let repos = rt.block_on(repos());
+    for r in &repos {
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: if r.name == "local" { 8 } else { 3 },
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&tree(), |nodes| {
+                rt.block_on(round_trip(&r.repo, &nodes));
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// DIFF size: 5% changed in place.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_after_changing_five_percent_in_place_stores_about_five_percent() {
+    for r in repos().await.iter().filter(|r| r.name != "moto") {
+        let work = tempfile::tempdir().expect("tempdir");
+        let src = work.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        // 256 MiB: eight files of 32 MiB, half noise, half text.
+        for i in 0..8u64 {
+            std::fs::write(
+                src.join(format!("store-{i}.db")),
+                data(32 << 20, i, i % 2 == 0),
+            )
+            .expect("write");
+        }
+        let full = backup_dir(&r.repo, "sized", &src, auto()).await;
+        let full_stored = full.run.databases[0].stored_bytes;
+        // 5% of 256 MiB = 12.8 MiB, changed in place in two files, not block-aligned.
+        for (i, at) in [(0u64, 5_000_001usize), (3, 9_999_999)] {
+            let p = src.join(format!("store-{i}.db"));
+            let mut bytes = std::fs::read(&p).expect("read");
+            for b in &mut bytes[at..at + 6_710_886] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&p, bytes).expect("write");
+        }
+        let diff = backup_dir(&r.repo, "sized", &src, auto()).await;
+        let (_, decision) = committed(&diff);
+        assert_eq!(decision.kind, ArtifactKind::Diff);
+        let diff_stored = diff.run.databases[0].stored_bytes;
+        let ratio = diff_stored as f64 / full_stored as f64;
+        eprintln!(
+            "{}: FULL {full_stored} bytes, DIFF {diff_stored} bytes, {:.2}%",
+            r.name,
+            ratio * 100.0
+        );
+        assert!(
+            ratio <= 0.07,
+            "{}: the DIFF stores {:.2}% of the FULL",
+            r.name,
+            ratio * 100.0
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decisions end to end.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_end_to_end_mirror_chain_core() {
+    for r in repos().await {
+        let work = tempfile::tempdir().expect("tempdir");
+        let src = work.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        std::fs::write(src.join("a"), b"one").expect("write");
+        let repo = &r.repo;
+        let name = "decide";
+
+        // DIFF with no parent and no fallback fails; with fallback, a FULL with its reason.
+        let report = backup_dir(repo, name, &src, req(BackupType::Diff, false, false)).await;
+        assert!(!report.succeeded());
+        assert!(
+            report.run.databases[0]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("no earlier backup")
+        );
+        let (full1, d) =
+            committed(&backup_dir(repo, name, &src, req(BackupType::Diff, false, true)).await);
+        assert_eq!(d.reason, ReasonCode::FullFallbackNoParent);
+
+        // Nothing changed: an EMPTY DIFF, never a parent afterwards.
+        let (empty, d) = committed(&backup_dir(repo, name, &src, auto()).await);
+        assert_eq!(
+            (d.kind, d.reason),
+            (ArtifactKind::Diff, ReasonCode::DiffFromNewest)
+        );
+        let view = repo.catalog(&db(name)).await.expect("catalog");
+        assert!(view.catalog.get(&empty).expect("committed").empty);
+
+        std::fs::write(src.join("a"), b"two").expect("write");
+        let (diff1, d) = committed(&backup_dir(repo, name, &src, auto()).await);
+        assert_eq!(
+            d.parent,
+            Some(full1.clone()),
+            "the EMPTY one is never a parent"
+        );
+        let (full2, d) =
+            committed(&backup_dir(repo, name, &src, req(BackupType::Full, false, true)).await);
+        assert_eq!(d.reason, ReasonCode::FullRequested);
+
+        std::fs::write(src.join("a"), b"three").expect("write");
+        let (_, d) =
+            committed(&backup_dir(repo, name, &src, req(BackupType::Auto, true, true)).await);
+        assert_eq!(
+            (d.parent.as_ref(), d.reason),
+            (Some(&diff1), ReasonCode::DiffFromNewestDiff)
+        );
+        std::fs::write(src.join("b"), b"four").expect("write");
+        let (newest, d) = committed(&backup_dir(repo, name, &src, auto()).await);
+        assert_ne!(
+            d.parent,
+            Some(full2.clone()),
+            "the newest backup is the DIFF, not the FULL"
+        );
+
+        // The newest artifact's index is damaged: with fallback a FULL, reason recorded in
+        // the manifest; without, the database fails.
+        let view = repo.catalog(&db(name)).await.expect("catalog");
+        let m = view.catalog.get(&newest).expect("newest");
+        let index_key = layout::index_key(&newest);
+        let mut bytes = repo
+            .store()
+            .get(&index_key)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes")
+            .to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        repo.store()
+            .put(&index_key, PutPayload::from(bytes))
+            .await
+            .expect("damage");
+        let failed = backup_dir(repo, name, &src, req(BackupType::Auto, false, false)).await;
+        assert!(!failed.succeeded());
+        assert!(
+            failed.run.databases[0]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains(&newest.to_string())
+        );
+        let (fallback, d) = committed(&backup_dir(repo, name, &src, auto()).await);
+        assert_eq!(
+            (d.kind, d.reason),
+            (ArtifactKind::Full, ReasonCode::FullFallbackDiffFailed)
+        );
+        assert!(
+            d.skipped
+                .iter()
+                .any(|s| s.artifact == m.id && s.why.contains(".index")),
+            "{:?}",
+            d.skipped
+        );
+        let view = repo.catalog(&db(name)).await.expect("catalog");
+        assert_eq!(
+            view.catalog
+                .get(&fallback)
+                .expect("committed")
+                .decision
+                .reason,
+            ReasonCode::FullFallbackDiffFailed
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Aggregate.
+// ---------------------------------------------------------------------------------------
+
+async fn keys(repo: &Repository) -> std::collections::BTreeSet<String> {
+    repo.store()
+        .list(None)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_replaces_the_chain_with_an_identical_full() {
+    for r in repos().await {
+        let repo = &r.repo;
+        let name = "agg";
+        let work = tempfile::tempdir().expect("tempdir");
+        let src = work.path().join("src");
+        std::fs::create_dir_all(src.join("d")).expect("mkdir");
+        std::fs::write(src.join("d/big"), data(3 << 20, 1, true)).expect("write");
+        std::fs::write(src.join("text"), data(1 << 20, 2, false)).expect("write");
+        let mut chain = vec![committed(&backup_dir(repo, name, &src, auto()).await).0];
+        for round in 0..2u64 {
+            mutate(&src, round + 10);
+            chain.push(committed(&backup_dir(repo, name, &src, auto()).await).0);
+        }
+        let expected = snapshot(&src);
+        let view = repo.catalog(&db(name)).await.expect("catalog");
+        let mut old_objects: std::collections::BTreeSet<String> = Default::default();
+        for id in &chain {
+            let m = view.catalog.get(id).expect("m");
+            old_objects.insert(layout::manifest_key(id).to_string());
+            old_objects.extend(m.objects.iter().map(|o| o.key.clone()));
+        }
+        let before = keys(repo).await;
+
+        let options = AggregateOptions {
+            keep_old_backup: false,
+            ..AggregateOptions::default()
+        };
+        let reports = aggregate(repo, "ag*", &options, &progress())
+            .await
+            .expect("aggregate");
+        assert_eq!(reports.len(), 1);
+        let report = &reports[0];
+        assert_eq!(report.chain.len(), 3);
+        let after = keys(repo).await;
+        let gone: std::collections::BTreeSet<_> = before.difference(&after).cloned().collect();
+        assert_eq!(
+            gone, old_objects,
+            "{}: exactly the old chain's objects are gone",
+            r.name
+        );
+
+        let into = work.path().join("restored");
+        let restored = restore_to(repo, name, RestoreTarget::Latest, &into).await;
+        assert_eq!(Some(&restored.artifact), report.artifact.as_ref());
+        assert_eq!(restored.chain.len(), 1);
+        assert_same("aggregated", &expected, &snapshot(&into));
+        let view = repo.catalog(&db(name)).await.expect("catalog");
+        let new = view
+            .catalog
+            .get(&restored.artifact.parse().expect("id"))
+            .expect("new full");
+        assert_eq!(
+            (new.kind, new.decision.reason),
+            (ArtifactKind::Full, ReasonCode::FullAggregated)
+        );
+        assert_eq!(new.state_digest.to_string(), report.state_digest);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Check.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_clean_chain_and_names_every_damaged_object() {
+    let rs = repos().await;
+    let r = &rs[0];
+    let repo = &r.repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), data(2 << 20, 3, true)).expect("write");
+    let (full, _) = committed(&backup_dir(repo, "chk", &src, auto()).await);
+    mutate(&src, 20);
+    let (diff, _) = committed(&backup_dir(repo, "chk", &src, auto()).await);
+    let opts = CheckOptions::default();
+    let (report, key) = check(repo, &db("chk"), &opts, &progress())
+        .await
+        .expect("check");
+    assert!(report.ok, "{:?}", report.problems);
+    assert!(
+        key.expect("report written")
+            .starts_with("_reports/check-chk-")
+    );
+
+    for id in [&full, &diff] {
+        for key in [
+            layout::manifest_key(id),
+            layout::index_key(id),
+            layout::data_key(id),
+        ] {
+            let Ok(got) = repo.store().get(&key).await else {
+                continue;
+            };
+            let original = got.bytes().await.expect("bytes");
+            let mut bad = original.to_vec();
+            let at = bad.len() / 2;
+            bad[at] ^= 0x10;
+            repo.store()
+                .put(&key, PutPayload::from(bad))
+                .await
+                .expect("damage");
+            let (report, _) = check(
+                repo,
+                &db("chk"),
+                &CheckOptions {
+                    write_report: false,
+                    ..opts.clone()
+                },
+                &progress(),
+            )
+            .await
+            .expect("check");
+            assert!(!report.ok, "flip in {key} went unnoticed");
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.key.as_deref() == Some(key.as_ref())),
+                "{key} not named: {:?}",
+                report.problems
+            );
+            repo.store()
+                .put(&key, PutPayload::from(original))
+                .await
+                .expect("repair");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Restore refuses crafted artifacts.
+// ---------------------------------------------------------------------------------------
+
+/// Commits a FULL whose index body is `body` (JSON, possibly invalid for Catena).
+async fn commit_crafted(
+    repo: &Repository,
+    name: &str,
+    body: Vec<u8>,
+    state_digest: Sha256Digest,
+) -> ArtifactId {
+    let id = ArtifactId::new(db(name), jiff::Timestamp::now(), rand::random());
+    // Index object: header + raw body, as Index::encode would write it.
+    let mut index = Vec::new();
+    index.extend_from_slice(b"CTNI");
+    index.extend_from_slice(&[1, 0, 0, 0]);
+    index.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    index.extend_from_slice(&Sha256Digest::of(&body).0);
+    index.extend_from_slice(&body);
+    let index_key = layout::index_key(&id);
+    let written =
+        storage_backends::commit::put_create(repo.store().as_ref(), &index_key, Bytes::from(index))
+            .await
+            .expect("index");
+    let catalog = Catalog::new(db(name), []);
+    let decision = decide_backup(
+        &catalog,
+        BackupRequest::default(),
+        SourceCapability::DIRECTORY,
+    )
+    .expect("decision");
+    let manifest = ManifestBuilder::new(id.clone(), decision)
+        .state_digest(state_digest)
+        .objects(vec![written.to_ref(ObjectRole::Index)])
+        .build()
+        .expect("manifest");
+    storage_backends::commit::put_create(
+        repo.store().as_ref(),
+        &layout::manifest_key(&id),
+        Bytes::from(manifest.to_json()),
+    )
+    .await
+    .expect("manifest");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_entries_that_escape_the_destination() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    for (i, path) in ["../x", "/etc/x", "a/../../x"].iter().enumerate() {
+        let name = format!("evil{i}");
+        let body = format!(
+            r#"{{"changes":{{"added":[{{"path":"{path}","kind":{{"type":"directory"}},"meta":{{"mode":493,"mtime_ns":0}}}}],"changed":[],"removed":[]}},"blocks":[]}}"#
+        );
+        let id = commit_crafted(repo, &name, body.into_bytes(), Sha256Digest::of(b"x")).await;
+        let into = work.path().join(format!("out{i}"));
+        let err = restore(repo, &db(&name), &RestoreOptions::new(&into), &progress())
+            .await
+            .expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&layout::index_key(&id).to_string()) && msg.contains("invalid entry path"),
+            "{msg}"
+        );
+        assert!(!into.exists() && !work.path().join("x").exists());
+    }
+
+    // A link that points outside, then a file written "through" it.
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    let state = State::from_entries([
+        Entry {
+            path: EntryPath::new("link").expect("path"),
+            kind: EntryKind::Symlink {
+                target: outside.display().to_string(),
+            },
+            meta: Metadata::default(),
+        },
+        Entry {
+            path: EntryPath::new("link/planted").expect("path"),
+            kind: EntryKind::Directory,
+            meta: Metadata {
+                mode: 0o755,
+                ..Metadata::default()
+            },
+        },
+    ]);
+    let index = Index {
+        changes: ChangeSet::full(&state),
+        blocks: vec![],
+    };
+    let body = serde_json::to_vec(&index).expect("json");
+    commit_crafted(repo, "evillink", body, state.digest()).await;
+    let into = work.path().join("out-link");
+    let err = restore(
+        repo,
+        &db("evillink"),
+        &RestoreOptions::new(&into),
+        &progress(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("refusing to write through a link"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&outside).expect("read").next().is_none(),
+        "nothing was written outside"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_a_non_empty_destination_unless_told_to_overwrite() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"backed up").expect("write");
+    committed(&backup_dir(repo, "dest", &src, auto()).await);
+    let into = work.path().join("busy");
+    std::fs::create_dir(&into).expect("mkdir");
+    std::fs::write(into.join("precious"), b"keep me").expect("write");
+    let err = restore(repo, &db("dest"), &RestoreOptions::new(&into), &progress())
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(into.join("precious")).expect("untouched"),
+        b"keep me"
+    );
+    let options = RestoreOptions {
+        overwrite: true,
+        ..RestoreOptions::new(&into)
+    };
+    restore(repo, &db("dest"), &options, &progress())
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        std::fs::read(into.join("f")).expect("restored"),
+        b"backed up"
+    );
+    assert!(!into.join("precious").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Several databases in one run.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_database_fails_the_run_and_the_other_is_committed_and_recorded() {
+    for r in repos().await {
+        let repo = &r.repo;
+        let work = tempfile::tempdir().expect("tempdir");
+        let good = work.path().join("neo4j");
+        std::fs::create_dir(&good).expect("mkdir");
+        std::fs::write(good.join("store"), data(300_000, 9, true)).expect("write");
+        let sources: Vec<(DatabaseName, Arc<dyn BackupSource>)> = vec![
+            (db("neo4j"), Arc::new(DirectorySource::new(&good))),
+            (
+                db("system"),
+                Arc::new(DirectorySource::new(work.path().join("missing"))),
+            ),
+        ];
+        let report = backup(repo, sources, &options(auto()), &progress())
+            .await
+            .expect("run record");
+        assert!(!report.succeeded(), "{}", r.name);
+        let key = report.run_record_key.clone().expect("a run record");
+        let bytes = repo
+            .store()
+            .get(&Key::parse(&key).expect("key"))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let record: RunRecord = chain_core::sealed::open(&bytes).expect("sealed run record");
+        assert!(!record.ok);
+        let neo4j = record
+            .databases
+            .iter()
+            .find(|d| d.database == "neo4j")
+            .expect("neo4j listed");
+        let system = record
+            .databases
+            .iter()
+            .find(|d| d.database == "system")
+            .expect("system listed");
+        assert!(neo4j.error.is_none() && neo4j.artifact.is_some());
+        assert!(
+            system.error.as_deref().unwrap_or("").contains("missing"),
+            "{:?}",
+            system.error
+        );
+        let into = work.path().join("restored");
+        let restored = restore_to(repo, "neo4j", RestoreTarget::Latest, &into).await;
+        assert_eq!(Some(&restored.artifact), neo4j.artifact.as_ref());
+        assert_eq!(
+            std::fs::read(into.join("store")).expect("read"),
+            data(300_000, 9, true)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inspect, expire, restore until.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_expire_and_restore_until() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"v1").expect("write");
+    let (a, _) = committed(&backup_dir(repo, "life", &src, auto()).await);
+    committed(&backup_dir(repo, "life", &src, auto()).await); // EMPTY
+    std::fs::write(src.join("f"), b"v2").expect("write");
+    let (b, _) = committed(&backup_dir(repo, "life", &src, auto()).await);
+    let (c, _) =
+        committed(&backup_dir(repo, "life", &src, req(BackupType::Full, false, true)).await);
+
+    let rows = inspect(repo, &[], InspectScope::All, false)
+        .await
+        .expect("inspect");
+    let ids: Vec<_> = rows.iter().map(|r| r.artifact.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![a.to_string(), b.to_string(), c.to_string()],
+        "EMPTY hidden"
+    );
+    assert_eq!(
+        inspect(repo, &[], InspectScope::All, true)
+            .await
+            .expect("inspect")
+            .len(),
+        4
+    );
+    let latest = inspect(repo, &[db("life")], InspectScope::LatestChain, false)
+        .await
+        .expect("inspect");
+    assert_eq!(
+        latest
+            .iter()
+            .map(|r| r.artifact.clone())
+            .collect::<Vec<_>>(),
+        vec![c.to_string()]
+    );
+
+    // Until position 3 (exclusive): the state of the DIFF ending at... the first artifacts.
+    let into = work.path().join("until");
+    let r = restore_to(
+        repo,
+        "life",
+        RestoreTarget::UntilPosition(Position(2)),
+        &into,
+    )
+    .await;
+    assert_eq!(r.artifact, a.to_string());
+    assert_eq!(std::fs::read(into.join("f")).expect("read"), b"v1");
+
+    let report = expire(
+        repo,
+        &db("life"),
+        &ExpirePolicy {
+            keep_last_chains: Some(1),
+            keep_within: None,
+        },
+        jiff::Timestamp::now(),
+        false,
+    )
+    .await
+    .expect("expire");
+    assert_eq!(report.deleted.len(), 3, "{report:?}");
+    let left = inspect(repo, &[db("life")], InspectScope::All, true)
+        .await
+        .expect("inspect");
+    assert_eq!(
+        left.iter().map(|r| r.artifact.clone()).collect::<Vec<_>>(),
+        vec![c.to_string()]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Cancellation.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_backup_leaves_nothing_visible() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), data(8 << 20, 1, true)).expect("write");
+    let opts = options(auto());
+    opts.cancel.cancel();
+    let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&src));
+    let report = backup(repo, vec![(db("cancel"), source)], &opts, &progress())
+        .await
+        .expect("run record");
+    assert!(!report.succeeded());
+    assert!(
+        report.run.databases[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cancelled")
+    );
+    let view = repo.catalog(&db("cancel")).await.expect("catalog");
+    assert!(
+        view.catalog.is_empty() && view.objects.is_empty(),
+        "{:?}",
+        view.objects
+    );
+}
