@@ -845,3 +845,239 @@ async fn a_cancelled_backup_leaves_nothing_visible() {
         view.objects
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Sources: files that change while read, special files, keepFailed, progress.
+// ---------------------------------------------------------------------------------------
+
+/// A directory source whose files grow by one line right after each is read the first
+/// time: the engine must see the change and read the file again.
+#[derive(Debug)]
+struct ChangingSource {
+    inner: DirectorySource,
+    changed: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+#[async_trait::async_trait]
+impl BackupSource for ChangingSource {
+    fn capability(&self) -> SourceCapability {
+        self.inner.capability()
+    }
+    async fn list(&self) -> Result<SourceListing, catena::Error> {
+        self.inner.list().await
+    }
+    async fn open(
+        &self,
+        path: &EntryPath,
+    ) -> Result<futures::stream::BoxStream<'static, std::io::Result<Bytes>>, catena::Error> {
+        let first = self.changed.lock().expect("lock").insert(path.to_string());
+        let stream = self.inner.open(path).await?;
+        if !first {
+            return Ok(stream);
+        }
+        let full = self.inner.root().join(path.as_str());
+        use futures::StreamExt;
+        Ok(stream
+            .chain(futures::stream::once(async move {
+                // Written after the content was read: a torn copy would miss this line.
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&full)
+                    .expect("append");
+                std::io::Write::write_all(&mut f, b"\nwritten during the backup").expect("write");
+                let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+                f.set_modified(later).expect("mtime");
+                Ok(Bytes::new())
+            }))
+            .boxed())
+    }
+    async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, catena::Error> {
+        self.inner.stat(path).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_while_read_is_read_again_never_stored_torn() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("live.db"), data(700_000, 4, true)).expect("write");
+    let source: Arc<dyn BackupSource> = Arc::new(ChangingSource {
+        inner: DirectorySource::new(&src),
+        changed: Default::default(),
+    });
+    let report = backup(
+        repo,
+        vec![(db("live"), source)],
+        &options(auto()),
+        &progress(),
+    )
+    .await
+    .expect("run");
+    assert!(report.succeeded(), "{:?}", report.run.databases);
+    let into = work.path().join("restored");
+    restore_to(repo, "live", RestoreTarget::Latest, &into).await;
+    assert_eq!(
+        std::fs::read(into.join("live.db")).expect("read"),
+        std::fs::read(src.join("live.db")).expect("read"),
+        "the restored file is the complete, final version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_are_skipped_with_a_warning() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("regular"), b"data").expect("write");
+    let status = std::process::Command::new("mkfifo")
+        .arg(src.join("pipe"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let report = backup_dir(repo, "special", &src, auto()).await;
+    assert!(report.succeeded());
+    let warnings = &report.run.databases[0].warnings;
+    assert!(warnings.iter().any(|w| w.contains("pipe")), "{warnings:?}");
+    let into = work.path().join("restored");
+    restore_to(repo, "special", RestoreTarget::Latest, &into).await;
+    assert!(into.join("regular").exists() && !into.join("pipe").exists());
+}
+
+/// A source whose second file cannot be read.
+#[derive(Debug)]
+struct BrokenSource {
+    inner: DirectorySource,
+}
+
+#[async_trait::async_trait]
+impl BackupSource for BrokenSource {
+    fn capability(&self) -> SourceCapability {
+        self.inner.capability()
+    }
+    async fn list(&self) -> Result<SourceListing, catena::Error> {
+        self.inner.list().await
+    }
+    async fn open(
+        &self,
+        path: &EntryPath,
+    ) -> Result<futures::stream::BoxStream<'static, std::io::Result<Bytes>>, catena::Error> {
+        use futures::StreamExt;
+        let stream = self.inner.open(path).await?;
+        if path.as_str() != "b-broken" {
+            return Ok(stream);
+        }
+        Ok(stream
+            .take(1)
+            .chain(futures::stream::once(async {
+                Err(std::io::Error::other("disk read error"))
+            }))
+            .boxed())
+    }
+    async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, catena::Error> {
+        self.inner.stat(path).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_failed_keeps_the_pieces_under_failed_and_commits_nothing() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("a-good"), data(6 << 20, 1, true)).expect("write");
+    std::fs::write(src.join("b-broken"), data(3 << 20, 2, true)).expect("write");
+    for keep in [false, true] {
+        let name = if keep { "keep" } else { "drop" };
+        let source: Arc<dyn BackupSource> = Arc::new(BrokenSource {
+            inner: DirectorySource::new(&src),
+        });
+        let mut opts = options(auto());
+        opts.keep_failed = keep;
+        let report = backup(repo, vec![(db(name), source)], &opts, &progress())
+            .await
+            .expect("run");
+        assert!(!report.succeeded());
+        let outcome = &report.run.databases[0];
+        assert!(
+            outcome
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("disk read error"),
+            "{outcome:?}"
+        );
+        let view = repo.catalog(&db(name)).await.expect("catalog");
+        assert!(
+            view.catalog.is_empty() && view.objects.is_empty(),
+            "nothing committed or left under {name}/"
+        );
+        let failed: Vec<_> = keys(repo)
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with(&format!("_failed/{name}/")))
+            .collect();
+        if keep {
+            assert!(
+                failed.iter().any(|k| k.ends_with(".data"))
+                    && failed.iter().any(|k| k.ends_with(".error.json")),
+                "{failed:?}"
+            );
+            assert!(outcome.kept_failed.is_some());
+        } else {
+            assert!(failed.is_empty(), "{failed:?}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Recorder {
+    fn event(&self, event: ProgressEvent) {
+        self.0.lock().expect("lock").push(event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_bytes_and_commits() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), data(3 << 20, 1, true)).expect("write");
+    let recorder = Arc::new(Recorder::default());
+    let p: Arc<dyn Progress> = recorder.clone();
+    let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&src));
+    backup(repo, vec![(db("prog"), source)], &options(auto()), &p)
+        .await
+        .expect("run");
+    let events = recorder.0.lock().expect("lock").clone();
+    let bytes: u64 = events
+        .iter()
+        .map(|e| match e {
+            ProgressEvent::Bytes { bytes, .. } => *bytes,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bytes, 3 << 20);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::Committed { .. }))
+    );
+    assert!(matches!(
+        events.first(),
+        Some(ProgressEvent::DatabaseStarted { .. })
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(ProgressEvent::DatabaseFinished { ok: true, .. })
+    ));
+}
