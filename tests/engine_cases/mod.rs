@@ -459,9 +459,12 @@ async fn aggregate_replaces_the_chain_with_an_identical_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_a_clean_chain_and_names_every_damaged_object() {
-    let rs = repos().await;
-    let r = &rs[0];
-    let repo = &r.repo;
+    for r in repos().await {
+        check_one(&r.repo).await;
+    }
+}
+
+async fn check_one(repo: &Repository) {
     let work = tempfile::tempdir().expect("tempdir");
     let src = work.path().join("src");
     std::fs::create_dir(&src).expect("mkdir");
@@ -1080,4 +1083,75 @@ async fn progress_reports_bytes_and_commits() {
         events.last(),
         Some(ProgressEvent::DatabaseFinished { ok: true, .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_with_one_directory_per_database_backs_up_each() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("databases");
+    for name in ["neo4j", "system"] {
+        std::fs::create_dir_all(root.join(name)).expect("mkdir");
+        std::fs::write(root.join(name).join("store"), name.as_bytes()).expect("write");
+    }
+    std::fs::create_dir_all(root.join(".hidden")).expect("mkdir");
+    std::fs::write(root.join("not-a-dir"), b"x").expect("write");
+    let sources: Vec<(DatabaseName, Arc<dyn BackupSource>)> = DirectorySource::databases(&root)
+        .expect("databases")
+        .into_iter()
+        .map(|(n, s)| (n, Arc::new(s) as Arc<dyn BackupSource>))
+        .collect();
+    let names: Vec<String> = sources.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names, ["neo4j", "system"]);
+    let report = backup(repo, sources, &options(auto()), &progress())
+        .await
+        .expect("run");
+    assert!(report.succeeded());
+    assert_eq!(
+        repo.databases().await.expect("list"),
+        vec![db("neo4j"), db("system")]
+    );
+    for name in ["neo4j", "system"] {
+        let into = work.path().join(format!("restored-{name}"));
+        restore_to(repo, name, RestoreTarget::Latest, &into).await;
+        assert_eq!(
+            std::fs::read(into.join("store")).expect("read"),
+            name.as_bytes()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_with_keep_old_backup_deletes_nothing() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"v1").expect("write");
+    committed(&backup_dir(repo, "keepold", &src, auto()).await);
+    std::fs::write(src.join("f"), b"v2").expect("write");
+    committed(&backup_dir(repo, "keepold", &src, auto()).await);
+    let before = keys(repo).await;
+    let options = AggregateOptions {
+        keep_old_backup: true,
+        ..AggregateOptions::default()
+    };
+    let reports = aggregate(repo, "keepold", &options, &progress())
+        .await
+        .expect("aggregate");
+    assert!(reports[0].deleted.is_empty());
+    let after = keys(repo).await;
+    assert!(before.is_subset(&after));
+    assert_eq!(
+        after.len(),
+        before.len() + 3,
+        "one new FULL: data, index, manifest"
+    );
+    assert!(
+        aggregate(repo, "nomatch*", &options, &progress())
+            .await
+            .is_err()
+    );
 }
