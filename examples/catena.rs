@@ -1,32 +1,64 @@
 //! `catena`, the command-line wrapper.
 //!
-//! Today it has one command, `demo`: a walk through chain planning on the example from
-//! Neo4j's documentation, printing every decision with its reason. The backup engine and the
-//! full command set (`backup`, `restore`, `aggregate`, `check`, `inspect`, `expire`, `probe`,
-//! `schedule`) come with the engine and CLI issues; `demo` then becomes a real backup and
-//! restore on a local directory store.
+//! Today it has one command, `demo`: with no setup, it makes a sample data set of a few
+//! hundred MiB (two databases, compressible and incompressible files), backs it up to a
+//! local directory store (a FULL, then two DIFFs after changes, with preferDiffAsParent),
+//! inspects, checks, aggregates, restores, and verifies the restore byte for byte, printing
+//! each step with its figures. The full command set (`backup`, `restore`, `aggregate`,
+//! `check`, `inspect`, `expire`, `probe`, `schedule`) comes with the CLI issue.
 //!
 //! ```text
-//! cargo run --release --example catena -- demo
+//! cargo run --release --example catena -- demo [--keep DIR]
 //! ```
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
-use catena::chain_core::*;
+use catena::chain_core::{BackupRequest, DatabaseName};
+use catena::*;
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("demo") if args.len() == 1 => match demo() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Some("demo") => {
+            let keep = match args.get(1).map(String::as_str) {
+                Some("--keep") => match args.get(2) {
+                    Some(dir) => Some(PathBuf::from(dir)),
+                    None => {
+                        eprintln!("error: --keep needs a directory");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                Some(other) => {
+                    eprintln!("error: unknown argument {other:?}; usage: catena demo [--keep DIR]");
+                    return ExitCode::FAILURE;
+                }
+                None => None,
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(demo(keep)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: catena demo\n\n  demo   walk through chain planning and print each decision"
+                "usage: catena demo [--keep DIR]\n\n  demo   back up, inspect, check, aggregate and restore a sample data set\n         in a temporary directory (or DIR with --keep), verifying the restore"
             );
             ExitCode::SUCCESS
         }
@@ -39,168 +71,280 @@ fn main() -> ExitCode {
     }
 }
 
-/// One simulated backup: decide, then commit a manifest the way the engine will.
-struct Demo {
-    db: DatabaseName,
-    manifests: Vec<Manifest>,
-    clock: jiff::Timestamp,
-    suffix: u64,
-}
-
-impl Demo {
-    fn catalog(&self) -> Catalog {
-        Catalog::new(self.db.clone(), self.manifests.clone())
-    }
-
-    fn backup(
-        &mut self,
-        label: &str,
-        request: BackupRequest,
-        position: u64,
-        empty: bool,
-    ) -> Result<ArtifactId, Box<dyn std::error::Error>> {
-        let source = SourceCapability {
-            position: Some(Position(position)),
-            diff_support: DiffSupport::Any,
-        };
-        let decision = decide_backup(&self.catalog(), request, source)?;
-        self.clock = self
-            .clock
-            .checked_add(jiff::SignedDuration::from_hours(1))?;
-        self.suffix += 1;
-        let id = ArtifactId::new(self.db.clone(), self.clock, self.suffix);
-        let parent = decision.parent.as_ref().map_or("-".to_owned(), short);
-        println!(
-            "  {label:<28} {:<4} {:<10} parent {:<14} reason {}{}",
-            decision.kind,
-            decision.positions.to_string(),
-            parent,
-            decision.reason,
-            if empty {
-                "  (EMPTY: nothing changed)"
-            } else {
-                ""
-            }
-        );
-        let manifest = ManifestBuilder::new(id.clone(), decision)
-            .empty(empty)
-            .state_digest(Sha256Digest::of(id.to_string().as_bytes()))
-            .build()?;
-        self.manifests.push(manifest);
-        Ok(id)
+/// Deterministic bytes: noise (incompressible) or JSON-like records (compressible).
+fn sample(len: usize, seed: u64, noisy: bool) -> Vec<u8> {
+    if noisy {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    } else {
+        let mut out = Vec::with_capacity(len);
+        let mut n = seed;
+        while out.len() < len {
+            out.extend_from_slice(
+                format!(
+                    "{{\"id\":{n},\"label\":\"Person\",\"name\":\"node-{n}\",\"since\":{}}}\n",
+                    2000 + n % 26
+                )
+                .as_bytes(),
+            );
+            n += 1;
+        }
+        out.truncate(len);
+        out
     }
 }
 
-/// The id's time and suffix start, enough to tell the demo's artifacts apart.
-fn short(id: &ArtifactId) -> String {
-    let s = id.to_string();
-    let time = s.split('-').nth(1).unwrap_or("");
-    time.get(9..13).map_or(s.clone(), |hm| format!("@{hm}"))
-}
-
-fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    let mut d = Demo {
-        db: DatabaseName::new("neo4j")?,
-        manifests: Vec::new(),
-        clock: "2026-11-25T00:00:00Z".parse()?,
-        suffix: 0,
-    };
-    let auto = BackupRequest::default();
-    let full = BackupRequest {
-        backup_type: BackupType::Full,
-        ..auto
-    };
-    println!("Catena chain-planning demo (database neo4j; positions are transaction ids)\n");
-    println!("Backups, as Neo4j's documentation of preferDiffAsParent describes them:");
-    d.backup("first backup (AUTO)", auto, 10, false)?;
-    d.backup("changes 11-20 (AUTO)", auto, 20, false)?;
-    let diff_30 = d.backup("changes 21-30 (AUTO)", auto, 30, false)?;
-    d.backup("nothing changed (AUTO)", auto, 30, true)?;
-    d.backup("a FULL on request", full, 40, false)?;
-
-    println!("\nThe next backup, source at 50, decided both ways (nothing is written):");
-    let catalog = d.catalog();
-    for prefer in [false, true] {
-        let request = BackupRequest {
-            prefer_diff_as_parent: prefer,
-            ..auto
-        };
-        let source = SourceCapability {
-            position: Some(Position(50)),
-            diff_support: DiffSupport::Any,
-        };
-        let decision = decide_backup(&catalog, request, source)?;
-        println!(
-            "  preferDiffAsParent={prefer:<5}  {} {} parent {} ({})",
-            decision.kind,
-            decision.positions,
-            decision.parent.as_ref().map_or("-".into(), short),
-            decision.reason.describe()
-        );
+fn make_data(root: &Path) -> std::io::Result<()> {
+    let neo4j = root.join("neo4j");
+    std::fs::create_dir_all(neo4j.join("schema/index"))?;
+    for (i, (name, mib, noisy)) in [
+        ("neostore.nodestore.db", 64, true),
+        ("neostore.relationshipstore.db", 64, false),
+        ("neostore.propertystore.db", 48, true),
+        ("neostore.propertystore.db.strings", 32, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(neo4j.join(name), sample(mib << 20, i as u64, *noisy))?;
     }
-    d.backup(
-        "changes 31-50 (prefer DIFF)",
-        BackupRequest {
-            prefer_diff_as_parent: true,
-            ..auto
-        },
-        50,
-        false,
+    std::fs::write(
+        neo4j.join("schema/index/index-1.db"),
+        sample(3 << 20, 7, false),
     )?;
-    let catalog = d.catalog();
-    println!(
-        "\nCatalog: {} artifacts, {} problems",
-        catalog.len(),
-        catalog.validate().len()
-    );
+    std::fs::write(neo4j.join("neostore"), b"")?;
+    std::os::unix::fs::symlink("neostore.nodestore.db", neo4j.join("current"))?;
+    let system = root.join("system");
+    std::fs::create_dir_all(&system)?;
+    std::fs::write(
+        system.join("neostore.nodestore.db"),
+        sample(8 << 20, 11, true),
+    )?;
+    std::fs::write(system.join("users.json"), sample(1 << 20, 12, false))?;
+    Ok(())
+}
 
-    println!("\nRestore plans:");
-    for (what, target) in [
-        ("latest", RestoreTarget::Latest),
-        (
-            "until position 45",
-            RestoreTarget::UntilPosition(Position(45)),
-        ),
-        (
-            "until position 30",
-            RestoreTarget::UntilPosition(Position(30)),
-        ),
-        ("the DIFF ending at 30", RestoreTarget::Artifact(diff_30)),
-    ] {
-        let plan = plan_restore(&catalog, &target)?;
-        let chain: Vec<String> = plan.chain.iter().map(short).collect();
+/// Changes about 5% of neo4j in place, and adds a file.
+fn change(root: &Path, round: u64) -> std::io::Result<()> {
+    let p = root.join("neo4j/neostore.nodestore.db");
+    let mut bytes = std::fs::read(&p)?;
+    let at = (round as usize * 7 << 20) % (bytes.len() - (6 << 20));
+    for b in &mut bytes[at..at + (5 << 20)] {
+        *b = b.wrapping_add(1);
+    }
+    std::fs::write(&p, bytes)?;
+    let p = root.join("neo4j/neostore.propertystore.db.strings");
+    let mut bytes = std::fs::read(&p)?;
+    bytes[1000..(2 << 20)].copy_from_slice(&sample((2 << 20) - 1000, 100 + round, false));
+    std::fs::write(&p, bytes)?;
+    std::fs::write(
+        root.join(format!("neo4j/tx-{round}.log")),
+        sample(1 << 20, 200 + round, false),
+    )
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+async fn run_backup(
+    repo: &Repository,
+    data: &Path,
+    request: BackupRequest,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let sources: Vec<(DatabaseName, Arc<dyn BackupSource>)> = DirectorySource::databases(data)?
+        .into_iter()
+        .map(|(n, s)| (n, Arc::new(s) as Arc<dyn BackupSource>))
+        .collect();
+    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    let start = Instant::now();
+    let report = backup(
+        repo,
+        sources,
+        &BackupOptions {
+            request,
+            ..BackupOptions::default()
+        },
+        &progress,
+    )
+    .await?;
+    let secs = start.elapsed().as_secs_f64();
+    let read: u64 = report.run.databases.iter().map(|d| d.bytes_read).sum();
+    for d in &report.run.databases {
+        match (&d.decision, &d.error) {
+            (Some(dec), None) => println!(
+                "  {:<7} {} {:<9} read {:>7.1} MiB  stored {:>7.1} MiB  reason {}{}",
+                d.database,
+                dec.kind,
+                dec.positions.to_string(),
+                d.bytes_read as f64 / MIB,
+                d.stored_bytes as f64 / MIB,
+                dec.reason,
+                if d.empty {
+                    " (EMPTY: nothing changed)"
+                } else {
+                    ""
+                }
+            ),
+            (_, Some(e)) => println!("  {:<7} FAILED: {e}", d.database),
+            (None, None) => println!("  {:<7} (no decision)", d.database),
+        }
+    }
+    println!(
+        "  {:.1} MiB in {secs:.2} s: {:.0} MiB/s; run record {}",
+        read as f64 / MIB,
+        read as f64 / MIB / secs,
+        report.run_record_key.clone().unwrap_or_default()
+    );
+    Ok(report.succeeded())
+}
+
+fn files_of(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            let md = std::fs::symlink_metadata(&p)?;
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
+            if md.is_symlink() {
+                out.insert(
+                    rel,
+                    std::fs::read_link(&p)?
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
+            } else if md.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn demo(keep: Option<PathBuf>) -> Result<bool, Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    let base = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    let data = base.join("data");
+    let store_dir = base.join("backups");
+    println!("Catena demo in {}", base.display());
+
+    step("1. A sample data set: two databases, compressible and incompressible files");
+    make_data(&data)?;
+    let total: usize = files_of(&data)?.values().map(Vec::len).sum();
+    println!("  {} ({:.1} MiB)", data.display(), total as f64 / MIB);
+
+    let repo = Repository::new(
+        StorageConfig::from_url(&format!("file://{}", store_dir.display()))?
+            .build()
+            .await?,
+    );
+    let prefer = BackupRequest {
+        prefer_diff_as_parent: true,
+        ..BackupRequest::default()
+    };
+    step("2. First backup (type AUTO, preferDiffAsParent): a FULL per database");
+    let mut ok = run_backup(&repo, &data, prefer).await?;
+    step("3. Change ~5% of neo4j, back up again: DIFFs store only the changed blocks");
+    change(&data, 1)?;
+    ok &= run_backup(&repo, &data, prefer).await?;
+    step("4. Change again, back up: the parent is the newest DIFF (preferDiffAsParent)");
+    change(&data, 2)?;
+    ok &= run_backup(&repo, &data, prefer).await?;
+
+    step("5. Inspect");
+    println!(
+        "  {:<7} {:<48} {:<4} {:<9} {:>10} {:>10}  reason",
+        "db", "artifact", "kind", "positions", "data MiB", "stored MiB"
+    );
+    for r in inspect(&repo, &[], InspectScope::All, true).await? {
         println!(
-            "  {what:<24} reaches position {:<3} via {}",
-            plan.position,
-            chain.join(" -> ")
+            "  {:<7} {:<48} {:<4} ({}, {}] {:>10.1} {:>10.1}  {}{}",
+            r.database,
+            r.artifact,
+            r.kind,
+            r.from,
+            r.to,
+            r.logical_bytes as f64 / MIB,
+            r.stored_bytes as f64 / MIB,
+            r.reason,
+            if r.empty { " EMPTY" } else { "" }
         );
     }
 
-    let plan = plan_aggregate(&catalog, &AggregateTarget::Latest, false)?;
-    println!(
-        "\nAggregate latest into one FULL {}: collapses {} artifacts, then deletes {} and keeps {}",
-        plan.positions,
-        plan.chain.len(),
-        plan.delete.len(),
-        plan.keep.len()
-    );
-    for k in &plan.keep {
-        println!("  keeps {} because {:?}", short(&k.artifact), k.reason);
+    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    step("6. Check every chain: structure, objects' SHA-256, every block, state digests");
+    for db in repo.databases().await? {
+        let start = Instant::now();
+        let (report, key) = check(&repo, &db, &CheckOptions::default(), &progress).await?;
+        println!(
+            "  {:<7} {} artifacts, {} objects and {} blocks verified in {:.2} s: {} (report {})",
+            db,
+            report.artifacts,
+            report.objects_verified,
+            report.blocks_verified,
+            start.elapsed().as_secs_f64(),
+            if report.ok {
+                "OK".to_owned()
+            } else {
+                format!("{} PROBLEMS", report.problems.len())
+            },
+            key.unwrap_or_default()
+        );
+        ok &= report.ok;
     }
 
-    let policy = ExpirePolicy {
-        keep_last_chains: Some(1),
-        keep_within: None,
-    };
-    let plan = plan_expire(&catalog, &policy, d.clock)?;
-    println!(
-        "\nExpire keeping the last chain: deletes {}, keeps {}",
-        plan.delete.len(),
-        plan.keep.len()
-    );
-    for del in &plan.delete {
-        println!("  deletes {} ({:?})", short(&del.artifact), del.reason);
+    step("7. Aggregate neo4j's chain into one FULL (keepOldBackup: false)");
+    let start = Instant::now();
+    for r in aggregate(&repo, "neo*", &AggregateOptions::default(), &progress).await? {
+        println!(
+            "  {:<7} {} artifacts -> {} in {:.2} s; same state digest {}…; deleted {}",
+            r.database,
+            r.chain.len(),
+            r.artifact.unwrap_or_else(|| "(already a FULL)".into()),
+            start.elapsed().as_secs_f64(),
+            &r.state_digest[..16],
+            r.deleted.len()
+        );
     }
-    println!("\ndemo finished: every plan above was computed by chain-core without storage");
-    Ok(())
+
+    step("8. Restore every database and compare with the data, byte for byte");
+    let mut files = 0;
+    let mut bytes = 0u64;
+    for db in repo.databases().await? {
+        let into = base.join("restored").join(db.as_str());
+        let start = Instant::now();
+        let r = restore(&repo, &db, &RestoreOptions::new(&into), &progress).await?;
+        let same = files_of(&into)? == files_of(&data.join(db.as_str()))?;
+        println!(
+            "  {:<7} {} files, {:.1} MiB from a chain of {} in {:.2} s: {}",
+            db,
+            r.files,
+            r.bytes as f64 / MIB,
+            r.chain.len(),
+            start.elapsed().as_secs_f64(),
+            if same { "identical" } else { "DIFFERENT" }
+        );
+        ok &= same;
+        files += r.files;
+        bytes += r.bytes;
+    }
+    if ok {
+        println!(
+            "\nrestore verified: {files} files, {:.1} MiB byte-identical to the source",
+            bytes as f64 / MIB
+        );
+    } else {
+        println!("\nFAILED: see above");
+    }
+    Ok(ok)
 }

@@ -90,7 +90,7 @@ pub(crate) fn truncate_for_message(s: &str) -> String {
 
 impl fmt::Display for DatabaseName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
