@@ -135,7 +135,7 @@ fn make_data(root: &Path) -> std::io::Result<()> {
 fn change(root: &Path, round: u64) -> std::io::Result<()> {
     let p = root.join("neo4j/neostore.nodestore.db");
     let mut bytes = std::fs::read(&p)?;
-    let at = (round as usize * 7 << 20) % (bytes.len() - (6 << 20));
+    let at = ((round as usize * 7) << 20) % (bytes.len() - (6 << 20));
     for b in &mut bytes[at..at + (5 << 20)] {
         *b = b.wrapping_add(1);
     }
