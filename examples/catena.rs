@@ -1,350 +1,920 @@
-//! `catena`, the command-line wrapper.
-//!
-//! Today it has one command, `demo`: with no setup, it makes a sample data set of a few
-//! hundred MiB (two databases, compressible and incompressible files), backs it up to a
-//! local directory store (a FULL, then two DIFFs after changes, with preferDiffAsParent),
-//! inspects, checks, aggregates, restores, and verifies the restore byte for byte, printing
-//! each step with its figures. The full command set (`backup`, `restore`, `aggregate`,
-//! `check`, `inspect`, `expire`, `probe`, `schedule`) comes with the CLI issue.
+//! `catena`, the command-line wrapper: neo4j-admin's vocabulary and the Neo4j chart's values
+//! file in, library calls out, progress bars and tables or JSON out. No backup logic lives
+//! here.
 //!
 //! ```text
-//! cargo run --release --example catena -- demo [--keep DIR]
+//! cargo run --release --example catena -- demo
+//! cargo run --release --example catena -- backup --from /data/databases --to-path s3://bucket/prefix
+//! cargo run --release --example catena -- backup --values backup-values.yaml --from /data/databases
+//! cargo run --release --example catena -- restore neo4j --from-path s3://bucket/prefix --to /restore/neo4j
 //! ```
+//!
+//! Exit codes, like neo4j-admin: 0 success, 1 failure or success with problems.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+#[path = "catena/demo.rs"]
+mod demo;
+#[path = "catena/output.rs"]
+mod output;
+#[path = "catena/schedule.rs"]
+mod schedule;
+#[path = "catena/values.rs"]
+mod values;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
-use catena::chain_core::{BackupRequest, DatabaseName};
+use catena::chain_core::{
+    AggregateTarget, BackupRequest, BackupType, DatabaseName, ExpirePolicy, Position, RestoreTarget,
+};
+use catena::storage_backends::CloudProvider;
 use catena::*;
+use clap::{Args, Parser, Subcommand};
+use output::{Format, Reporter};
+use values::Values;
 
-const MIB: f64 = 1024.0 * 1024.0;
+#[derive(Parser, Debug)]
+#[command(
+    name = "catena",
+    version,
+    about = "Backups as chains of immutable FULL and DIFF artifacts in object storage"
+)]
+struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Output: TABULAR (default) or JSON.
+    #[arg(long, value_enum, default_value = "TABULAR", global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Storage settings beyond the URL: every storage key of the chart, as flags and variables.
+#[derive(Args, Debug, Clone, Default)]
+struct StorageFlags {
+    /// S3-compatible endpoint (s3Endpoint).
+    #[arg(long, env = "CATENA_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// TLS for the endpoint (s3EndpointTLS).
+    #[arg(long, env = "CATENA_S3_ENDPOINT_TLS")]
+    s3_endpoint_tls: Option<bool>,
+    /// CA certificate, base64 of PEM (s3CACert).
+    #[arg(long, env = "CATENA_S3_CA_CERT", hide_env_values = true)]
+    s3_ca_cert: Option<String>,
+    /// Secret holding a CA file (s3CASecretName).
+    #[arg(long, env = "CATENA_S3_CA_SECRET_NAME")]
+    s3_ca_secret_name: Option<String>,
+    /// Key of the CA file in that secret (s3CASecretKey).
+    #[arg(long, env = "CATENA_S3_CA_SECRET_KEY")]
+    s3_ca_secret_key: Option<String>,
+    /// Skip TLS verification (s3SkipVerify; dangerous).
+    #[arg(long, env = "CATENA_S3_SKIP_VERIFY")]
+    s3_skip_verify: bool,
+    /// Path-style requests (s3ForcePathStyle).
+    #[arg(long, env = "CATENA_S3_FORCE_PATH_STYLE")]
+    s3_force_path_style: bool,
+    /// Region (s3Region).
+    #[arg(long, env = "CATENA_S3_REGION")]
+    s3_region: Option<String>,
+    /// Deprecated alias of --s3-endpoint (minioEndpoint).
+    #[arg(long, env = "CATENA_MINIO_ENDPOINT")]
+    minio_endpoint: Option<String>,
+    /// Secret holding the credentials file (secretName).
+    #[arg(long, env = "CATENA_SECRET_NAME")]
+    secret_name: Option<String>,
+    /// Key of the credentials file in that secret (secretKeyName).
+    #[arg(long, env = "CATENA_SECRET_KEY_NAME")]
+    secret_key_name: Option<String>,
+    /// Azure storage account for workload identity (azureStorageAccountName).
+    #[arg(long, env = "CATENA_AZURE_STORAGE_ACCOUNT_NAME")]
+    azure_storage_account_name: Option<String>,
+    /// Use workload identity (serviceAccountName).
+    #[arg(long, env = "CATENA_SERVICE_ACCOUNT_NAME")]
+    service_account_name: Option<String>,
+    /// Where secrets are mounted: <dir>/<secretName>/<secretKeyName>.
+    #[arg(
+        long,
+        env = "CATENA_SECRETS_DIR",
+        default_value = "/var/run/secrets/catena"
+    )]
+    secrets_dir: PathBuf,
+    /// Azure-compatible endpoint (Azurite).
+    #[arg(long, env = "CATENA_AZURE_ENDPOINT")]
+    azure_endpoint: Option<String>,
+    /// Use the Azurite emulator (AZURITE_BLOB_STORAGE_URL).
+    #[arg(long, env = "CATENA_AZURE_USE_EMULATOR")]
+    azure_use_emulator: bool,
+}
+
+impl StorageFlags {
+    /// Applies the flags that are set over `c`.
+    fn apply(&self, mut c: StorageConfig) -> StorageConfig {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
+        }
+        set!(
+            s3_endpoint,
+            s3_endpoint_tls,
+            s3_ca_cert,
+            s3_ca_secret_name,
+            s3_ca_secret_key,
+            s3_region,
+            minio_endpoint,
+            secret_name,
+            secret_key_name,
+            azure_storage_account_name,
+            service_account_name,
+            azure_endpoint
+        );
+        c.s3_skip_verify |= self.s3_skip_verify;
+        c.s3_force_path_style |= self.s3_force_path_style;
+        c.azure_use_emulator |= self.azure_use_emulator;
+        c.secrets_dir = self.secrets_dir.clone();
+        c
+    }
+
+    fn config(&self, url: &str) -> Result<StorageConfig, String> {
+        let c = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
+        Ok(self.apply(c))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Back up databases (one subdirectory of --from each).
+    Backup(BackupArgs),
+    /// Collapse a chain into one FULL.
+    Aggregate(AggregateArgs),
+    /// Restore a database.
+    Restore(RestoreArgs),
+    /// List backups.
+    Inspect(InspectArgs),
+    /// Check backups for consistency.
+    Check(CheckArgs),
+    /// Delete old chains under a retention policy.
+    Expire(ExpireArgs),
+    /// Self-test of a storage endpoint.
+    Probe(ProbeArgs),
+    /// Run the values file's job on its cron schedule.
+    Schedule(ScheduleArgs),
+    /// Back up, check, aggregate and restore a sample data set, verifying the result.
+    Demo {
+        /// Keep the data, store and restores in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct BackupArgs {
+    /// Databases (comma lists accepted); default: every subdirectory of --from, or the
+    /// values file's backup.database.
+    databases: Vec<String>,
+    /// The source root: one subdirectory per database.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Where backups go: s3://, gs://, az://, file:// URL or a directory.
+    #[arg(long)]
+    to_path: Option<String>,
+    /// FULL, DIFF or AUTO.
+    #[arg(long = "type", value_parser = parse_type)]
+    backup_type: Option<BackupType>,
+    /// Prefer the newest DIFF as parent.
+    #[arg(long)]
+    prefer_diff_as_parent: bool,
+    /// Take a FULL when a DIFF cannot be taken (default true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    fallback_to_full: Option<bool>,
+    /// Keep a failed run's pieces under _failed/.
+    #[arg(long)]
+    keep_failed: bool,
+    /// Optional local spool directory (accepted; Catena streams and needs none).
+    #[arg(long)]
+    temp_path: Option<PathBuf>,
+    /// Print the decisions and their reasons; upload nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The Neo4j chart's values file.
+    #[arg(long)]
+    values: Option<PathBuf>,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct AggregateArgs {
+    /// Database name or glob (* and ?).
+    database: Option<String>,
+    /// Where the backups are.
+    #[arg(long)]
+    from_path: Option<String>,
+    /// Keep the old chain.
+    #[arg(long)]
+    keep_old_backup: bool,
+    /// Optional spool directory (accepted; not needed).
+    #[arg(long)]
+    temp_path: Option<PathBuf>,
+    /// The Neo4j chart's values file (backup.aggregate.*).
+    #[arg(long)]
+    values: Option<PathBuf>,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// The database to restore.
+    database: String,
+    /// Where the backups are.
+    #[arg(long)]
+    from_path: String,
+    /// Destination directory.
+    #[arg(long)]
+    to: PathBuf,
+    /// A position (exclusive) or a UTC time "YYYY-MM-DD HH:MM:SS" (committed before it).
+    #[arg(long)]
+    restore_until: Option<String>,
+    /// Restore this artifact.
+    #[arg(long)]
+    artifact: Option<String>,
+    /// Replace a non-empty destination.
+    #[arg(long)]
+    overwrite_destination: bool,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Databases (default all).
+    databases: Vec<String>,
+    #[arg(long)]
+    from_path: String,
+    /// Only the newest backup of each database.
+    #[arg(long, conflicts_with = "latest_chain")]
+    latest_backup: bool,
+    /// Only the chain of the newest restore point.
+    #[arg(long)]
+    latest_chain: bool,
+    /// Show EMPTY artifacts too.
+    #[arg(long)]
+    empty: bool,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Databases (default all).
+    databases: Vec<String>,
+    #[arg(long)]
+    from_path: String,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct ExpireArgs {
+    /// Databases (default all).
+    databases: Vec<String>,
+    #[arg(long)]
+    from_path: String,
+    /// Keep the N newest chains.
+    #[arg(long)]
+    keep_last: Option<u32>,
+    /// Keep everything newer than this (e.g. 7d, 12h).
+    #[arg(long)]
+    keep_within: Option<String>,
+    /// Show what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// The store to test.
+    #[arg(long)]
+    to_path: String,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ScheduleArgs {
+    #[command(flatten)]
+    backup: BackupArgs,
+    /// Stop after this many runs (tests).
+    #[arg(long, hide = true)]
+    max_runs: Option<u32>,
+}
+
+fn parse_type(s: &str) -> Result<BackupType, String> {
+    s.parse()
+        .map_err(|e: catena::chain_core::Error| e.to_string())
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("demo") => {
-            let keep = match args.get(1).map(String::as_str) {
-                Some("--keep") => match args.get(2) {
-                    Some(dir) => Some(PathBuf::from(dir)),
-                    None => {
-                        eprintln!("error: --keep needs a directory");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                Some(other) => {
-                    eprintln!("error: unknown argument {other:?}; usage: catena demo [--keep DIR]");
-                    return ExitCode::FAILURE;
-                }
-                None => None,
+    // Exit codes like neo4j-admin: a usage error is a failure (1), not clap's 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
             };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(demo(keep)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let _ = e.print();
+            return code;
         }
-        Some("-h" | "--help" | "help") | None => {
-            println!(
-                "usage: catena demo [--keep DIR]\n\n  demo   back up, inspect, check, aggregate and restore a sample data set\n         in a temporary directory (or DIR with --keep), verifying the restore"
-            );
-            ExitCode::SUCCESS
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        Some(other) => {
-            eprintln!(
-                "error: unknown command {other:?}; this build knows `demo` (run `catena --help`)"
-            );
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Deterministic bytes: noise (incompressible) or JSON-like records (compressible).
-fn sample(len: usize, seed: u64, noisy: bool) -> Vec<u8> {
-    if noisy {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    } else {
-        let mut out = Vec::with_capacity(len);
-        let mut n = seed;
-        while out.len() < len {
-            out.extend_from_slice(
-                format!(
-                    "{{\"id\":{n},\"label\":\"Person\",\"name\":\"node-{n}\",\"since\":{}}}\n",
-                    2000 + n % 26
-                )
-                .as_bytes(),
-            );
-            n += 1;
-        }
-        out.truncate(len);
-        out
+type Outcome = Result<bool, String>;
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode the result: {e}"),
     }
 }
 
-fn make_data(root: &Path) -> std::io::Result<()> {
-    let neo4j = root.join("neo4j");
-    std::fs::create_dir_all(neo4j.join("schema/index"))?;
-    for (i, (name, mib, noisy)) in [
-        ("neostore.nodestore.db", 64, true),
-        ("neostore.relationshipstore.db", 64, false),
-        ("neostore.propertystore.db", 48, true),
-        ("neostore.propertystore.db.strings", 32, false),
-    ]
-    .iter()
-    .enumerate()
-    {
-        std::fs::write(neo4j.join(name), sample(mib << 20, i as u64, *noisy))?;
+fn db_names(list: &[String]) -> Result<Vec<DatabaseName>, String> {
+    list.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| DatabaseName::new(s).map_err(|e| e.to_string()))
+        .collect()
+}
+
+async fn repository(config: StorageConfig) -> Result<Repository, String> {
+    let storage = config.build().await.map_err(|e| e.to_string())?;
+    for w in &storage.warnings {
+        eprintln!("warning: {w}");
     }
-    std::fs::write(
-        neo4j.join("schema/index/index-1.db"),
-        sample(3 << 20, 7, false),
-    )?;
-    std::fs::write(neo4j.join("neostore"), b"")?;
-    std::os::unix::fs::symlink("neostore.nodestore.db", neo4j.join("current"))?;
-    let system = root.join("system");
-    std::fs::create_dir_all(&system)?;
-    std::fs::write(
-        system.join("neostore.nodestore.db"),
-        sample(8 << 20, 11, true),
-    )?;
-    std::fs::write(system.join("users.json"), sample(1 << 20, 12, false))?;
-    Ok(())
+    Ok(Repository::new(storage))
 }
 
-/// Changes about 5% of neo4j in place, and adds a file.
-fn change(root: &Path, round: u64) -> std::io::Result<()> {
-    let p = root.join("neo4j/neostore.nodestore.db");
-    let mut bytes = std::fs::read(&p)?;
-    let at = ((round as usize * 7) << 20) % (bytes.len() - (6 << 20));
-    for b in &mut bytes[at..at + (5 << 20)] {
-        *b = b.wrapping_add(1);
-    }
-    std::fs::write(&p, bytes)?;
-    let p = root.join("neo4j/neostore.propertystore.db.strings");
-    let mut bytes = std::fs::read(&p)?;
-    bytes[1000..(2 << 20)].copy_from_slice(&sample((2 << 20) - 1000, 100 + round, false));
-    std::fs::write(&p, bytes)?;
-    std::fs::write(
-        root.join(format!("neo4j/tx-{round}.log")),
-        sample(1 << 20, 200 + round, false),
-    )
-}
-
-fn step(title: &str) {
-    println!("\n== {title}");
-}
-
-async fn run_backup(
-    repo: &Repository,
-    data: &Path,
-    request: BackupRequest,
-) -> Result<bool, Box<dyn std::error::Error>> {
-    let sources: Vec<(DatabaseName, Arc<dyn BackupSource>)> = DirectorySource::databases(data)?
-        .into_iter()
-        .map(|(n, s)| (n, Arc::new(s) as Arc<dyn BackupSource>))
-        .collect();
-    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
-    let start = Instant::now();
-    let report = backup(
-        repo,
-        sources,
-        &BackupOptions {
-            request,
-            ..BackupOptions::default()
-        },
-        &progress,
-    )
-    .await?;
-    let secs = start.elapsed().as_secs_f64();
-    let read: u64 = report.run.databases.iter().map(|d| d.bytes_read).sum();
-    for d in &report.run.databases {
-        match (&d.decision, &d.error) {
-            (Some(dec), None) => println!(
-                "  {:<7} {} {:<9} read {:>7.1} MiB  stored {:>7.1} MiB  reason {}{}",
-                d.database,
-                dec.kind,
-                dec.positions.to_string(),
-                d.bytes_read as f64 / MIB,
-                d.stored_bytes as f64 / MIB,
-                dec.reason,
-                if d.empty {
-                    " (EMPTY: nothing changed)"
-                } else {
-                    ""
+async fn run(cli: Cli) -> Outcome {
+    let reporter: Arc<dyn Progress> = Arc::new(Reporter::new(cli.format));
+    let format = cli.format;
+    match cli.command {
+        Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string()),
+        Command::Backup(args) => backup_command(args, format, &reporter).await,
+        Command::Schedule(args) => schedule::schedule(args, format, reporter).await,
+        Command::Aggregate(args) => aggregate_command(args, format, &reporter).await,
+        Command::Restore(args) => {
+            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
+            let target = match (&args.restore_until, &args.artifact) {
+                (Some(_), Some(_)) => {
+                    return Err("--restore-until and --artifact exclude each other".into());
                 }
-            ),
-            (_, Some(e)) => println!("  {:<7} FAILED: {e}", d.database),
-            (None, None) => println!("  {:<7} (no decision)", d.database),
+                (Some(u), None) => parse_until(u)?,
+                (None, Some(a)) => RestoreTarget::Artifact(
+                    a.parse()
+                        .map_err(|e: catena::chain_core::Error| e.to_string())?,
+                ),
+                (None, None) => RestoreTarget::Latest,
+            };
+            let options = RestoreOptions {
+                target,
+                overwrite: args.overwrite_destination,
+                ..RestoreOptions::new(&args.to)
+            };
+            let report = restore(&repo, &db, &options, &reporter)
+                .await
+                .map_err(|e| e.to_string())?;
+            if format == Format::Json {
+                print_json(&report);
+            } else {
+                println!(
+                    "restored {} ({} files, {} bytes, position {}) into {} from a chain of {}; state digest {} verified",
+                    report.artifact,
+                    report.files,
+                    report.bytes,
+                    report.position,
+                    report.destination.display(),
+                    report.chain.len(),
+                    report.state_digest
+                );
+            }
+            Ok(true)
+        }
+        Command::Inspect(args) => {
+            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let scope = if args.latest_backup {
+                InspectScope::LatestBackup
+            } else if args.latest_chain {
+                InspectScope::LatestChain
+            } else {
+                InspectScope::All
+            };
+            let rows = inspect(&repo, &db_names(&args.databases)?, scope, args.empty)
+                .await
+                .map_err(|e| e.to_string())?;
+            if format == Format::Json {
+                print_json(&rows);
+            } else {
+                println!(
+                    "{:<50} {:<10} {:<20} {:<5} {:<11} {:>6} {:>6} {:>12} {:>12} REASON",
+                    "ARTIFACT",
+                    "DATABASE",
+                    "TIME (UTC)",
+                    "FULL",
+                    "COMPRESSED",
+                    "LOWEST",
+                    "HIGHEST",
+                    "SIZE",
+                    "STORED",
+                );
+                for r in &rows {
+                    println!(
+                        "{:<50} {:<10} {:<20} {:<5} {:<11} {:>6} {:>6} {:>12} {:>12} {}{}{}",
+                        r.artifact,
+                        r.database,
+                        r.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                        r.kind == catena::chain_core::ArtifactKind::Full,
+                        r.compression,
+                        r.from + 1,
+                        r.to,
+                        r.logical_bytes,
+                        r.stored_bytes,
+                        r.reason,
+                        if r.empty { " EMPTY" } else { "" },
+                        r.problem
+                            .as_deref()
+                            .map(|p| format!(" UNUSABLE: {p}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(rows.iter().all(|r| r.usable))
+        }
+        Command::Check(args) => {
+            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            check_databases(
+                &repo,
+                db_names(&args.databases)?,
+                &CheckOptions::default(),
+                format,
+                &reporter,
+            )
+            .await
+        }
+        Command::Expire(args) => {
+            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let policy = ExpirePolicy {
+                keep_last_chains: args.keep_last,
+                keep_within: args
+                    .keep_within
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?,
+            };
+            let mut dbs = db_names(&args.databases)?;
+            if dbs.is_empty() {
+                dbs = repo.databases().await.map_err(|e| e.to_string())?;
+            }
+            let mut reports = Vec::new();
+            for db in dbs {
+                reports.push(
+                    expire(&repo, &db, &policy, jiff::Timestamp::now(), args.dry_run)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            if format == Format::Json {
+                print_json(&reports);
+            } else {
+                for r in &reports {
+                    println!(
+                        "{}: {} {} deleted, {} kept",
+                        r.database,
+                        r.deleted.len(),
+                        if r.dry_run { "would be" } else { "" },
+                        r.kept.len()
+                    );
+                    for d in &r.deleted {
+                        println!("  - {d}");
+                    }
+                }
+            }
+            Ok(true)
+        }
+        Command::Probe(args) => {
+            let storage = args
+                .storage
+                .config(&args.to_path)?
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            let report = catena::storage_backends::probe(Arc::clone(&storage.store)).await;
+            if format == Format::Json {
+                print_json(
+                    &serde_json::json!({"store": storage.description, "settings": storage.settings, "report": report}),
+                );
+            } else {
+                println!("{}", storage.description);
+                for (k, v) in &storage.settings {
+                    println!("  {k}: {v}");
+                }
+                let problems = report.problems();
+                if problems.is_empty() {
+                    println!(
+                        "all checks passed: create-only put, multipart upload, ranged get, list, delete"
+                    );
+                }
+                for p in &problems {
+                    println!("PROBLEM: {p}");
+                }
+            }
+            Ok(report.all_ok())
         }
     }
-    println!(
-        "  {:.1} MiB in {secs:.2} s: {:.0} MiB/s; run record {}",
-        read as f64 / MIB,
-        read as f64 / MIB / secs,
-        report.run_record_key.clone().unwrap_or_default()
-    );
-    Ok(report.succeeded())
 }
 
-fn files_of(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir)? {
-            let p = e?.path();
-            let md = std::fs::symlink_metadata(&p)?;
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
-            if md.is_symlink() {
-                out.insert(
-                    rel,
-                    std::fs::read_link(&p)?
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                );
-            } else if md.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(rel, std::fs::read(&p)?);
+fn parse_until(s: &str) -> Result<RestoreTarget, String> {
+    if let Ok(n) = s.trim().parse::<u64>() {
+        return Ok(RestoreTarget::UntilPosition(Position(n)));
+    }
+    let dt: jiff::civil::DateTime = s.trim().parse().map_err(|_| {
+        format!(
+            "--restore-until {s:?} is neither a position nor a time \"YYYY-MM-DD HH:MM:SS\" (UTC)"
+        )
+    })?;
+    let ts = jiff::tz::TimeZone::UTC
+        .to_timestamp(dt)
+        .map_err(|e| e.to_string())?;
+    Ok(RestoreTarget::UntilTime(ts))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("duration {s:?}: use a number and a unit: 30m, 12h, 7d, 4w"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("duration {s:?}: the unit must be s, m, h, d or w")),
+    };
+    Ok(std::time::Duration::from_secs(n * secs))
+}
+
+/// The job a backup invocation describes, from flags and an optional values file.
+pub(crate) struct Job {
+    pub values: Values,
+    pub storage: StorageConfig,
+    pub from: Option<PathBuf>,
+    pub databases: Vec<DatabaseName>,
+    pub options: BackupOptions,
+    pub metadata: catena::MetadataLevel,
+}
+
+pub(crate) fn job(args: &BackupArgs) -> Result<Job, String> {
+    let values = match &args.values {
+        Some(p) => Values::load(p)?,
+        None => Values::default(),
+    };
+    if !values.not_applicable.is_empty() {
+        eprintln!(
+            "note: not applicable outside Kubernetes, ignored: {}",
+            values.not_applicable.join(", ")
+        );
+    }
+    for note in values.notes() {
+        eprintln!("note: {note}");
+    }
+    if values.backup.keep_backup_files == Some(true) && args.values.is_some() {
+        tracing::info!(
+            "keepBackupFiles: Catena stages nothing locally, so there are no backup files to keep"
+        );
+    }
+    let storage = match (&args.to_path, args.values.is_some()) {
+        (Some(url), _) => {
+            let mut c = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
+            if args.values.is_some() && c.cloud_provider != CloudProvider::Local {
+                // The URL names bucket and prefix; the values' credentials still apply.
+                let v = values.storage(&args.storage.secrets_dir, None)?;
+                c = StorageConfig {
+                    bucket_name: c.bucket_name,
+                    prefix: c.prefix,
+                    cloud_provider: c.cloud_provider,
+                    local_path: c.local_path,
+                    ..v
+                };
+            }
+            args.storage.apply(c)
+        }
+        (None, true) => args
+            .storage
+            .apply(values.storage(&args.storage.secrets_dir, None)?),
+        (None, false) => return Err("give --to-path (a URL or a directory) or --values".into()),
+    };
+    let mut databases = db_names(&args.databases)?;
+    if databases.is_empty()
+        && let Some(list) = &values.backup.database
+    {
+        databases = db_names(std::slice::from_ref(list))?;
+    }
+    let mut request = BackupRequest::default();
+    if let Some(t) = &values.backup.backup_type {
+        request.backup_type = parse_type(t).map_err(|e| format!("backup.type: {e}"))?;
+    }
+    if let Some(p) = values.backup.prefer_diff_as_parent {
+        request.prefer_diff_as_parent = p;
+    }
+    if let Some(f) = values.backup.fallback_to_full {
+        request.fallback_to_full = f;
+    }
+    if let Some(t) = args.backup_type {
+        request.backup_type = t;
+    }
+    request.prefer_diff_as_parent |= args.prefer_diff_as_parent;
+    if let Some(f) = args.fallback_to_full {
+        request.fallback_to_full = f;
+    }
+    let options = BackupOptions {
+        request,
+        keep_failed: args.keep_failed || values.backup.keep_failed.unwrap_or(false),
+        dry_run: args.dry_run,
+        ..BackupOptions::default()
+    };
+    let metadata = values.metadata();
+    Ok(Job {
+        values,
+        storage,
+        from: args.from.clone(),
+        databases,
+        options,
+        metadata,
+    })
+}
+
+pub(crate) async fn backup_command(
+    args: BackupArgs,
+    format: Format,
+    reporter: &Arc<dyn Progress>,
+) -> Outcome {
+    let job = job(&args)?;
+    if job.values.aggregate_only() {
+        let a = &job.values.backup.aggregate;
+        let storage = match &a.from_path {
+            Some(url) => {
+                let c = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
+                StorageConfig {
+                    bucket_name: c.bucket_name,
+                    prefix: c.prefix,
+                    cloud_provider: c.cloud_provider,
+                    local_path: c.local_path,
+                    ..job.storage.clone()
+                }
+            }
+            None => job.storage.clone(),
+        };
+        let repo = repository(storage).await?;
+        let options = AggregateOptions {
+            keep_old_backup: a.keep_old_backup.unwrap_or(false),
+            ..AggregateOptions::default()
+        };
+        return aggregate_print(
+            &repo,
+            a.database.as_deref().unwrap_or("*"),
+            &options,
+            format,
+            reporter,
+        )
+        .await;
+    }
+    let Some(from) = &job.from else {
+        return Err("give --from: the directory with one subdirectory per database".into());
+    };
+    let mut sources: Vec<(DatabaseName, Arc<dyn BackupSource>)> = Vec::new();
+    if job.databases.is_empty() {
+        for (db, s) in DirectorySource::databases(from).map_err(|e| e.to_string())? {
+            sources.push((db, Arc::new(s.with_metadata(job.metadata))));
+        }
+    } else {
+        for db in &job.databases {
+            sources.push((
+                db.clone(),
+                Arc::new(DirectorySource::new(from.join(db.as_str())).with_metadata(job.metadata)),
+            ));
+        }
+    }
+    if sources.is_empty() {
+        return Err(format!("no database directories under {}", from.display()));
+    }
+    let repo = repository(job.storage.clone()).await?;
+    let report = backup(&repo, sources, &job.options, reporter)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ok = report.succeeded();
+    if format == Format::Json {
+        print_json(&report);
+    } else {
+        for d in &report.run.databases {
+            let decision = d
+                .decision
+                .as_ref()
+                .map(|x| format!("{} {} (reason {})", x.kind, x.positions, x.reason))
+                .unwrap_or_default();
+            match &d.error {
+                None if args.dry_run => println!("{}: would take {decision}", d.database),
+                None => println!(
+                    "{}: {decision}: {} bytes read, {} stored, artifact {}{}",
+                    d.database,
+                    d.bytes_read,
+                    d.stored_bytes,
+                    d.artifact.as_deref().unwrap_or("-"),
+                    if d.empty { " (EMPTY)" } else { "" }
+                ),
+                Some(e) => println!("{}: FAILED: {e}", d.database),
+            }
+            for w in &d.warnings {
+                println!("  warning: {w}");
+            }
+        }
+        if let Some(k) = &report.run_record_key {
+            println!("run record: {k}");
+        }
+    }
+    if ok && !args.dry_run && job.values.check_after() {
+        let mut dbs = db_names(job.values.consistency_check.database.as_slice())?;
+        if dbs.is_empty() {
+            dbs = report
+                .run
+                .databases
+                .iter()
+                .filter_map(|d| DatabaseName::new(&d.database).ok())
+                .collect();
+        }
+        let c = &job.values.consistency_check;
+        let options = CheckOptions {
+            structure: c.check_graph.unwrap_or(true),
+            indexes: c.check_indexes.unwrap_or(true),
+            objects: c.check_counts.unwrap_or(true),
+            blocks: c.check_property_owners.unwrap_or(true),
+            ..CheckOptions::default()
+        };
+        ok &= check_databases(&repo, dbs, &options, format, reporter).await?;
+    }
+    Ok(ok)
+}
+
+async fn aggregate_command(
+    args: AggregateArgs,
+    format: Format,
+    reporter: &Arc<dyn Progress>,
+) -> Outcome {
+    let values = match &args.values {
+        Some(p) => Values::load(p)?,
+        None => Values::default(),
+    };
+    let a = &values.backup.aggregate;
+    let url = args
+        .from_path
+        .clone()
+        .or_else(|| a.from_path.clone())
+        .ok_or("give --from-path (or backup.aggregate.fromPath in --values)")?;
+    let mut config = args.storage.config(&url)?;
+    if args.values.is_some() {
+        let v = values.storage(&args.storage.secrets_dir, None)?;
+        config = args.storage.apply(StorageConfig {
+            bucket_name: config.bucket_name,
+            prefix: config.prefix,
+            cloud_provider: config.cloud_provider,
+            local_path: config.local_path,
+            ..v
+        });
+    }
+    let repo = repository(config).await?;
+    let pattern = args
+        .database
+        .clone()
+        .or_else(|| a.database.clone())
+        .unwrap_or_else(|| "*".into());
+    let options = AggregateOptions {
+        keep_old_backup: args.keep_old_backup || a.keep_old_backup.unwrap_or(false),
+        target: AggregateTarget::Latest,
+        ..AggregateOptions::default()
+    };
+    aggregate_print(&repo, &pattern, &options, format, reporter).await
+}
+
+async fn aggregate_print(
+    repo: &Repository,
+    pattern: &str,
+    options: &AggregateOptions,
+    format: Format,
+    reporter: &Arc<dyn Progress>,
+) -> Outcome {
+    let reports = aggregate(repo, pattern, options, reporter)
+        .await
+        .map_err(|e| e.to_string())?;
+    if format == Format::Json {
+        print_json(&reports);
+    } else {
+        for r in &reports {
+            match &r.artifact {
+                Some(a) => println!(
+                    "{}: {} artifacts aggregated into {a}; deleted {}",
+                    r.database,
+                    r.chain.len(),
+                    r.deleted.len()
+                ),
+                None => println!("{}: already a single FULL", r.database),
             }
         }
     }
-    Ok(out)
+    Ok(true)
 }
 
-async fn demo(keep: Option<PathBuf>) -> Result<bool, Box<dyn std::error::Error>> {
-    let tmp = tempfile::tempdir()?;
-    let base = keep.unwrap_or_else(|| tmp.path().to_path_buf());
-    let data = base.join("data");
-    let store_dir = base.join("backups");
-    println!("Catena demo in {}", base.display());
-
-    step("1. A sample data set: two databases, compressible and incompressible files");
-    make_data(&data)?;
-    let total: usize = files_of(&data)?.values().map(Vec::len).sum();
-    println!("  {} ({:.1} MiB)", data.display(), total as f64 / MIB);
-
-    let repo = Repository::new(
-        StorageConfig::from_url(&format!("file://{}", store_dir.display()))?
-            .build()
-            .await?,
-    );
-    let prefer = BackupRequest {
-        prefer_diff_as_parent: true,
-        ..BackupRequest::default()
-    };
-    step("2. First backup (type AUTO, preferDiffAsParent): a FULL per database");
-    let mut ok = run_backup(&repo, &data, prefer).await?;
-    step("3. Change ~5% of neo4j, back up again: DIFFs store only the changed blocks");
-    change(&data, 1)?;
-    ok &= run_backup(&repo, &data, prefer).await?;
-    step("4. Change again, back up: the parent is the newest DIFF (preferDiffAsParent)");
-    change(&data, 2)?;
-    ok &= run_backup(&repo, &data, prefer).await?;
-
-    step("5. Inspect");
-    println!(
-        "  {:<7} {:<48} {:<4} {:<9} {:>10} {:>10}  reason",
-        "db", "artifact", "kind", "positions", "data MiB", "stored MiB"
-    );
-    for r in inspect(&repo, &[], InspectScope::All, true).await? {
-        println!(
-            "  {:<7} {:<48} {:<4} ({}, {}] {:>10.1} {:>10.1}  {}{}",
-            r.database,
-            r.artifact,
-            r.kind,
-            r.from,
-            r.to,
-            r.logical_bytes as f64 / MIB,
-            r.stored_bytes as f64 / MIB,
-            r.reason,
-            if r.empty { " EMPTY" } else { "" }
-        );
+async fn check_databases(
+    repo: &Repository,
+    mut dbs: Vec<DatabaseName>,
+    options: &CheckOptions,
+    format: Format,
+    reporter: &Arc<dyn Progress>,
+) -> Outcome {
+    if dbs.is_empty() {
+        dbs = repo.databases().await.map_err(|e| e.to_string())?;
     }
-
-    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
-    step("6. Check every chain: structure, objects' SHA-256, every block, state digests");
-    for db in repo.databases().await? {
-        let start = Instant::now();
-        let (report, key) = check(&repo, &db, &CheckOptions::default(), &progress).await?;
-        println!(
-            "  {:<7} {} artifacts, {} objects and {} blocks verified in {:.2} s: {} (report {})",
-            db,
-            report.artifacts,
-            report.objects_verified,
-            report.blocks_verified,
-            start.elapsed().as_secs_f64(),
-            if report.ok {
-                "OK".to_owned()
-            } else {
-                format!("{} PROBLEMS", report.problems.len())
-            },
-            key.unwrap_or_default()
-        );
-        ok &= report.ok;
+    let mut all_ok = true;
+    let mut reports = Vec::new();
+    for db in dbs {
+        let (report, key) = check(repo, &db, options, reporter)
+            .await
+            .map_err(|e| e.to_string())?;
+        all_ok &= report.ok;
+        if format == Format::Tabular {
+            println!(
+                "check {}: {} ({} artifacts, {} objects, {} blocks verified; report {})",
+                report.database,
+                if report.ok {
+                    "OK".into()
+                } else {
+                    format!("{} PROBLEMS", report.problems.len())
+                },
+                report.artifacts,
+                report.objects_verified,
+                report.blocks_verified,
+                key.as_deref().unwrap_or("-")
+            );
+            for p in &report.problems {
+                println!(
+                    "  {}{}{}: {}",
+                    p.key.as_deref().unwrap_or("-"),
+                    p.offset
+                        .map(|o| format!(" at offset {o}"))
+                        .unwrap_or_default(),
+                    p.artifact
+                        .as_deref()
+                        .map(|a| format!(" ({a})"))
+                        .unwrap_or_default(),
+                    p.problem
+                );
+            }
+        }
+        reports.push(serde_json::json!({"report": report, "key": key}));
     }
-
-    step("7. Aggregate neo4j's chain into one FULL (keepOldBackup: false)");
-    let start = Instant::now();
-    for r in aggregate(&repo, "neo*", &AggregateOptions::default(), &progress).await? {
-        println!(
-            "  {:<7} {} artifacts -> {} in {:.2} s; same state digest {}…; deleted {}",
-            r.database,
-            r.chain.len(),
-            r.artifact.unwrap_or_else(|| "(already a FULL)".into()),
-            start.elapsed().as_secs_f64(),
-            &r.state_digest[..16],
-            r.deleted.len()
-        );
+    if format == Format::Json {
+        print_json(&reports);
     }
-
-    step("8. Restore every database and compare with the data, byte for byte");
-    let mut files = 0;
-    let mut bytes = 0u64;
-    for db in repo.databases().await? {
-        let into = base.join("restored").join(db.as_str());
-        let start = Instant::now();
-        let r = restore(&repo, &db, &RestoreOptions::new(&into), &progress).await?;
-        let same = files_of(&into)? == files_of(&data.join(db.as_str()))?;
-        println!(
-            "  {:<7} {} files, {:.1} MiB from a chain of {} in {:.2} s: {}",
-            db,
-            r.files,
-            r.bytes as f64 / MIB,
-            r.chain.len(),
-            start.elapsed().as_secs_f64(),
-            if same { "identical" } else { "DIFFERENT" }
-        );
-        ok &= same;
-        files += r.files;
-        bytes += r.bytes;
-    }
-    if ok {
-        println!(
-            "\nrestore verified: {files} files, {:.1} MiB byte-identical to the source",
-            bytes as f64 / MIB
-        );
-    } else {
-        println!("\nFAILED: see above");
-    }
-    Ok(ok)
+    Ok(all_ok)
 }

@@ -123,11 +123,6 @@ pub async fn backup(
     let started_at = now();
     let mut outcomes = Vec::new();
     for (db, source) in sources {
-        progress.event(ProgressEvent::DatabaseStarted {
-            database: db.to_string(),
-            operation: "backup",
-            total_bytes: None,
-        });
         let outcome = backup_one(repo, &db, source.as_ref(), options, progress).await;
         progress.event(ProgressEvent::DatabaseFinished {
             database: db.to_string(),
@@ -228,6 +223,11 @@ async fn run_one(
             _ => 0,
         })
         .sum();
+    progress.event(ProgressEvent::DatabaseStarted {
+        database: db.to_string(),
+        operation: "backup",
+        total_bytes: Some(expected),
+    });
     let id = ArtifactId::new(db.clone(), now(), rand::random());
     let known: HashSet<_> = base.block_digests().into_iter().collect();
     let mut writer = ArtifactWriter::new(

@@ -1,0 +1,147 @@
+//! `catena schedule`: the chart's CronJob outside Kubernetes. Runs the configured job on
+//! `neo4j.jobSchedule`; never two runs at once (`concurrencyPolicy: Forbid`: a run that is
+//! due while one is going is skipped); a failed run is retried up to `backoffLimit` times
+//! with exponential backoff; each run leaves a history record under `_jobs/`, pruned to
+//! `successfulJobsHistoryLimit` / `failedJobsHistoryLimit`; Ctrl-C or SIGTERM stops it
+//! cleanly: the run in progress is cancelled, and a cancel leaves nothing half-written
+//! visible.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use catena::{Progress, Repository};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use crate::output::Format;
+use crate::{ScheduleArgs, backup_command, job};
+
+const JOBS_PREFIX: &str = "_jobs";
+
+pub(crate) async fn schedule(
+    args: ScheduleArgs,
+    format: Format,
+    reporter: Arc<dyn Progress>,
+) -> Result<bool, String> {
+    let job = job(&args.backup)?;
+    let n = &job.values.neo4j;
+    let pattern = n
+        .job_schedule
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("* * * * *");
+    let cron = croner::Cron::from_str(pattern)
+        .map_err(|e| format!("neo4j.jobSchedule {pattern:?}: {e}"))?;
+    let backoff_limit = n.backoff_limit.unwrap_or(3);
+    let keep_ok = n.successful_jobs_history_limit.unwrap_or(3) as usize;
+    let keep_failed = n.failed_jobs_history_limit.unwrap_or(1) as usize;
+    let storage = job
+        .storage
+        .clone()
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let repo = Repository::new(storage);
+    let stop = job.options.cancel.clone();
+    let signals = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping: the run in progress is cancelled and leaves nothing half-written");
+        signals.cancel();
+    });
+    eprintln!("schedule {pattern:?} (backoffLimit {backoff_limit}); Ctrl-C to stop");
+    let mut runs = 0u32;
+    while !stop.is_cancelled() && args.max_runs.is_none_or(|m| runs < m) {
+        let now = chrono::Utc::now();
+        let next = cron
+            .find_next_occurrence(&now, false)
+            .map_err(|e| format!("neo4j.jobSchedule: {e}"))?;
+        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+        if args.max_runs.is_none() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        runs += 1;
+        // One run at a time: the loop waits for the run (with its retries) to end, so a run
+        // that comes due meanwhile is skipped, like concurrencyPolicy: Forbid.
+        let mut attempt = 0;
+        let ok = loop {
+            let result = backup_command(args.backup.clone(), format, &reporter).await;
+            let ok = matches!(result, Ok(true));
+            if let Err(e) = &result {
+                eprintln!("run failed: {e}");
+            }
+            if ok || attempt >= backoff_limit || stop.is_cancelled() {
+                break ok;
+            }
+            attempt += 1;
+            let delay = Duration::from_secs(10u64 << attempt.min(6));
+            eprintln!("retry {attempt} of {backoff_limit} in {}s", delay.as_secs());
+            tokio::select! {
+                () = tokio::time::sleep(if args.max_runs.is_some() { Duration::from_millis(10) } else { delay }) => {}
+                () = stop.cancelled() => break false,
+            }
+        };
+        record(&repo, ok, attempt, keep_ok, keep_failed).await?;
+    }
+    Ok(true)
+}
+
+/// Writes the job history record and prunes the history to its limits.
+async fn record(
+    repo: &Repository,
+    ok: bool,
+    retries: u32,
+    keep_ok: usize,
+    keep_failed: usize,
+) -> Result<(), String> {
+    let now = jiff::Timestamp::now();
+    let status = if ok { "succeeded" } else { "failed" };
+    let key = Path::from_iter([
+        JOBS_PREFIX,
+        &format!(
+            "{}-{status}-{:08x}.json",
+            now.strftime("%Y%m%dT%H%M%S%.6fZ"),
+            rand::random::<u32>()
+        ),
+    ]);
+    let body =
+        serde_json::json!({"finished_at": now.to_string(), "status": status, "retries": retries});
+    catena::storage_backends::commit::put_create(
+        repo.store().as_ref(),
+        &key,
+        Bytes::from(serde_json::to_vec_pretty(&body).unwrap_or_default()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let prefix = Path::from(JOBS_PREFIX);
+    let mut all: Vec<String> = repo
+        .store()
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    all.sort();
+    for (status, keep) in [("-succeeded-", keep_ok), ("-failed-", keep_failed)] {
+        let of: Vec<&String> = all.iter().filter(|k| k.contains(status)).collect();
+        for old in of.iter().take(of.len().saturating_sub(keep)) {
+            let _ = repo.store().delete(&Path::from(old.as_str())).await;
+        }
+    }
+    Ok(())
+}
