@@ -2,7 +2,6 @@
 //! messages, the seed's values files, scheduling, and a progress bar on a terminal.
 
 #[path = "../storage-backends/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../examples/catena/values.rs"]
 #[allow(dead_code)]
