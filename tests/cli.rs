@@ -489,3 +489,64 @@ fn a_backup_on_a_terminal_draws_a_progress_bar() {
         "no progress bar drawn: {screen}"
     );
 }
+
+#[test]
+fn schedule_stops_cleanly_on_sigterm() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    make_data(&data);
+    let values = t.path().join("values.yaml");
+    // Once a year: the scheduler is waiting when the signal comes.
+    std::fs::write(
+        &values,
+        "neo4j:\n  jobSchedule: \"0 0 1 1 *\"\nbackup:\n  cloudProvider: \"\"\n",
+    )
+    .expect("write");
+    let mut child = catena()
+        .args([
+            "schedule",
+            "--values",
+            values.to_str().expect("utf8"),
+            "--from",
+            data.to_str().expect("utf8"),
+        ])
+        .args([
+            "--to-path",
+            t.path().join("backups").to_str().expect("utf8"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until it says it is scheduled, then send SIGTERM.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("Ctrl-C to stop") {
+        let n = std::io::Read::read(&mut stderr, &mut buf).expect("read");
+        assert!(n > 0, "the scheduler exited early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("read");
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "{seen}{rest}");
+    assert!(rest.contains("stopping"), "{rest}");
+}
+
+#[test]
+fn demo_ends_by_reporting_the_restore_verified() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let o = run(&["demo", "--keep", t.path().to_str().expect("utf8")]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("restore verified:") && out.contains("byte-identical to the source"),
+        "{out}"
+    );
+    assert!(out.contains("diff_from_newest_diff"), "{out}");
+}
