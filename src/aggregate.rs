@@ -101,16 +101,7 @@ pub async fn aggregate_one(
     if plan.already_full {
         return Ok(report);
     }
-    let chain: Vec<_> = plan
-        .chain
-        .iter()
-        .map(|id| {
-            view.catalog
-                .get(id)
-                .expect("plan members are in the catalog")
-        })
-        .collect();
-    let cs = repo.chain_state(&chain).await?;
+    let cs = repo.state_of(&view.catalog, &target).await?;
     progress.event(ProgressEvent::DatabaseStarted {
         database: db.to_string(),
         operation: "aggregate",

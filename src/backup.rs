@@ -198,8 +198,7 @@ async fn run_one(
         chain_core::decide_backup(&view.catalog, options.request, source.capability())?;
     let mut base = State::new();
     if let Some(parent) = decision.parent.clone() {
-        let chain = view.catalog.chain(&parent)?;
-        match repo.chain_state(&chain).await {
+        match repo.state_of(&view.catalog, &parent).await {
             Ok(cs) => base = cs.state,
             Err(e) => {
                 tracing::warn!(database = %db, parent = %parent, error = %e, "the parent cannot be used");

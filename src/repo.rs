@@ -244,6 +244,12 @@ impl Repository {
         Ok(ChainState { state, blocks })
     }
 
+    /// The state of `id`'s chain in `catalog` (see [`chain_state`](Self::chain_state)).
+    pub async fn state_of(&self, catalog: &Catalog, id: &ArtifactId) -> Result<ChainState, Error> {
+        let chain = catalog.chain(id)?;
+        self.chain_state(&chain).await
+    }
+
     /// Deletes an artifact: the manifest first (so it is no longer committed), then its other
     /// objects. A crash in between leaves only unreferenced objects, which check reports.
     pub async fn delete_artifact(&self, m: &Manifest) -> Result<(), Error> {

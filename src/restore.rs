@@ -123,16 +123,7 @@ pub async fn restore(
 
     let view = repo.catalog(db).await?;
     let plan = chain_core::plan_restore(&view.catalog, &options.target)?;
-    let chain: Vec<_> = plan
-        .chain
-        .iter()
-        .map(|id| {
-            view.catalog
-                .get(id)
-                .expect("plan members are in the catalog")
-        })
-        .collect();
-    let cs = repo.chain_state(&chain).await?;
+    let cs = repo.state_of(&view.catalog, &plan.target).await?;
     check_no_write_through_links(&cs.state, &plan.target.to_string())?;
     progress.event(ProgressEvent::DatabaseStarted {
         database: db.to_string(),
