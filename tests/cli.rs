@@ -37,8 +37,30 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The seed's values files, vendored from `../shared/seeds/values` so the tests do not
+/// depend on where the repository is checked out.
 fn seeds() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds/values")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-values")
+}
+
+#[test]
+fn the_vendored_seed_values_match_shared_when_it_is_there() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds/values");
+    let Ok(entries) = std::fs::read_dir(&shared) else {
+        eprintln!("skipped: {} is not beside this checkout", shared.display());
+        return;
+    };
+    for e in entries {
+        let p = e.expect("entry").path();
+        let name = p.file_name().expect("name");
+        let vendored = seeds().join(name);
+        assert_eq!(
+            std::fs::read(&p).expect("shared"),
+            std::fs::read(&vendored).unwrap_or_default(),
+            "{} differs from the vendored copy: copy it into tests/fixtures/seed-values",
+            p.display()
+        );
+    }
 }
 
 fn make_data(root: &Path) {
