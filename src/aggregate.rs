@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chain_core::{
-    AggregateTarget, ArtifactId, ChangeSet, DatabaseName, EntryKind, Index, ManifestBuilder, Sizes,
+    AggregateTarget, ArtifactId, ChangeSet, DatabaseName, EntryKind, ManifestBuilder,
 };
 use futures::StreamExt;
 use serde::Serialize;
 use storage_backends::upload::{ArtifactWriter, UploadOptions};
-use storage_backends::{CancellationToken, commit, layout, read};
+use storage_backends::{CancellationToken, layout, read};
 
 use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
@@ -151,10 +151,6 @@ pub async fn aggregate_one(
         }
     }
     let stored = writer.finish().await?;
-    let index = Index {
-        changes: ChangeSet::full(&cs.state),
-        blocks: stored.locations.clone(),
-    };
     let decision = crate::backup::aggregated_decision(
         plan.positions,
         format!(
@@ -162,34 +158,20 @@ pub async fn aggregate_one(
             plan.chain.len()
         ),
     );
-    let builder = ManifestBuilder::new(id.clone(), decision)
-        .compression(options.upload.compression)
-        .block_size(options.upload.block_size)
-        .state_digest(cs.state.digest())
-        .sizes(Sizes {
-            logical_bytes: cs.state.logical_bytes(),
-            block_bytes: stored.block_bytes,
-            entries: cs.state.len() as u64,
-            blocks: stored.locations.len() as u64,
-            ..Sizes::default()
-        })
-        .committed_at(jiff::Timestamp::now())
-        .source("aggregated_from", target.to_string());
-    let manifest = commit::commit(
-        repo.store(),
+    // Same blocks, same entries: the new FULL's state digest is the chain's by construction
+    // (chain_state verified the chain's digest, write_blocks checked every block).
+    let builder =
+        ManifestBuilder::new(id.clone(), decision).source("aggregated_from", target.to_string());
+    let manifest = crate::backup::commit_state(
+        repo,
         &id,
         builder,
-        &index,
+        &cs.state,
+        ChangeSet::full(&cs.state),
         &stored,
-        options.upload.compression,
+        &options.upload,
     )
     .await?;
-    if manifest.state_digest != plan.state_digest {
-        return Err(Error::Inconsistent {
-            what: id.to_string(),
-            why: "the aggregated FULL's state digest differs from the chain's".into(),
-        });
-    }
     report.artifact = Some(id.to_string());
     progress.event(ProgressEvent::Committed {
         database: db.to_string(),

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use storage_backends::upload::{ArtifactWriter, UploadOptions};
+use storage_backends::upload::{ArtifactWriter, StoredData, UploadOptions};
 use storage_backends::{CancellationToken, commit, layout};
 
 use crate::progress::{Progress, ProgressEvent};
@@ -278,33 +278,18 @@ async fn run_one(
     let state = State::from_entries(entries);
     let changes = ChangeSet::between(&base, &state);
     let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
-    let index = Index {
-        changes,
-        blocks: stored.locations.clone(),
-    };
-    let mut builder = ManifestBuilder::new(id.clone(), decision)
-        .empty(empty)
-        .compression(options.upload.compression)
-        .block_size(options.upload.block_size)
-        .state_digest(state.digest())
-        .sizes(Sizes {
-            logical_bytes: state.logical_bytes(),
-            block_bytes: stored.block_bytes,
-            entries: state.len() as u64,
-            blocks: stored.locations.len() as u64,
-            ..Sizes::default()
-        })
-        .committed_at(now());
+    let mut builder = ManifestBuilder::new(id.clone(), decision).empty(empty);
     for (k, v) in source.describe() {
         builder = builder.source(k, v);
     }
-    let manifest = commit::commit(
-        repo.store(),
+    let manifest = commit_state(
+        repo,
         &id,
         builder,
-        &index,
+        &state,
+        changes,
         &stored,
-        options.upload.compression,
+        &options.upload,
     )
     .await?;
     outcome.artifact = Some(id.to_string());
@@ -450,6 +435,45 @@ async fn fail_writer(
 }
 
 use object_store::ObjectStoreExt;
+
+/// Commits an artifact whose blocks are stored: the index (its change set and block
+/// locations), then the manifest with the state's digest and sizes and the upload's
+/// settings. Shared by backup and aggregate.
+pub(crate) async fn commit_state(
+    repo: &Repository,
+    id: &ArtifactId,
+    builder: ManifestBuilder,
+    state: &State,
+    changes: ChangeSet,
+    stored: &StoredData,
+    upload: &UploadOptions,
+) -> Result<chain_core::Manifest, Error> {
+    let index = Index {
+        changes,
+        blocks: stored.locations.clone(),
+    };
+    let builder = builder
+        .compression(upload.compression)
+        .block_size(upload.block_size)
+        .state_digest(state.digest())
+        .sizes(Sizes {
+            logical_bytes: state.logical_bytes(),
+            block_bytes: stored.block_bytes,
+            entries: state.len() as u64,
+            blocks: stored.locations.len() as u64,
+            ..Sizes::default()
+        })
+        .committed_at(now());
+    Ok(commit::commit(
+        repo.store(),
+        id,
+        builder,
+        &index,
+        stored,
+        upload.compression,
+    )
+    .await?)
+}
 
 /// The decision an aggregation records for the FULL it writes.
 pub(crate) fn aggregated_decision(positions: PositionRange, detail: String) -> BackupDecision {
