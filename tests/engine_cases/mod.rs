@@ -1,7 +1,7 @@
 //! The engine's acceptance tests.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -853,49 +853,88 @@ async fn a_cancelled_backup_leaves_nothing_visible() {
 // Sources: files that change while read, special files, keepFailed, progress.
 // ---------------------------------------------------------------------------------------
 
-/// A directory source whose files grow by one line right after each is read the first
-/// time: the engine must see the change and read the file again.
-#[derive(Debug)]
-struct ChangingSource {
+type Stream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
+type OpenHook = Box<dyn Fn(&EntryPath, PathBuf, Stream) -> Stream + Send + Sync>;
+
+/// A directory source whose `open` streams pass through a hook (to change a file while it
+/// is read, or fail a read).
+struct HookedSource {
     inner: DirectorySource,
-    changed: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    hook: OpenHook,
+}
+
+impl std::fmt::Debug for HookedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HookedSource({:?})", self.inner)
+    }
 }
 
 #[async_trait::async_trait]
-impl BackupSource for ChangingSource {
+impl BackupSource for HookedSource {
     fn capability(&self) -> SourceCapability {
         self.inner.capability()
     }
     async fn list(&self) -> Result<SourceListing, catena::Error> {
         self.inner.list().await
     }
-    async fn open(
-        &self,
-        path: &EntryPath,
-    ) -> Result<futures::stream::BoxStream<'static, std::io::Result<Bytes>>, catena::Error> {
-        let first = self.changed.lock().expect("lock").insert(path.to_string());
+    async fn open(&self, path: &EntryPath) -> Result<Stream, catena::Error> {
         let stream = self.inner.open(path).await?;
-        if !first {
-            return Ok(stream);
-        }
-        let full = self.inner.root().join(path.as_str());
-        use futures::StreamExt;
-        Ok(stream
-            .chain(futures::stream::once(async move {
-                // Written after the content was read: a torn copy would miss this line.
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&full)
-                    .expect("append");
-                std::io::Write::write_all(&mut f, b"\nwritten during the backup").expect("write");
-                let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-                f.set_modified(later).expect("mtime");
-                Ok(Bytes::new())
-            }))
-            .boxed())
+        Ok((self.hook)(
+            path,
+            self.inner.root().join(path.as_str()),
+            stream,
+        ))
     }
     async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, catena::Error> {
         self.inner.stat(path).await
+    }
+}
+
+/// Files grow by one line right after each is read the first time: the engine must see the
+/// change and read the file again.
+fn changing_source(root: &Path) -> HookedSource {
+    use futures::StreamExt;
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    HookedSource {
+        inner: DirectorySource::new(root),
+        hook: Box::new(move |path, full, stream| {
+            if !seen.lock().expect("lock").insert(path.to_string()) {
+                return stream;
+            }
+            stream
+                .chain(futures::stream::once(async move {
+                    // Written after the content was read: a torn copy would miss this line.
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&full)
+                        .expect("append");
+                    std::io::Write::write_all(&mut f, b"\nwritten during the backup")
+                        .expect("write");
+                    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+                    f.set_modified(later).expect("mtime");
+                    Ok(Bytes::new())
+                }))
+                .boxed()
+        }),
+    }
+}
+
+/// The file `b-broken` fails after its first chunk.
+fn broken_source(root: &Path) -> HookedSource {
+    use futures::StreamExt;
+    HookedSource {
+        inner: DirectorySource::new(root),
+        hook: Box::new(|path, _, stream| {
+            if path.as_str() != "b-broken" {
+                return stream;
+            }
+            stream
+                .take(1)
+                .chain(futures::stream::once(async {
+                    Err(std::io::Error::other("disk read error"))
+                }))
+                .boxed()
+        }),
     }
 }
 
@@ -907,10 +946,7 @@ async fn a_file_changed_while_read_is_read_again_never_stored_torn() {
     let src = work.path().join("src");
     std::fs::create_dir(&src).expect("mkdir");
     std::fs::write(src.join("live.db"), data(700_000, 4, true)).expect("write");
-    let source: Arc<dyn BackupSource> = Arc::new(ChangingSource {
-        inner: DirectorySource::new(&src),
-        changed: Default::default(),
-    });
+    let source: Arc<dyn BackupSource> = Arc::new(changing_source(&src));
     let report = backup(
         repo,
         vec![(db("live"), source)],
@@ -951,41 +987,6 @@ async fn special_files_are_skipped_with_a_warning() {
     assert!(into.join("regular").exists() && !into.join("pipe").exists());
 }
 
-/// A source whose second file cannot be read.
-#[derive(Debug)]
-struct BrokenSource {
-    inner: DirectorySource,
-}
-
-#[async_trait::async_trait]
-impl BackupSource for BrokenSource {
-    fn capability(&self) -> SourceCapability {
-        self.inner.capability()
-    }
-    async fn list(&self) -> Result<SourceListing, catena::Error> {
-        self.inner.list().await
-    }
-    async fn open(
-        &self,
-        path: &EntryPath,
-    ) -> Result<futures::stream::BoxStream<'static, std::io::Result<Bytes>>, catena::Error> {
-        use futures::StreamExt;
-        let stream = self.inner.open(path).await?;
-        if path.as_str() != "b-broken" {
-            return Ok(stream);
-        }
-        Ok(stream
-            .take(1)
-            .chain(futures::stream::once(async {
-                Err(std::io::Error::other("disk read error"))
-            }))
-            .boxed())
-    }
-    async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, catena::Error> {
-        self.inner.stat(path).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_failed_keeps_the_pieces_under_failed_and_commits_nothing() {
     let rs = repos().await;
@@ -997,9 +998,7 @@ async fn keep_failed_keeps_the_pieces_under_failed_and_commits_nothing() {
     std::fs::write(src.join("b-broken"), data(3 << 20, 2, true)).expect("write");
     for keep in [false, true] {
         let name = if keep { "keep" } else { "drop" };
-        let source: Arc<dyn BackupSource> = Arc::new(BrokenSource {
-            inner: DirectorySource::new(&src),
-        });
+        let source: Arc<dyn BackupSource> = Arc::new(broken_source(&src));
         let mut opts = options(auto());
         opts.keep_failed = keep;
         let report = backup(repo, vec![(db(name), source)], &opts, &progress())
