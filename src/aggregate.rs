@@ -13,6 +13,7 @@ use serde::Serialize;
 use storage_backends::upload::{ArtifactWriter, UploadOptions};
 use storage_backends::{CancellationToken, layout, read};
 
+use crate::lock::DatabaseLock;
 use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
 
@@ -87,7 +88,23 @@ pub async fn aggregate_one(
     options: &AggregateOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<AggregateReport, Error> {
+    let lock = repo.lock(db, "aggregate").await?;
+    let result = aggregate_locked(repo, db, options, progress, &lock).await;
+    lock.release().await;
+    result
+}
+
+async fn aggregate_locked(
+    repo: &Repository,
+    db: &DatabaseName,
+    options: &AggregateOptions,
+    progress: &Arc<dyn Progress>,
+    lock: &DatabaseLock,
+) -> Result<AggregateReport, Error> {
     let view = repo.catalog(db).await?;
+    if !options.keep_old_backup {
+        Repository::ensure_all_readable(&view, "aggregate")?;
+    }
     let plan = chain_core::plan_aggregate(&view.catalog, &options.target, options.keep_old_backup)?;
     let target = plan.chain.last().expect("a plan has a chain").clone();
     let mut report = AggregateReport {
@@ -164,6 +181,7 @@ pub async fn aggregate_one(
         ManifestBuilder::new(id.clone(), decision).source("aggregated_from", target.to_string());
     let manifest = crate::backup::commit_state(
         repo,
+        lock,
         &id,
         builder,
         &cs.state,
@@ -185,10 +203,12 @@ pub async fn aggregate_one(
         // Plan the deletions again on what is there now: a DIFF committed meanwhile on the
         // old chain keeps its parents.
         let view = repo.catalog(db).await?;
+        Repository::ensure_all_readable(&view, "aggregate")?;
         let again =
             chain_core::plan_aggregate(&view.catalog, &AggregateTarget::Artifact(target), false)?;
         for d in &again.delete {
             if let Some(m) = view.catalog.get(&d.artifact) {
+                lock.ensure_held().await?;
                 repo.delete_artifact(m).await?;
                 report.deleted.push(d.artifact.to_string());
             }

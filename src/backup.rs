@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use storage_backends::upload::{ArtifactWriter, StoredData, UploadOptions};
 use storage_backends::{CancellationToken, commit, layout};
 
+use crate::lock::DatabaseLock;
 use crate::progress::{Progress, ProgressEvent};
 use crate::source::{BackupSource, SourceEntry, SourceKind};
 use crate::{Error, Repository};
@@ -178,7 +179,32 @@ async fn backup_one(
         error: None,
         kept_failed: None,
     };
-    if let Err(e) = run_one(repo, db, source, options, progress, &mut outcome).await {
+    let lock = if options.dry_run {
+        None
+    } else {
+        match repo.lock(db, "backup").await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(database = %db, error = %e, "backup failed");
+                outcome.error = Some(e.to_string());
+                return outcome;
+            }
+        }
+    };
+    let result = run_one(
+        repo,
+        db,
+        source,
+        options,
+        progress,
+        lock.as_ref(),
+        &mut outcome,
+    )
+    .await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    if let Err(e) = result {
         tracing::error!(database = %db, error = %e, "backup failed");
         outcome.error = Some(e.to_string());
     }
@@ -191,6 +217,7 @@ async fn run_one(
     source: &dyn BackupSource,
     options: &BackupOptions,
     progress: &Arc<dyn Progress>,
+    lock: Option<&DatabaseLock>,
     outcome: &mut DatabaseOutcome,
 ) -> Result<(), Error> {
     let view = repo.catalog(db).await?;
@@ -208,9 +235,9 @@ async fn run_one(
     }
     tracing::info!(database = %db, kind = %decision.kind, reason = %decision.reason, "decided");
     outcome.decision = Some(decision.clone());
-    if options.dry_run {
+    let Some(lock) = lock.filter(|_| !options.dry_run) else {
         return Ok(());
-    }
+    };
 
     let listing = source.list().await?;
     outcome.warnings = listing.skipped.clone();
@@ -284,6 +311,7 @@ async fn run_one(
     }
     let manifest = commit_state(
         repo,
+        lock,
         &id,
         builder,
         &state,
@@ -439,8 +467,13 @@ use object_store::ObjectStoreExt;
 /// Commits an artifact whose blocks are stored: the index (its change set and block
 /// locations), then the manifest with the state's digest and sizes and the upload's
 /// settings. Shared by backup and aggregate.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one commit path for backup and aggregate; the arguments are what differs"
+)]
 pub(crate) async fn commit_state(
     repo: &Repository,
+    lock: &DatabaseLock,
     id: &ArtifactId,
     builder: ManifestBuilder,
     state: &State,
@@ -448,6 +481,11 @@ pub(crate) async fn commit_state(
     stored: &StoredData,
     upload: &UploadOptions,
 ) -> Result<chain_core::Manifest, Error> {
+    if let Err(e) = lock.ensure_held().await {
+        let keys: Vec<Path> = stored.object.iter().map(|o| o.key.clone()).collect();
+        commit::delete_quietly(repo.store().as_ref(), &keys).await;
+        return Err(e);
+    }
     let index = Index {
         changes,
         blocks: stored.locations.clone(),

@@ -74,8 +74,9 @@ pub struct CheckReport {
     pub blocks_verified: u64,
     /// Everything wrong.
     pub problems: Vec<CheckProblem>,
-    /// Objects under the database's prefix that no manifest names (left by interrupted
-    /// runs; removable by garbage collection). Not a failure.
+    /// Objects under the database's prefix that no manifest names, and staging files of
+    /// interrupted writes in a local directory (`<key>#<n>`): left by interrupted runs,
+    /// removable by garbage collection ([`crate::gc()`]). Not a failure.
     pub unreferenced: Vec<String>,
     /// No problems.
     pub ok: bool,
@@ -211,12 +212,13 @@ pub async fn check(
     if options.blocks {
         check_states(catalog, &indexes, &mut problems);
     }
-    let unreferenced: Vec<String> = view
+    let mut unreferenced: Vec<String> = view
         .objects
         .keys()
         .filter(|k| !referenced.contains(*k))
         .cloned()
         .collect();
+    unreferenced.extend(crate::gc::staging_keys(repo, db));
     let report = CheckReport {
         database: db.to_string(),
         checked_at: Timestamp::now(),

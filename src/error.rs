@@ -40,6 +40,14 @@ pub enum Error {
     /// An option that cannot work.
     #[error("invalid option: {0}")]
     Options(String),
+    /// The database's lock is held by another writer, or was lost.
+    #[error("database {database}: {why}")]
+    Locked {
+        /// The database.
+        database: String,
+        /// Who holds it and what to do.
+        why: String,
+    },
     /// The operation was cancelled; nothing it wrote is visible.
     #[error("cancelled; nothing was committed")]
     Cancelled,

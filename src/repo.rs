@@ -14,12 +14,15 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use storage_backends::{Storage, layout, read};
 
 use crate::Error;
+use crate::lock::{DatabaseLock, LockOptions};
 
 /// A repository: the store where backups live (already scoped to its prefix).
 #[derive(Clone, Debug)]
 pub struct Repository {
     store: Arc<dyn ObjectStore>,
     description: String,
+    local_root: Option<std::path::PathBuf>,
+    lock_options: LockOptions,
 }
 
 /// A manifest that could not be read, with why.
@@ -81,6 +84,8 @@ impl Repository {
         Self {
             store: storage.store,
             description: storage.description,
+            local_root: storage.local_root,
+            lock_options: LockOptions::default(),
         }
     }
 
@@ -89,7 +94,32 @@ impl Repository {
         Self {
             store,
             description: description.into(),
+            local_root: None,
+            lock_options: LockOptions::default(),
         }
+    }
+
+    /// The same repository, taking database locks with `options` (how long to wait for
+    /// another writer, the lease).
+    pub fn with_lock_options(mut self, options: LockOptions) -> Self {
+        self.lock_options = options;
+        self
+    }
+
+    /// How locks are taken.
+    pub fn lock_options(&self) -> &LockOptions {
+        &self.lock_options
+    }
+
+    /// The directory of a local-directory store (where interrupted uploads leave staging
+    /// files that no listing shows), `None` for other stores.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    /// Takes `db`'s writer lock for `operation` (see [`crate::lock`]).
+    pub async fn lock(&self, db: &DatabaseName, operation: &str) -> Result<DatabaseLock, Error> {
+        DatabaseLock::acquire(Arc::clone(&self.store), db, operation, &self.lock_options).await
     }
 
     /// The store.
@@ -178,7 +208,20 @@ impl Repository {
                 Err(object_store::Error::NotFound { .. }) => continue, // deleted meanwhile
                 Err(e) => return Err(storage_backends::Error::store("reading", &key, e).into()),
             };
-            match Manifest::from_json(&bytes) {
+            let decoded = match Manifest::from_json(&bytes) {
+                // A body cut short in transit decodes no better than a damaged object:
+                // read it once more before calling it unreadable.
+                Err(_) => match self.store.get(&key).await {
+                    Ok(g) => match g.bytes().await {
+                        Ok(b) => Manifest::from_json(&b),
+                        Err(_) => Manifest::from_json(&bytes),
+                    },
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(_) => Manifest::from_json(&bytes),
+                },
+                ok => ok,
+            };
+            match decoded {
                 Ok(m) if m.id == id => manifests.push(m),
                 Ok(m) => unreadable.push(Unreadable {
                     key: key.to_string(),
@@ -248,6 +291,22 @@ impl Repository {
     pub async fn state_of(&self, catalog: &Catalog, id: &ArtifactId) -> Result<ChainState, Error> {
         let chain = catalog.chain(id)?;
         self.chain_state(&chain).await
+    }
+
+    /// Fails unless every manifest of `view` decodes: deleting with a manifest unread could
+    /// orphan the DIFF it holds, so expire, aggregate's deletions and garbage collection
+    /// delete nothing then.
+    pub fn ensure_all_readable(view: &CatalogView, operation: &str) -> Result<(), Error> {
+        match view.unreadable.first() {
+            None => Ok(()),
+            Some(u) => Err(Error::Inconsistent {
+                what: u.key.clone(),
+                why: format!(
+                    "this manifest cannot be read ({}), and it may be a DIFF that depends on what {operation} would delete, so nothing was deleted; restore or remove the object, then run {operation} again",
+                    u.why
+                ),
+            }),
+        }
     }
 
     /// Deletes an artifact: the manifest first (so it is no longer committed), then its other

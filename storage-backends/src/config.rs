@@ -200,6 +200,9 @@ pub struct Storage {
     /// The effective settings, for people and tests: endpoint, region, addressing style,
     /// TLS verification, CA, where credentials come from. Never a secret value.
     pub settings: Vec<(String, String)>,
+    /// The directory of a local-directory store, `None` for other stores: interrupted
+    /// uploads leave staging files there that no listing shows (see [`crate::staging`]).
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 /// The seed writes unset values as `""`: treat them as absent.
@@ -706,11 +709,19 @@ impl StorageConfig {
         if !self.prefix.trim_matches('/').is_empty() {
             settings.push(("prefix".into(), self.prefix.trim_matches('/').to_owned()));
         }
+        let local_root = (self.cloud_provider == CloudProvider::Local).then(|| {
+            let mut root = self.local_path.clone();
+            for part in self.prefix.split('/').filter(|p| !p.is_empty()) {
+                root.push(part);
+            }
+            root
+        });
         Ok(Storage {
             store: Arc::new(NamedStore::new(store, description.clone())),
             description,
             warnings,
             settings,
+            local_root,
         })
     }
 }

@@ -30,7 +30,12 @@ pub enum Fault {
     Timeout,
     /// A read returns a body cut in half (other calls fail with an error).
     TruncatedBody,
+    /// The call succeeds, after a delay (a slow response).
+    Slow,
 }
+
+/// How long [`Fault::Slow`] and [`Fault::Timeout`] wait.
+const DELAY: Duration = Duration::from_millis(200);
 
 #[derive(Debug)]
 struct Plan {
@@ -45,6 +50,17 @@ impl Plan {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         (self.fail_at == Some(n)).then_some(self.fault)
     }
+
+    /// Counts a call in an async method: a slow call waits here and goes on as healthy.
+    async fn gate(&self) -> Option<Fault> {
+        match self.next() {
+            Some(Fault::Slow) => {
+                tokio::time::sleep(DELAY).await;
+                None
+            }
+            other => other,
+        }
+    }
 }
 
 fn injected(fault: Fault) -> object_store::Error {
@@ -56,9 +72,17 @@ fn injected(fault: Fault) -> object_store::Error {
 
 async fn fail(fault: Fault) -> object_store::Error {
     if fault == Fault::Timeout {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(DELAY).await;
     }
     injected(fault)
+}
+
+/// A listing that starts after [`DELAY`].
+fn slowly(inner: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+    futures::stream::once(tokio::time::sleep(DELAY))
+        .flat_map(move |()| futures::stream::empty())
+        .chain(inner)
+        .boxed()
 }
 
 /// A store that fails call number `fail_at` (counting from 0) with `fault`.
@@ -103,20 +127,27 @@ struct FaultUpload {
 impl MultipartUpload for FaultUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         match self.plan.next() {
+            Some(Fault::Slow) => {
+                let part = self.inner.put_part(data);
+                Box::pin(async move {
+                    tokio::time::sleep(DELAY).await;
+                    part.await
+                })
+            }
             Some(f) => Box::pin(async move { Err(fail(f).await) }),
             None => self.inner.put_part(data),
         }
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => self.inner.complete().await,
         }
     }
 
     async fn abort(&mut self) -> Result<()> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => self.inner.abort().await,
         }
@@ -132,7 +163,7 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => self.inner.put_opts(location, payload, opts).await,
         }
@@ -143,7 +174,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => Ok(Box::new(FaultUpload {
                 inner: self.inner.put_multipart_opts(location, opts).await?,
@@ -153,7 +184,7 @@ impl ObjectStore for FaultStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(Fault::TruncatedBody) => {
                 let result = self.inner.get_opts(location, options).await?;
                 let (meta, range, attributes, extensions) = (
@@ -179,7 +210,7 @@ impl ObjectStore for FaultStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(Fault::TruncatedBody) => {
                 let mut out = self.inner.get_ranges(location, ranges).await?;
                 if let Some(last) = out.last_mut() {
@@ -203,7 +234,7 @@ impl ObjectStore for FaultStore {
                 let plan = Arc::clone(&plan);
                 let inner = Arc::clone(&inner);
                 async move {
-                    match plan.next() {
+                    match plan.gate().await {
                         Some(f) => Err(fail(f).await),
                         None => {
                             let mut done = inner.delete_stream(
@@ -221,6 +252,7 @@ impl ObjectStore for FaultStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         match self.plan.next() {
+            Some(Fault::Slow) => slowly(self.inner.list(prefix)),
             Some(f) => futures::stream::once(async move { Err(fail(f).await) }).boxed(),
             None => self.inner.list(prefix),
         }
@@ -232,27 +264,28 @@ impl ObjectStore for FaultStore {
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
         match self.plan.next() {
+            Some(Fault::Slow) => slowly(self.inner.list_with_offset(prefix, offset)),
             Some(f) => futures::stream::once(async move { Err(fail(f).await) }).boxed(),
             None => self.inner.list_with_offset(prefix, offset),
         }
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => self.inner.list_with_delimiter(prefix).await,
         }
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => self.inner.copy_opts(from, to, options).await,
         }
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        match self.plan.next() {
+        match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
             None => self.inner.rename_opts(from, to, options).await,
         }

@@ -8,6 +8,7 @@
 //! _runs/<run-id>.json                      run records
 //! _reports/<report-id>.json                check reports
 //! _probe/<random>/...                      the endpoint self-test's objects (removed after)
+//! _locks/<database>/<generation>.json      the database's writer lock, one record per generation
 //! ```
 //!
 //! Top-level names starting with `_` can never be database names, so they never collide.
@@ -30,6 +31,8 @@ pub const RUNS_PREFIX: &str = "_runs";
 pub const REPORTS_PREFIX: &str = "_reports";
 /// Prefix of the endpoint self-test's objects.
 pub const PROBE_PREFIX: &str = "_probe";
+/// Prefix of database locks.
+pub const LOCKS_PREFIX: &str = "_locks";
 
 /// Whether a top-level name is one of Catena's own prefixes rather than a database.
 pub fn is_reserved(top: &str) -> bool {

@@ -59,6 +59,7 @@ pub mod layout;
 mod named;
 pub mod probe;
 pub mod read;
+pub mod staging;
 pub mod upload;
 
 pub use chain_core;

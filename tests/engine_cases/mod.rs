@@ -13,6 +13,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 use storage_backends::layout;
 
+mod reliability;
+
 use crate::common::data;
 use crate::*;
 

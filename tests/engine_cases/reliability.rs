@@ -1,0 +1,344 @@
+//! The promises under attack: faults at every store call of backup, aggregate and expire;
+//! concurrent writers on moto; corruption of every kind of object. CI runs reduced counts;
+//! `scripts/reliability` sets `CATENA_RELIABILITY_FULL=1` for the full ones (figures in
+//! `docs/RELIABILITY.md`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use catena::chain_core::*;
+use catena::*;
+use futures::TryStreamExt;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use storage_backends::{Fault, FaultStore};
+
+use crate::common::{self, data};
+use crate::*;
+
+/// Full counts (`scripts/reliability`) or the reduced CI ones.
+fn full() -> bool {
+    std::env::var_os("CATENA_RELIABILITY_FULL").is_some()
+}
+
+/// Source versions: v0 (FULL), v1, v2 (DIFFs), v3 (the backup under test).
+fn write_version(src: &Path, v: u64) {
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let mut big = data((6 << 20) + 12_345, 1, true);
+    for i in 0..v {
+        let at = ((i as usize) * 1_300_000 + 77) % (big.len() - 400_000);
+        big[at..at + 300_000].copy_from_slice(&data(300_000, 100 + i, false));
+    }
+    std::fs::write(src.join("big.db"), big).expect("write");
+    std::fs::write(
+        src.join("sub/small.log"),
+        data(20_000 + v as usize, 50 + v, false),
+    )
+    .expect("write");
+    if v >= 2 {
+        std::fs::write(src.join("sub/new.txt"), format!("version {v}\n")).expect("write");
+    }
+}
+
+fn fault_options() -> BackupOptions {
+    options(BackupRequest::default())
+}
+
+/// A store holding the seed: FULL(v0), DIFF(v1), DIFF(v2), FULL(v2), under `template`.
+struct Seed {
+    ids: Vec<ArtifactId>,
+    digests: BTreeMap<ArtifactId, Sha256Digest>,
+    v3: tempfile::TempDir,
+}
+
+async fn seed(root: &Arc<dyn ObjectStore>, template: &str) -> Seed {
+    let repo = Repository::from_store(
+        Arc::new(PrefixStore::new(Arc::clone(root), template)),
+        "seed",
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    let mut ids = Vec::new();
+    for (v, t) in [
+        (0, BackupType::Auto),
+        (1, BackupType::Auto),
+        (2, BackupType::Auto),
+        (2, BackupType::Full),
+    ] {
+        write_version(&src, v);
+        let report = backup(
+            &repo,
+            vec![(
+                db("rel"),
+                Arc::new(DirectorySource::new(&src)) as Arc<dyn BackupSource>,
+            )],
+            &BackupOptions {
+                request: BackupRequest {
+                    backup_type: t,
+                    ..BackupRequest::default()
+                },
+                ..fault_options()
+            },
+            &progress(),
+        )
+        .await
+        .expect("seed backup");
+        assert!(report.succeeded(), "{:?}", report.run);
+        ids.push(
+            report.run.databases[0]
+                .artifact
+                .as_ref()
+                .expect("artifact")
+                .parse()
+                .expect("id"),
+        );
+    }
+    let view = repo.catalog(&db("rel")).await.expect("catalog");
+    let digests = view
+        .catalog
+        .artifacts()
+        .map(|m| (m.id.clone(), m.state_digest))
+        .collect();
+    write_version(&src, 3);
+    let v3 = tempfile::tempdir().expect("tempdir");
+    std::fs::rename(&src, v3.path().join("src")).expect("rename");
+    Seed { ids, digests, v3 }
+}
+
+/// Copies every object under `from/` to `to/` in `root` (server-side where the store can).
+async fn clone_prefix(root: &Arc<dyn ObjectStore>, from: &str, to: &str) {
+    let prefix = object_store::path::Path::from(from);
+    let all: Vec<_> = root.list(Some(&prefix)).try_collect().await.expect("list");
+    for m in all {
+        let rest: Vec<_> = m
+            .location
+            .prefix_match(&prefix)
+            .expect("under the prefix")
+            .collect();
+        let target = object_store::path::Path::from_iter(
+            std::iter::once(object_store::path::PathPart::from(to)).chain(rest),
+        );
+        root.copy(&m.location, &target).await.expect("copy");
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Backup,
+    Aggregate,
+    Expire,
+}
+
+/// Runs `op` on `repo`; `Ok(true)` when it did what it was asked.
+async fn run_op(op: Op, repo: &Repository, seed: &Seed) -> Result<bool, String> {
+    match op {
+        Op::Backup => {
+            let source: Arc<dyn BackupSource> =
+                Arc::new(DirectorySource::new(seed.v3.path().join("src")));
+            backup(
+                repo,
+                vec![(db("rel"), source)],
+                &fault_options(),
+                &progress(),
+            )
+            .await
+            .map(|r| r.succeeded())
+            .map_err(|e| e.to_string())
+        }
+        Op::Aggregate => aggregate_one(
+            repo,
+            &db("rel"),
+            &AggregateOptions {
+                target: AggregateTarget::Artifact(seed.ids[2].clone()),
+                keep_old_backup: false,
+                upload: fault_options().upload,
+                ..AggregateOptions::default()
+            },
+            &progress(),
+        )
+        .await
+        .map(|_| true)
+        .map_err(|e| e.to_string()),
+        Op::Expire => expire(
+            repo,
+            &db("rel"),
+            &ExpirePolicy {
+                keep_last_chains: Some(1),
+                keep_within: None,
+            },
+            jiff::Timestamp::now(),
+            false,
+        )
+        .await
+        .map(|_| true)
+        .map_err(|e| e.to_string()),
+    }
+}
+
+/// What must hold after `op` ran (or failed) on the healthy store `repo`.
+async fn assert_intact(op: Op, repo: &Repository, seed: &Seed, max_new: usize, what: &str) {
+    let view = repo.catalog(&db("rel")).await.expect("catalog");
+    assert!(view.unreadable.is_empty(), "{what}: {:?}", view.unreadable);
+    assert!(
+        view.catalog.problems().is_empty(),
+        "{what}: the catalog does not validate: {:?}",
+        view.catalog.problems()
+    );
+    let after: BTreeSet<ArtifactId> = view.catalog.artifacts().map(|m| m.id.clone()).collect();
+    let before: BTreeSet<ArtifactId> = seed.ids.iter().cloned().collect();
+    let new: Vec<_> = after.difference(&before).collect();
+    let gone: Vec<_> = before.difference(&after).collect();
+    assert!(
+        new.len() <= max_new,
+        "{what}: more than {max_new} new artifacts {new:?}"
+    );
+    assert!(
+        after.contains(&seed.ids[3]),
+        "{what}: the newest FULL was lost"
+    );
+    match op {
+        Op::Backup => assert!(gone.is_empty(), "{what}: backup lost {gone:?}"),
+        Op::Aggregate => assert!(
+            gone.is_empty() || !new.is_empty(),
+            "{what}: old artifacts {gone:?} deleted without their replacement"
+        ),
+        Op::Expire => assert!(new.is_empty(), "{what}: expire created {new:?}"),
+    }
+    for m in view.catalog.artifacts() {
+        if let Some(d) = seed.digests.get(&m.id) {
+            assert_eq!(&m.state_digest, d, "{what}: {} changed", m.id);
+        }
+    }
+    let (report, _) = check(
+        repo,
+        &db("rel"),
+        &CheckOptions {
+            write_report: false,
+            ..CheckOptions::default()
+        },
+        &progress(),
+    )
+    .await
+    .expect("check runs");
+    assert!(report.ok, "{what}: check failed: {:?}", report.problems);
+}
+
+/// Multipart uploads open under `prefix` in moto's bucket.
+async fn open_uploads_under(endpoint: &str, prefix: &str) -> usize {
+    let body = reqwest::get(format!(
+        "{endpoint}/{}?uploads&prefix={prefix}",
+        common::BUCKET
+    ))
+    .await
+    .expect("list uploads")
+    .text()
+    .await
+    .expect("body");
+    body.matches("<Upload>").count()
+}
+
+/// Fails every call of `op` in turn with each of `faults`, on a fresh copy of the seed each
+/// time. Returns (calls of a healthy run, runs, runs that failed).
+async fn faults_at_every_call(
+    root: Arc<dyn ObjectStore>,
+    op: Op,
+    faults: &[Fault],
+    moto: Option<&str>,
+    root_prefix: &str,
+) -> (u64, usize, usize) {
+    let template = common::unique("template");
+    let seed = seed(&root, &template).await;
+    let healthy = common::unique("healthy");
+    clone_prefix(&root, &template, &healthy).await;
+    let counting = FaultStore::new(
+        Arc::new(PrefixStore::new(Arc::clone(&root), healthy.as_str())),
+        None,
+        Fault::Error,
+    );
+    let repo = Repository::from_store(Arc::new(counting.clone()), "counting");
+    assert_eq!(run_op(op, &repo, &seed).await, Ok(true), "{op:?} healthy");
+    let total = counting.calls();
+    let (mut runs, mut failed) = (0, 0);
+    for &fault in faults {
+        for k in 0..total {
+            let run = common::unique("run");
+            clone_prefix(&root, &template, &run).await;
+            let inner: Arc<dyn ObjectStore> =
+                Arc::new(PrefixStore::new(Arc::clone(&root), run.as_str()));
+            let faulty = Repository::from_store(
+                Arc::new(FaultStore::new(Arc::clone(&inner), Some(k), fault)),
+                "faulty",
+            );
+            let outcome = run_op(op, &faulty, &seed).await;
+            let what = format!("{op:?} with {fault:?} at call {k}/{total} ({outcome:?})");
+            runs += 1;
+            failed += usize::from(outcome != Ok(true));
+            let healthy = Repository::from_store(Arc::clone(&inner), "healthy");
+            assert_intact(op, &healthy, &seed, 1, &what).await;
+            if let Some(endpoint) = moto {
+                assert_eq!(
+                    open_uploads_under(endpoint, &format!("{root_prefix}/{run}")).await,
+                    0,
+                    "{what}: a multipart upload was left open"
+                );
+            }
+            // Nothing is left locked or half-done: the same operation works now.
+            let target_left = healthy
+                .catalog(&db("rel"))
+                .await
+                .expect("catalog")
+                .catalog
+                .get(&seed.ids[2])
+                .is_some();
+            let again = run_op(op, &healthy, &seed).await;
+            assert!(
+                again == Ok(true) || (op == Op::Aggregate && !target_left && again.is_err()),
+                "{what}: running it again failed: {again:?}"
+            );
+            assert_intact(op, &healthy, &seed, 2, &format!("{what}, then again")).await;
+        }
+    }
+    (total, runs, failed)
+}
+
+const ALL_FAULTS: [Fault; 4] = [
+    Fault::Error,
+    Fault::Timeout,
+    Fault::TruncatedBody,
+    Fault::Slow,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_at_every_call_of_backup_aggregate_and_expire_in_memory() {
+    for op in [Op::Backup, Op::Aggregate, Op::Expire] {
+        let root: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (total, runs, failed) = faults_at_every_call(root, op, &ALL_FAULTS, None, "").await;
+        eprintln!(
+            "memory: {op:?}: {total} calls, {runs} runs with a fault, {failed} failed cleanly, the rest succeeded"
+        );
+        assert!(failed > 0 && failed < runs, "{op:?}: {failed} of {runs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_at_every_call_of_backup_aggregate_and_expire_on_moto() {
+    let Some(endpoint) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = common::unique("faults");
+    let root = common::s3_config(&endpoint, dir.path(), "k", "s", &prefix)
+        .build()
+        .await
+        .expect("moto")
+        .store;
+    let faults: &[Fault] = if full() { &ALL_FAULTS } else { &[Fault::Error] };
+    for op in [Op::Backup, Op::Aggregate, Op::Expire] {
+        let (total, runs, failed) =
+            faults_at_every_call(Arc::clone(&root), op, faults, Some(&endpoint), &prefix).await;
+        eprintln!(
+            "moto: {op:?}: {total} calls, {runs} runs with a fault, {failed} failed cleanly, the rest succeeded"
+        );
+    }
+}
