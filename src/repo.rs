@@ -243,10 +243,13 @@ impl Repository {
     /// Reads the indexes of `chain` (FULL first), composes its state, checks it against the
     /// last manifest's state digest, and maps every block to where it is stored.
     pub async fn chain_state(&self, chain: &[&Manifest]) -> Result<ChainState, Error> {
-        let indexes: Vec<Index> = futures::stream::iter(chain.iter().copied())
+        // Owned manifests in the stream: a borrowed one would make the future of every
+        // caller not `Send` for all lifetimes, so that it could not be spawned.
+        let owned: Vec<Manifest> = chain.iter().map(|m| (*m).clone()).collect();
+        let indexes: Vec<Index> = futures::stream::iter(owned)
             .map(|m| {
                 let store = Arc::clone(&self.store);
-                async move { read::read_index(store.as_ref(), m).await }
+                async move { read::read_index(store.as_ref(), &m).await }
             })
             .buffered(8)
             .try_collect()

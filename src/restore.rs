@@ -235,8 +235,10 @@ async fn write_tree(
         .copied()
         .filter(|e| matches!(e.kind, EntryKind::File { .. }))
         .collect();
-    let totals: Vec<u64> = futures::stream::iter(files)
-        .map(|e| restore_file(repo, db, cs, root, e, options, progress))
+    // Indexes, not references, in the stream: a closure over `&Entry` would make this
+    // future not `Send` for all lifetimes, so that callers could not spawn it.
+    let totals: Vec<u64> = futures::stream::iter(0..files.len())
+        .map(|i| restore_file(repo, db, cs, root, files[i], options, progress))
         .buffer_unordered(options.parallel_files.max(1))
         .try_collect()
         .await?;

@@ -342,3 +342,239 @@ async fn faults_at_every_call_of_backup_aggregate_and_expire_on_moto() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Concurrency: 8 writers at once on moto (atomic create-only puts).
+// ---------------------------------------------------------------------------------------
+
+/// Writes version `(round, writer)` of a small data set into `dir`.
+fn write_small_version(dir: &Path, round: u64, writer: u64) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let mut base = data(200_000, 9, true);
+    let at = ((round * 7 + writer * 13) as usize * 4099) % (base.len() - 5000);
+    base[at..at + 5000].copy_from_slice(&data(5000, round * 100 + writer, false));
+    std::fs::write(dir.join("store.db"), base).expect("write");
+    std::fs::write(dir.join("writer"), format!("{round}/{writer}\n")).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_writers_never_orphan_a_diff_on_moto() {
+    let Some(endpoint) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let rounds = if full() { 20 } else { 3 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = common::unique("concurrency");
+    let storage = common::s3_config(&endpoint, dir.path(), "k", "s", &prefix)
+        .build()
+        .await
+        .expect("moto");
+    let waiting = LockOptions {
+        wait: std::time::Duration::from_secs(600),
+        ..LockOptions::default()
+    };
+    let repo =
+        Repository::from_store(Arc::clone(&storage.store), "moto").with_lock_options(waiting);
+    let work = tempfile::tempdir().expect("tempdir");
+    let upload = storage_backends::upload::UploadOptions {
+        block_size: 64 << 10,
+        ..fault_options().upload
+    };
+    // State digest -> the tree it restores to.
+    let mut versions: BTreeMap<Sha256Digest, Snapshot> = BTreeMap::new();
+    let (mut committed, mut aggregated, mut expired) = (0usize, 0usize, 0usize);
+    for round in 0..rounds {
+        // Eight tasks on the runtime's two threads.
+        let mut tasks: Vec<tokio::task::JoinHandle<(&'static str, Option<String>)>> = Vec::new();
+        let mut sources = BTreeMap::new();
+        for writer in 0..6u64 {
+            let src = work.path().join(format!("r{round}w{writer}"));
+            write_small_version(&src, round, writer);
+            sources.insert(src.clone(), snapshot(&src));
+            let (repo, upload) = (repo.clone(), upload.clone());
+            tasks.push(tokio::spawn(async move {
+                let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&src));
+                let report = backup(
+                    &repo,
+                    vec![(db("conc"), source)],
+                    &BackupOptions {
+                        upload,
+                        // One FULL per round, so that there are chains to expire.
+                        request: BackupRequest {
+                            backup_type: if writer == 0 {
+                                BackupType::Full
+                            } else {
+                                BackupType::Auto
+                            },
+                            ..BackupRequest::default()
+                        },
+                        ..BackupOptions::default()
+                    },
+                    &progress(),
+                )
+                .await
+                .expect("run record");
+                assert!(report.succeeded(), "backup: {:?}", report.run.databases);
+                ("backup", report.run.databases[0].artifact.clone())
+            }));
+        }
+        let (r, u) = (repo.clone(), upload.clone());
+        tasks.push(tokio::spawn(async move {
+            let out = aggregate_one(
+                &r,
+                &db("conc"),
+                &AggregateOptions {
+                    keep_old_backup: false,
+                    upload: u,
+                    ..AggregateOptions::default()
+                },
+                &progress(),
+            )
+            .await;
+            match out {
+                Ok(report) => ("aggregate", report.artifact),
+                // The first round may find nothing to aggregate yet.
+                Err(catena::Error::Chain(chain_core::Error::NoBackups { .. })) => {
+                    ("aggregate", None)
+                }
+                Err(e) => panic!("aggregate: {e}"),
+            }
+        }));
+        let r = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            let report = expire(
+                &r,
+                &db("conc"),
+                &ExpirePolicy {
+                    keep_last_chains: Some(1),
+                    keep_within: None,
+                },
+                jiff::Timestamp::now(),
+                false,
+            )
+            .await
+            .expect("expire");
+            (
+                "expire",
+                (!report.deleted.is_empty()).then(|| report.deleted.join(",")),
+            )
+        }));
+        for done in futures::future::join_all(tasks).await {
+            match done.expect("a writer panicked") {
+                ("backup", Some(_)) => committed += 1,
+                ("aggregate", Some(_)) => aggregated += 1,
+                ("expire", Some(_)) => expired += 1,
+                _ => {}
+            }
+        }
+
+        // Every version backed up this round, by its state digest.
+        let view = repo.catalog(&db("conc")).await.expect("catalog");
+        assert!(
+            view.unreadable.is_empty(),
+            "round {round}: {:?}",
+            view.unreadable
+        );
+        assert!(
+            view.catalog.problems().is_empty(),
+            "round {round}: the catalog does not validate: {:?}",
+            view.catalog.problems()
+        );
+        for m in view.catalog.artifacts() {
+            let into = work.path().join(format!("restore-{}", m.id));
+            let report = restore(
+                &repo,
+                &db("conc"),
+                &RestoreOptions {
+                    target: RestoreTarget::Artifact(m.id.clone()),
+                    ..RestoreOptions::new(&into)
+                },
+                &progress(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {} does not restore: {e}", m.id));
+            assert_eq!(report.artifact, m.id.to_string());
+            let got = snapshot(&into);
+            match versions.get(&m.state_digest) {
+                Some(known) => assert_same(&m.id.to_string(), known, &got),
+                None => {
+                    assert!(
+                        sources.values().any(|s| {
+                            s.keys().eq(got.keys())
+                                && s.iter().zip(got.iter()).all(|(a, b)| a.1.1 == b.1.1)
+                        }),
+                        "round {round}: {} restores to a tree that no writer backed up",
+                        m.id
+                    );
+                    versions.insert(m.state_digest, got);
+                }
+            }
+            std::fs::remove_dir_all(&into).expect("clean");
+        }
+    }
+    eprintln!(
+        "moto: {rounds} rounds x 8 writers: {committed} backups committed, {aggregated} aggregates, {expired} expiries that deleted something; every round's catalog validated and every artifact restored"
+    );
+    assert_eq!(committed, rounds as usize * 6);
+}
+
+/// Library users spawn operations on their runtime: every engine future is `Send + 'static`
+/// when its arguments are owned by the spawned task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_can_be_spawned() {
+    let repo = Repository::from_store(Arc::new(object_store::memory::InMemory::new()), "memory");
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    write_small_version(&src, 0, 0);
+    let (r, s) = (repo.clone(), src.clone());
+    tokio::spawn(async move {
+        let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&s));
+        backup(
+            &r,
+            vec![(db("spawn"), source)],
+            &BackupOptions::default(),
+            &progress(),
+        )
+        .await
+    })
+    .await
+    .expect("task")
+    .expect("backup");
+    let r = repo.clone();
+    tokio::spawn(async move {
+        aggregate_one(&r, &db("spawn"), &AggregateOptions::default(), &progress()).await
+    })
+    .await
+    .expect("task")
+    .expect("aggregate");
+    let (r, into) = (repo.clone(), work.path().join("into"));
+    tokio::spawn(async move {
+        restore(&r, &db("spawn"), &RestoreOptions::new(into), &progress()).await
+    })
+    .await
+    .expect("task")
+    .expect("restore");
+    let r = repo.clone();
+    tokio::spawn(
+        async move { check(&r, &db("spawn"), &CheckOptions::default(), &progress()).await },
+    )
+    .await
+    .expect("task")
+    .expect("check");
+    let r = repo.clone();
+    tokio::spawn(async move {
+        let policy = ExpirePolicy {
+            keep_last_chains: Some(1),
+            keep_within: None,
+        };
+        expire(&r, &db("spawn"), &policy, jiff::Timestamp::now(), false).await
+    })
+    .await
+    .expect("task")
+    .expect("expire");
+    let r = repo.clone();
+    tokio::spawn(async move { gc(&r, &db("spawn"), &GcOptions::default()).await })
+        .await
+        .expect("task")
+        .expect("gc");
+}
