@@ -46,6 +46,9 @@ struct Cli {
     /// Output: TABULAR (default) or JSON.
     #[arg(long, value_enum, default_value = "TABULAR", global = true)]
     format: Format,
+    /// Wait this long for a database lock another run holds (e.g. 30s, 10m) before failing.
+    #[arg(long, global = true, value_parser = parse_duration)]
+    retry_lock: Option<std::time::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,6 +157,10 @@ enum Command {
     Check(CheckArgs),
     /// Delete old chains under a retention policy.
     Expire(ExpireArgs),
+    /// Remove what interrupted runs left behind (objects no manifest names, staging files).
+    Gc(GcArgs),
+    /// Break a database's lock left by a process that is known to be gone.
+    Unlock(UnlockArgs),
     /// Self-test of a storage endpoint.
     Probe(ProbeArgs),
     /// Run the values file's job on its cron schedule.
@@ -294,6 +301,33 @@ struct ExpireArgs {
 }
 
 #[derive(Args, Debug)]
+struct GcArgs {
+    /// Databases (default all).
+    databases: Vec<String>,
+    #[arg(long)]
+    from_path: String,
+    /// Only remove pieces older than this (default 24h), so that no upload in progress is
+    /// touched.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    grace: std::time::Duration,
+    /// Show what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
+struct UnlockArgs {
+    /// The database.
+    database: String,
+    #[arg(long)]
+    from_path: String,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+#[derive(Args, Debug)]
 struct ProbeArgs {
     /// The store to test.
     #[arg(long)]
@@ -377,17 +411,26 @@ fn db_names(list: &[String]) -> Result<Vec<DatabaseName>, String> {
         .collect()
 }
 
+/// `--retry-lock`, set once from the command line.
+static RETRY_LOCK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
 async fn repository(config: StorageConfig) -> Result<Repository, String> {
     let storage = config.build().await.map_err(|e| e.to_string())?;
     for w in &storage.warnings {
         eprintln!("warning: {w}");
     }
-    Ok(Repository::new(storage))
+    Ok(Repository::new(storage).with_lock_options(LockOptions {
+        wait: RETRY_LOCK.get().copied().unwrap_or_default(),
+        ..LockOptions::default()
+    }))
 }
 
 async fn run(cli: Cli) -> Outcome {
     let reporter: Arc<dyn Progress> = Arc::new(Reporter::new(cli.format));
     let format = cli.format;
+    if let Some(wait) = cli.retry_lock {
+        let _ = RETRY_LOCK.set(wait);
+    }
     match cli.command {
         Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string()),
         Command::Backup(args) => backup_command(args, format, &reporter).await,
@@ -529,6 +572,57 @@ async fn run(cli: Cli) -> Outcome {
                         println!("  - {d}");
                     }
                 }
+            }
+            Ok(true)
+        }
+        Command::Gc(args) => {
+            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let mut dbs = db_names(&args.databases)?;
+            if dbs.is_empty() {
+                dbs = repo.databases().await.map_err(|e| e.to_string())?;
+            }
+            let options = GcOptions {
+                grace: args.grace,
+                dry_run: args.dry_run,
+            };
+            let mut reports = Vec::new();
+            for db in dbs {
+                reports.push(gc(&repo, &db, &options).await.map_err(|e| e.to_string())?);
+            }
+            if format == Format::Json {
+                print_json(&reports);
+            } else {
+                for r in &reports {
+                    println!(
+                        "{}: {} pieces ({} bytes) {}removed, {} younger than the grace period left",
+                        r.database,
+                        r.removed.len(),
+                        r.bytes_removed,
+                        if r.dry_run { "would be " } else { "" },
+                        r.too_young.len()
+                    );
+                    for k in &r.removed {
+                        println!("  - {k}");
+                    }
+                }
+            }
+            Ok(true)
+        }
+        Command::Unlock(args) => {
+            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
+            match catena::lock::break_lock(repo.store().as_ref(), &db)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(r) => println!(
+                    "{db}: broke the lock of {} (pid {}, {}), taken {}",
+                    r.owner.host,
+                    r.owner.pid,
+                    r.owner.operation,
+                    r.written_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => println!("{db}: not locked"),
             }
             Ok(true)
         }

@@ -212,6 +212,7 @@ pub async fn check(
     if options.blocks {
         check_states(catalog, &indexes, &mut problems);
     }
+    check_records(repo, db, &mut problems).await?;
     let mut unreferenced: Vec<String> = view
         .objects
         .keys()
@@ -349,4 +350,58 @@ fn check_states(
             }
         }
     }
+}
+
+/// Opens every run record and every earlier check report of `db` and checks its seal: a
+/// record that was altered or damaged is a problem named by its key.
+async fn check_records(
+    repo: &Repository,
+    db: &DatabaseName,
+    problems: &mut Vec<CheckProblem>,
+) -> Result<(), Error> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let report_prefix = format!("{}/check-{db}-", layout::REPORTS_PREFIX);
+    for prefix in [layout::RUNS_PREFIX, layout::REPORTS_PREFIX] {
+        let p = Path::from(prefix);
+        let metas: Vec<object_store::ObjectMeta> = repo
+            .store()
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|e| storage_backends::Error::store("listing", &p, e))?;
+        for meta in metas {
+            let key = meta.location.to_string();
+            let is_run = prefix == layout::RUNS_PREFIX;
+            if !is_run && !key.starts_with(&report_prefix) {
+                continue;
+            }
+            let bytes = match repo.store().get(&meta.location).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => {
+                    return Err(storage_backends::Error::store("reading", &meta.location, e).into());
+                }
+            };
+            let opened = if is_run {
+                chain_core::sealed::open::<crate::RunRecord>(&bytes).map(|_| ())
+            } else {
+                chain_core::sealed::open::<CheckReport>(&bytes).map(|_| ())
+            };
+            if let Err(e) = opened {
+                let what = if is_run { "run record" } else { "check report" };
+                problems.push(problem(
+                    None,
+                    Some(key),
+                    None,
+                    format!("this {what} does not verify: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -122,6 +122,21 @@ pub async fn restore(
     }
 
     let view = repo.catalog(db).await?;
+    // With a manifest unreadable, "the newest state" (or the newest before a bound) cannot
+    // be told: it may be the damaged one. Restoring an older point without saying so would
+    // be a surprise; a named artifact is restored when its own chain is intact.
+    if let (Some(u), false) = (
+        view.unreadable.first(),
+        matches!(options.target, RestoreTarget::Artifact(_)),
+    ) {
+        return Err(Error::Inconsistent {
+            what: u.key.clone(),
+            why: format!(
+                "this manifest cannot be read ({}), so the newest state cannot be told; restore a named artifact (`catena inspect` lists them; --artifact), or restore or remove this object",
+                u.why
+            ),
+        });
+    }
     let plan = chain_core::plan_restore(&view.catalog, &options.target)?;
     let cs = repo.state_of(&view.catalog, &plan.target).await?;
     check_no_write_through_links(&cs.state, &plan.target.to_string())?;

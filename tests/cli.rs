@@ -3,6 +3,8 @@
 
 #[path = "../storage-backends/tests/common/mod.rs"]
 mod common;
+#[path = "cli_cases/reliability.rs"]
+mod reliability;
 #[path = "../examples/catena/values.rs"]
 #[allow(dead_code)]
 mod values;

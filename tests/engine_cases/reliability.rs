@@ -578,3 +578,163 @@ async fn every_operation_can_be_spawned() {
         .expect("task")
         .expect("gc");
 }
+
+// ---------------------------------------------------------------------------------------
+// Corruption: every kind of object, single flipped bytes and truncation.
+// ---------------------------------------------------------------------------------------
+
+/// Offsets to flip in an object of `len` bytes: every one when short, else `n` spread over
+/// it (first and last included) with a pseudo-random jitter.
+fn sample_offsets(len: usize, n: usize) -> Vec<usize> {
+    if len <= n {
+        return (0..len).collect();
+    }
+    let mut x = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
+    let mut out: Vec<usize> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let base = i * (len - 1) / (n - 1);
+            (base + (x as usize % (len / n).max(1))).min(len - 1)
+        })
+        .collect();
+    out[0] = 0;
+    out[n - 1] = len - 1;
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
+    let samples = if full() { 2000 } else { 100 };
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let repo = Repository::from_store(Arc::clone(&store), "memory");
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.db"), data(700_000, 3, true)).expect("write");
+    std::fs::write(src.join("b.log"), data(300_000, 4, false)).expect("write");
+    let opts = BackupOptions {
+        upload: storage_backends::upload::UploadOptions {
+            block_size: 64 << 10,
+            ..fault_options().upload
+        },
+        ..BackupOptions::default()
+    };
+    let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&src));
+    let report = backup(&repo, vec![(db("rot"), source)], &opts, &progress())
+        .await
+        .expect("backup");
+    let id: ArtifactId = report.run.databases[0]
+        .artifact
+        .as_ref()
+        .expect("artifact")
+        .parse()
+        .expect("id");
+    let (clean, report_key) = check(&repo, &db("rot"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(clean.ok, "{:?}", clean.problems);
+    let kinds = [
+        (
+            "manifest",
+            storage_backends::layout::manifest_key(&id).to_string(),
+            true,
+        ),
+        (
+            "index",
+            storage_backends::layout::index_key(&id).to_string(),
+            true,
+        ),
+        (
+            "data",
+            storage_backends::layout::data_key(&id).to_string(),
+            true,
+        ),
+        (
+            "run record",
+            report.run_record_key.clone().expect("run record"),
+            false,
+        ),
+        ("check report", report_key.expect("report key"), false),
+    ];
+    let no_report = CheckOptions {
+        write_report: false,
+        ..CheckOptions::default()
+    };
+    let mut figures = Vec::new();
+    for (kind, key, restores) in kinds {
+        let path = object_store::path::Path::from(key.as_str());
+        let original = store
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let len = original.len();
+        let mut mutations: Vec<(String, Vec<u8>)> = sample_offsets(len, samples)
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let mut b = original.to_vec();
+                b[at] ^= 1u8 << (i % 8) | 0x01 << ((i + 3) % 8);
+                (format!("byte {at} flipped"), b)
+            })
+            .collect();
+        for cut in [0, 1, len / 2, len - 1] {
+            mutations.push((format!("truncated to {cut}"), original[..cut].to_vec()));
+        }
+        let (mut detected, mut refused) = (0, 0);
+        for (what, bytes) in &mutations {
+            store
+                .put(&path, bytes.clone().into())
+                .await
+                .expect("damage");
+            let (r, _) = check(&repo, &db("rot"), &no_report, &progress())
+                .await
+                .unwrap_or_else(|e| panic!("{kind} {what}: check errs instead of reporting: {e}"));
+            assert!(!r.ok, "{kind} {key} {what}: check passed");
+            assert!(
+                r.problems
+                    .iter()
+                    .any(|p| p.key.as_deref() == Some(key.as_str())),
+                "{kind} {what}: no problem names {key}: {:?}",
+                r.problems
+            );
+            detected += 1;
+            if restores {
+                let into = work.path().join("restore");
+                let err = restore(&repo, &db("rot"), &RestoreOptions::new(&into), &progress())
+                    .await
+                    .expect_err(&format!("{kind} {what}: restore succeeded"))
+                    .to_string();
+                assert!(
+                    err.contains(&key),
+                    "{kind} {what}: the error does not name {key}: {err}"
+                );
+                assert!(
+                    !into.exists(),
+                    "{kind} {what}: restore left {}",
+                    into.display()
+                );
+                refused += 1;
+            }
+            store
+                .put(&path, original.clone().into())
+                .await
+                .expect("repair");
+        }
+        figures.push(format!(
+            "{kind} ({len} bytes): {} mutations, {detected} detected by check, {refused} refused by restore",
+            mutations.len()
+        ));
+    }
+    let (r, _) = check(&repo, &db("rot"), &no_report, &progress())
+        .await
+        .expect("check");
+    assert!(r.ok, "repaired: {:?}", r.problems);
+    eprintln!("corruption: {}", figures.join("; "));
+}
