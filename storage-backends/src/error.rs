@@ -32,7 +32,7 @@ pub enum Error {
         why: String,
     },
     /// The object store refused or failed an operation.
-    #[error("{operation} {key}: {source}")]
+    #[error("{operation} {key}: {source}{}", tls_hint(source))]
     Store {
         /// What was being done.
         operation: &'static str,
@@ -74,6 +74,20 @@ pub enum Error {
     /// A worker task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+}
+
+/// A next step when a store error comes from an untrusted TLS certificate (the cause is
+/// deep in the error chain, where the message does not show it).
+fn tls_hint(e: &object_store::Error) -> &'static str {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("certificate") || text.contains("UnknownIssuer") {
+            return " (the server's TLS certificate is not trusted: give its CA with s3CACert, the base64 of the PEM, or s3CASecretName/s3CASecretKey; s3SkipVerify turns verification off, for tests only)";
+        }
+        cur = err.source();
+    }
+    ""
 }
 
 impl Error {

@@ -5,6 +5,7 @@
 mod common;
 mod config_keys;
 mod faults;
+mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
