@@ -370,8 +370,14 @@ fn main() -> ExitCode {
         2 => "debug",
         _ => "trace",
     };
+    // aws-config logs the access key id of the credentials it loads (never the secret) at
+    // INFO and below: keep it at WARN whatever RUST_LOG says, so that no key is printed.
+    let quiet_aws = "aws_config=warn"
+        .parse()
+        .expect("a constant directive parses");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+        .add_directive(quiet_aws);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

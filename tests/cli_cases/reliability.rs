@@ -169,3 +169,519 @@ fn a_backup_killed_at_random_moments_leaves_nothing_half_visible() {
     );
     assert!(left_something > 0, "no kill landed inside a backup");
 }
+
+/// Secrets at TRACE: every command and error path with distinctive credentials; nothing it
+/// prints or stores contains them.
+#[test]
+fn secrets_never_appear_in_output_logs_or_stored_objects() {
+    let Some(moto) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let s3s = common::server_var("CATENA_TEST_S3S_ENDPOINT", "s3s-fs");
+    let azurite = common::server_var("AZURITE_BLOB_STORAGE_URL", "azurite");
+    const KEY_ID: &str = "AKIDCATENASCANME0001";
+    const SECRET: &str = "Zq9catenaSECRETneverPRINT7731xyz";
+    const AZURE_KEY: &str = "Y2F0ZW5hLWF6dXJlLWtleS1ORVZFUi1QUklOVC0xMjM0NTY3OA==";
+    let needles = [KEY_ID, SECRET, AZURE_KEY, "catena-azure-key-NEVER-PRINT"];
+
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("neo4j")).expect("mkdir");
+    std::fs::write(data.join("neo4j/store"), common::data(300_000, 1, true)).expect("write");
+    let secrets = t.path().join("secrets");
+    common::aws_secret(&secrets, "awscreds", KEY_ID, SECRET, "us-east-1");
+    std::fs::create_dir_all(secrets.join("broken")).expect("mkdir");
+    std::fs::write(
+        secrets.join("broken/credentials"),
+        format!("[ default ]\naws_access_key_id {KEY_ID}\naws_secret_access_key: {SECRET}\n[[\n"),
+    )
+    .expect("write");
+    std::fs::create_dir_all(secrets.join("azcreds")).expect("mkdir");
+    std::fs::write(
+        secrets.join("azcreds/credentials"),
+        format!(
+            "AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1\nAZURE_STORAGE_ACCOUNT_KEY={AZURE_KEY}\n"
+        ),
+    )
+    .expect("write");
+    std::fs::create_dir_all(secrets.join("azbroken")).expect("mkdir");
+    std::fs::write(
+        secrets.join("azbroken/credentials"),
+        format!("AZURE_STORAGE_ACCOUNT_KEY: {AZURE_KEY}\n"),
+    )
+    .expect("write");
+
+    let prefix = common::unique("secrets");
+    let url = format!("s3://{}/{prefix}", common::BUCKET);
+    let (data_s, secrets_s) = (
+        data.to_str().expect("utf-8"),
+        secrets.to_str().expect("utf-8"),
+    );
+    let s3 = |endpoint: &str, secret: &str| -> Vec<String> {
+        [
+            "--s3-endpoint",
+            endpoint,
+            "--s3-force-path-style",
+            "--secret-name",
+            secret,
+            "--secret-key-name",
+            "credentials",
+            "--secrets-dir",
+            secrets_s,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let restore_to = t.path().join("restored");
+    let restore_s = restore_to.to_str().expect("utf-8");
+    let mut runs: Vec<(Vec<String>, bool)> = Vec::new();
+    let mut add = |args: &[&str], extra: Vec<String>, ok: bool| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(extra);
+        runs.push((v, ok));
+    };
+    // What works, on moto.
+    add(
+        &["backup", "--from", data_s, "--to-path", &url],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(
+        &["backup", "--from", data_s, "--to-path", &url, "--dry-run"],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(
+        &[
+            "backup",
+            "--from",
+            data_s,
+            "--to-path",
+            &url,
+            "--type",
+            "FULL",
+        ],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(
+        &["inspect", "--from-path", &url],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(&["check", "--from-path", &url], s3(&moto, "awscreds"), true);
+    add(
+        &["aggregate", "neo4j", "--from-path", &url],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(
+        &["restore", "neo4j", "--from-path", &url, "--to", restore_s],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(
+        &["expire", "--from-path", &url, "--keep-last", "1"],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(
+        &["gc", "--from-path", &url, "--grace", "0s"],
+        s3(&moto, "awscreds"),
+        true,
+    );
+    add(&["probe", "--to-path", &url], s3(&moto, "awscreds"), true);
+    // What fails.
+    add(
+        &["restore", "neo4j", "--from-path", &url, "--to", restore_s],
+        s3(&moto, "awscreds"),
+        false,
+    );
+    add(
+        &["restore", "nosuchdb", "--from-path", &url, "--to", "/tmp/x"],
+        s3(&moto, "awscreds"),
+        false,
+    );
+    add(
+        &[
+            "backup",
+            "--from",
+            data_s,
+            "--to-path",
+            "s3://no-such-bucket-here/x",
+        ],
+        s3(&moto, "awscreds"),
+        false,
+    );
+    add(
+        &["backup", "--from", data_s, "--to-path", &url],
+        s3("http://127.0.0.1:1", "awscreds"),
+        false,
+    );
+    add(
+        &["backup", "--from", data_s, "--to-path", &url],
+        s3(&moto, "broken"),
+        false,
+    );
+    add(
+        &["backup", "--from", data_s, "--to-path", &url],
+        s3(&moto, "missing"),
+        false,
+    );
+    add(
+        &[
+            "backup",
+            "--from",
+            data_s,
+            "--to-path",
+            &url,
+            "--s3-ca-cert",
+            "not-base64!",
+        ],
+        s3(&moto, "awscreds"),
+        false,
+    );
+    if let Some(s3s) = &s3s {
+        // s3s-fs checks signatures: these credentials are wrong there.
+        add(
+            &["backup", "--from", data_s, "--to-path", &url],
+            s3(s3s, "awscreds"),
+            false,
+        );
+        add(
+            &["inspect", "--from-path", &url],
+            s3(s3s, "awscreds"),
+            false,
+        );
+    }
+    if let Some(az) = &azurite {
+        let az_args = |secret: &str| -> Vec<String> {
+            [
+                "--azure-endpoint",
+                az,
+                "--secret-name",
+                secret,
+                "--secret-key-name",
+                "credentials",
+                "--secrets-dir",
+                secrets_s,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        add(
+            &[
+                "backup",
+                "--from",
+                data_s,
+                "--to-path",
+                "az://catena-test/secrets",
+            ],
+            az_args("azcreds"),
+            false,
+        );
+        add(
+            &[
+                "backup",
+                "--from",
+                data_s,
+                "--to-path",
+                "az://catena-test/secrets",
+            ],
+            az_args("azbroken"),
+            false,
+        );
+    }
+
+    let mut scanned = 0usize;
+    for (args, ok) in &runs {
+        let o = catena()
+            .args(["-vvv", "--format", "JSON"])
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("catena runs");
+        let all = text(&o);
+        assert_eq!(
+            o.status.success(),
+            *ok,
+            "{args:?}: {}",
+            &all[all.len().saturating_sub(3000)..]
+        );
+        for n in needles {
+            assert!(!all.contains(n), "{args:?} printed a secret ({n})");
+        }
+        scanned += all.len();
+    }
+
+    // Everything stored: manifests, indexes, data, run records, check reports, locks.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stored = rt.block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = common::s3_config(&moto, dir.path(), "k", "s", &prefix)
+            .build()
+            .await
+            .expect("moto")
+            .store;
+        let all: Vec<_> = store.list(None).try_collect().await.expect("list");
+        let mut bytes = 0;
+        for m in &all {
+            let b = store
+                .get(&m.location)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("bytes");
+            let hay = String::from_utf8_lossy(&b);
+            for n in needles {
+                assert!(!hay.contains(n), "{} holds a secret ({n})", m.location);
+            }
+            bytes += b.len();
+        }
+        (all.len(), bytes)
+    });
+    eprintln!(
+        "secrets: {} runs at TRACE ({} error paths), {scanned} bytes of output and {} stored objects ({} bytes) scanned for 4 distinctive strings: 0 found",
+        runs.len(),
+        runs.iter().filter(|r| !r.1).count(),
+        stored.0,
+        stored.1
+    );
+    assert!(stored.0 > 5);
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Malformed values files, URLs, flags and credentials files: one clear error each, exit
+/// code 1, no panic, nothing written to storage.
+#[test]
+fn bad_input_gets_one_clear_error_and_writes_nothing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("neo4j")).expect("mkdir");
+    std::fs::write(data.join("neo4j/store"), b"graph").expect("write");
+    let repo = t.path().join("repo");
+    let secrets = t.path().join("secrets");
+    for (name, body) in [
+        ("aws-broken", "[ default ]\naws_access_key_id AKID\n[[\n"),
+        ("aws-empty", ""),
+        ("aws-no-secret", "[ default ]\naws_access_key_id = AKID\n"),
+        ("az-broken", "AZURE_STORAGE_ACCOUNT_KEY: abc\n"),
+        ("az-partial", "AZURE_STORAGE_ACCOUNT_NAME=acct\n"),
+    ] {
+        std::fs::create_dir_all(secrets.join(name)).expect("mkdir");
+        std::fs::write(secrets.join(name).join("credentials"), body).expect("write");
+    }
+    let values = |name: &str, body: &str| -> String {
+        let p = t.path().join(format!("{name}.yaml"));
+        std::fs::write(&p, body).expect("write");
+        p.display().to_string()
+    };
+    let (data_s, repo_s, secrets_s) = (
+        data.display().to_string(),
+        repo.display().to_string(),
+        secrets.display().to_string(),
+    );
+    let backup = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["backup", "--from", &data_s, "--to-path", &repo_s]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let s3_with = |secret: &str| -> Vec<String> {
+        [
+            "backup",
+            "--from",
+            &data_s,
+            "--to-path",
+            "s3://bucket/x",
+            "--s3-endpoint",
+            "http://127.0.0.1:1",
+            "--secret-name",
+            secret,
+            "--secret-key-name",
+            "credentials",
+            "--secrets-dir",
+            &secrets_s,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let az_with = |secret: &str| -> Vec<String> {
+        [
+            "backup",
+            "--from",
+            &data_s,
+            "--to-path",
+            "az://container/x",
+            "--secret-name",
+            secret,
+            "--secret-key-name",
+            "credentials",
+            "--secrets-dir",
+            &secrets_s,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        // Values files.
+        (
+            "values: not YAML",
+            backup(&["--values", &values("v1", "backup: [unclosed\n  : :")]),
+        ),
+        (
+            "values: unknown key",
+            backup(&["--values", &values("v2", "backup:\n  bucketNmae: x\n")]),
+        ),
+        (
+            "values: wrong type",
+            backup(&["--values", &values("v3", "backup: 5\n")]),
+        ),
+        (
+            "values: bad type value",
+            backup(&["--values", &values("v4", "backup:\n  type: WEEKLY\n")]),
+        ),
+        (
+            "values: bad database",
+            backup(&[
+                "--values",
+                &values("v5", "backup:\n  database: \"neo/4j\"\n"),
+            ]),
+        ),
+        (
+            "values: bad cron",
+            vec![
+                "schedule".into(),
+                "--from".into(),
+                data_s.clone(),
+                "--to-path".into(),
+                repo_s.clone(),
+                "--values".into(),
+                values("v6", "neo4j:\n  jobSchedule: \"every day\"\n"),
+            ],
+        ),
+        (
+            "values: binary",
+            backup(&["--values", &values("v7", "\u{0}\u{1}\u{2}\u{fffd}")]),
+        ),
+        (
+            "values: missing file",
+            backup(&["--values", "/nonexistent/values.yaml"]),
+        ),
+        // URLs.
+        (
+            "url: no bucket",
+            vec![
+                "backup".into(),
+                "--from".into(),
+                data_s.clone(),
+                "--to-path".into(),
+                "s3://".into(),
+            ],
+        ),
+        (
+            "url: scheme",
+            vec![
+                "backup".into(),
+                "--from".into(),
+                data_s.clone(),
+                "--to-path".into(),
+                "ftp://host/x".into(),
+            ],
+        ),
+        (
+            "url: gs empty",
+            vec!["inspect".into(), "--from-path".into(), "gs:///x".into()],
+        ),
+        (
+            "url: az empty",
+            vec!["inspect".into(), "--from-path".into(), "az://".into()],
+        ),
+        // Flags.
+        ("flag: type", backup(&["--type", "WEEKLY"])),
+        ("flag: fallback", backup(&["--fallback-to-full=maybe"])),
+        ("flag: unknown", backup(&["--frobnicate"])),
+        ("flag: retry-lock", backup(&["--retry-lock", "5x"])),
+        (
+            "flag: restore-until",
+            vec![
+                "restore".into(),
+                "neo4j".into(),
+                "--from-path".into(),
+                repo_s.clone(),
+                "--to".into(),
+                t.path().join("out").display().to_string(),
+                "--restore-until".into(),
+                "yesterday".into(),
+            ],
+        ),
+        (
+            "flag: keep-within",
+            vec![
+                "expire".into(),
+                "--from-path".into(),
+                repo_s.clone(),
+                "--keep-within".into(),
+                "3q".into(),
+            ],
+        ),
+        ("flag: database name", backup(&["neo/4j"])),
+        // Credentials files.
+        ("credentials: broken", s3_with("aws-broken")),
+        ("credentials: empty", s3_with("aws-empty")),
+        ("credentials: no secret", s3_with("aws-no-secret")),
+        ("credentials: missing", s3_with("nonexistent")),
+        ("credentials: azure broken", az_with("az-broken")),
+        ("credentials: azure partial", az_with("az-partial")),
+    ];
+    for (what, args) in &cases {
+        let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: exit code; {}", text(&o));
+        assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
+        let errors = stderr.lines().filter(|l| l.starts_with("error")).count();
+        assert_eq!(errors, 1, "{what}: one error line: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or_default();
+        assert!(line.len() > 25, "{what}: a clear error, not {line:?}");
+        assert!(
+            files_under(&repo).is_empty(),
+            "{what}: wrote {:?}",
+            files_under(&repo)
+        );
+        eprintln!("{what}: {line}");
+    }
+    eprintln!(
+        "bad input: {} cases, each exit 1 with one error line, nothing written",
+        cases.len()
+    );
+}

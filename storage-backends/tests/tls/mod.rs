@@ -20,8 +20,9 @@ use crate::common::*;
 /// its `https://` endpoint and the certificate's PEM.
 async fn tls_proxy(upstream: &str) -> (String, String) {
     let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("params");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params");
     let cert = params.self_signed(&key).expect("certificate");
     let pem = cert.pem();
     let config = ServerConfig::builder_with_provider(Arc::new(
@@ -87,7 +88,9 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
 
     // Default: verification fails, and the error says what to do.
     let storage = base().build().await.expect("builds");
-    let err = round_trip(&storage.store).await.expect_err("an untrusted certificate");
+    let err = round_trip(&storage.store)
+        .await
+        .expect_err("an untrusted certificate");
     assert!(
         err.contains("s3CACert") && err.contains("not trusted"),
         "the error does not say what to do: {err}"
@@ -101,7 +104,9 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
         ..base()
     };
     let storage = config.build().await.expect("builds");
-    round_trip(&storage.store).await.expect("works with s3CACert");
+    round_trip(&storage.store)
+        .await
+        .expect("works with s3CACert");
 
     // The CA as a file, as a mounted secret (s3CASecretName / s3CASecretKey).
     std::fs::create_dir_all(dir.path().join("s3-ca")).expect("mkdir");
@@ -112,7 +117,9 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
         ..base()
     };
     let storage = config.build().await.expect("builds");
-    round_trip(&storage.store).await.expect("works with the CA file");
+    round_trip(&storage.store)
+        .await
+        .expect("works with the CA file");
 
     // s3SkipVerify: works, with a loud warning.
     let config = StorageConfig {
@@ -125,7 +132,9 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
         "{:?}",
         storage.warnings
     );
-    round_trip(&storage.store).await.expect("works with s3SkipVerify");
+    round_trip(&storage.store)
+        .await
+        .expect("works with s3SkipVerify");
 
     // Another certificate as CA: still refused.
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
