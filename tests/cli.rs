@@ -574,3 +574,16 @@ fn demo_ends_by_reporting_the_restore_verified() {
     );
     assert!(out.contains("diff_from_newest_diff"), "{out}");
 }
+
+/// The values file fuzz corpus replays clean (`fuzz/run.sh` grows it).
+#[test]
+fn fuzz_corpus_values_replays_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/values");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let data = std::fs::read(entry.expect("entry").path()).expect("corpus file");
+        values::fuzz_check(&data);
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} inputs");
+}

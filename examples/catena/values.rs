@@ -389,3 +389,19 @@ impl Values {
         Ok(c)
     }
 }
+
+/// The fuzz check of the values decoder (`fuzz/fuzz_targets/values.rs`, replayed by
+/// `cargo test`): any bytes give values or an error, never a panic; what parses yields its
+/// notes, settings and storage configuration (read from nothing on disk).
+pub fn fuzz_check(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(v) = Values::parse(&text) {
+        let _ = v.notes();
+        let _ = v.metadata();
+        let _ = v.aggregate_only();
+        let _ = v.check_after();
+        if let Ok(c) = v.storage(Path::new("/nonexistent-secrets"), None) {
+            let _ = format!("{c:?}");
+        }
+    }
+}

@@ -55,6 +55,7 @@ mod config;
 pub mod credentials;
 mod error;
 mod fault;
+pub mod fuzz_checks;
 pub mod layout;
 mod named;
 pub mod probe;

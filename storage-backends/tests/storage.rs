@@ -407,3 +407,16 @@ async fn gcs_runs_only_with_real_credentials() {
         ),
     }
 }
+
+/// The storage URL fuzz corpus replays clean (`fuzz/run.sh` grows it).
+#[test]
+fn fuzz_corpus_storage_url_replays_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/storage_url");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let data = std::fs::read(entry.expect("entry").path()).expect("corpus file");
+        storage_backends::fuzz_checks::storage_url(&data);
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} inputs");
+}
