@@ -28,6 +28,7 @@ use catena::chain_core::{
     AggregateTarget, BackupRequest, BackupType, DatabaseName, ExpirePolicy, Position, RestoreTarget,
 };
 use catena::storage_backends::CloudProvider;
+use catena::storage_backends::upload::UploadOptions;
 use catena::*;
 use clap::{Args, Parser, Subcommand};
 use output::{Format, Reporter};
@@ -49,6 +50,16 @@ struct Cli {
     /// Wait this long for a database lock another run holds (e.g. 30s, 10m) before failing.
     #[arg(long, global = true, value_parser = parse_duration)]
     retry_lock: Option<std::time::Duration>,
+    /// Block compression of what backup and aggregate write: zstd-1 .. zstd-22, or none
+    /// (default zstd-3).
+    #[arg(long, global = true, value_parser = parse_compression)]
+    compression: Option<catena::chain_core::Compression>,
+    /// Multipart part size in MiB (default 8; at least 5).
+    #[arg(long, global = true)]
+    part_size_mib: Option<usize>,
+    /// Parts uploaded at once (default 8).
+    #[arg(long, global = true)]
+    parts_in_flight: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -417,6 +428,35 @@ fn db_names(list: &[String]) -> Result<Vec<DatabaseName>, String> {
         .collect()
 }
 
+/// `--compression`, `--part-size-mib`, `--parts-in-flight`, set once from the command line.
+static UPLOAD: std::sync::OnceLock<UploadOptions> = std::sync::OnceLock::new();
+
+/// The upload settings of this invocation.
+fn upload_options() -> UploadOptions {
+    UPLOAD.get().cloned().unwrap_or_default()
+}
+
+fn parse_compression(s: &str) -> Result<catena::chain_core::Compression, String> {
+    use catena::chain_core::Compression;
+    let lower = s.trim().to_ascii_lowercase();
+    if lower == "none" {
+        return Ok(Compression::None);
+    }
+    lower
+        .strip_prefix("zstd-")
+        .or_else(|| lower.strip_prefix("zstd"))
+        .and_then(|l| {
+            if l.is_empty() {
+                Some(3)
+            } else {
+                l.parse().ok()
+            }
+        })
+        .filter(|l| (1..=22).contains(l))
+        .map(|level| Compression::Zstd { level })
+        .ok_or_else(|| format!("compression {s:?}: use none or zstd-1 .. zstd-22"))
+}
+
 /// `--retry-lock`, set once from the command line.
 static RETRY_LOCK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
@@ -437,6 +477,20 @@ async fn run(cli: Cli) -> Outcome {
     if let Some(wait) = cli.retry_lock {
         let _ = RETRY_LOCK.set(wait);
     }
+    let mut upload = UploadOptions::default();
+    if let Some(c) = cli.compression {
+        upload.compression = c;
+    }
+    if let Some(mib) = cli.part_size_mib {
+        upload.part_size = mib << 20;
+    }
+    if let Some(n) = cli.parts_in_flight {
+        upload.parts_in_flight = n;
+    }
+    if let Err(e) = upload.validate() {
+        return Err(e.to_string());
+    }
+    let _ = UPLOAD.set(upload);
     match cli.command {
         Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string()),
         Command::Backup(args) => backup_command(args, format, &reporter).await,
@@ -773,6 +827,7 @@ pub(crate) fn job(args: &BackupArgs) -> Result<Job, String> {
         request,
         keep_failed: args.keep_failed || values.backup.keep_failed.unwrap_or(false),
         dry_run: args.dry_run,
+        upload: upload_options(),
         ..BackupOptions::default()
     };
     let metadata = values.metadata();
@@ -810,6 +865,7 @@ pub(crate) async fn backup_command(
         let repo = repository(storage).await?;
         let options = AggregateOptions {
             keep_old_backup: a.keep_old_backup.unwrap_or(false),
+            upload: upload_options(),
             ..AggregateOptions::default()
         };
         return aggregate_print(
@@ -932,6 +988,7 @@ async fn aggregate_command(
     let options = AggregateOptions {
         keep_old_backup: args.keep_old_backup || a.keep_old_backup.unwrap_or(false),
         target: AggregateTarget::Latest,
+        upload: upload_options(),
         ..AggregateOptions::default()
     };
     aggregate_print(&repo, &pattern, &options, format, reporter).await

@@ -393,7 +393,10 @@ impl Values {
 /// The fuzz check of the values decoder (`fuzz/fuzz_targets/values.rs`, replayed by
 /// `cargo test`): any bytes give values or an error, never a panic; what parses yields its
 /// notes, settings and storage configuration (read from nothing on disk).
-#[allow(dead_code, reason = "used by the fuzz target and the corpus replay in tests/cli.rs")]
+#[allow(
+    dead_code,
+    reason = "used by the fuzz target and the corpus replay in tests/cli.rs"
+)]
 pub fn fuzz_check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(v) = Values::parse(&text) {

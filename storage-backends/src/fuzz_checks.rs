@@ -15,9 +15,7 @@ pub fn storage_url(data: &[u8]) {
         Err(e) => {
             if let Some((before, query)) = text.split_once('?') {
                 let other = format!("{before}?{}", "Q".repeat(query.len()));
-                let same = StorageConfig::from_url(&other)
-                    .err()
-                    .map(|e| e.to_string());
+                let same = StorageConfig::from_url(&other).err().map(|e| e.to_string());
                 assert_eq!(
                     Some(e.to_string()),
                     same,

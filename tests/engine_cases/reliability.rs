@@ -696,7 +696,11 @@ async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
             let (r, _) = check(&repo, &db("rot"), &no_report, &progress())
                 .await
                 .unwrap_or_else(|e| panic!("{kind} {what}: check errs instead of reporting: {e}"));
-            assert!(!r.ok, "{kind} {key} {what}: check passed");
+            assert!(
+                !r.ok,
+                "{kind} {key} {what}: check passed: {}",
+                String::from_utf8_lossy(bytes)
+            );
             assert!(
                 r.problems
                     .iter()
