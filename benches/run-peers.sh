@@ -108,6 +108,9 @@ start_s3s() {
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$W/garage" "$W/s3s"; }
 
 configure_clients() {
+  # A CA bundle from the environment (set on some machines for a proxy) breaks rclone's and
+  # aws-cli's plain-http clients here; the servers are on loopback over http.
+  unset AWS_CA_BUNDLE
   mkdir -p "$W/secrets/bench"
   printf '[ default ]\nregion = %s\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$REGION" "$KEY_ID" "$SECRET" >"$W/secrets/bench/credentials"
   cat >"$W/aws-config" <<EOF
