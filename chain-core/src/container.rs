@@ -43,13 +43,24 @@ pub struct EncodedBlock {
 /// Hashes and encodes one block. The payload is compressed when `compression` asks for it
 /// and that makes it smaller; otherwise it is stored as it is (the header says which).
 pub fn encode_block(raw: &[u8], compression: Compression) -> Result<EncodedBlock, Error> {
+    encode_hashed_block(raw, Sha256Digest(Sha256::digest(raw).into()), compression)
+}
+
+/// [`encode_block`] for a block whose SHA-256 the caller has just computed (the upload
+/// pipeline hashes every block first, to skip those the parent already stores): hashing
+/// is half the CPU of a backup, so it is done once. `digest` must be the SHA-256 of `raw`;
+/// a wrong one makes a block that every reader rejects.
+pub fn encode_hashed_block(
+    raw: &[u8],
+    digest: Sha256Digest,
+    compression: Compression,
+) -> Result<EncodedBlock, Error> {
     let raw_len = u32::try_from(raw.len())
         .ok()
         .filter(|&n| n > 0 && n <= MAX_BLOCK_SIZE)
         .ok_or(Error::InvalidBlockSize {
             size: raw.len() as u64,
         })?;
-    let digest = Sha256Digest(Sha256::digest(raw).into());
     // One allocation: the header's room, then the payload compressed in place after it.
     let mut bytes;
     let mut codec = CODEC_NONE;

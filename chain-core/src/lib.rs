@@ -89,7 +89,7 @@ pub use catalog::{Catalog, CatalogProblem, Unusable};
 pub use container::{
     BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockLocation, CONTAINER_VERSION, DecodeError, EncodedBlock,
     INDEX_HEADER_LEN, INDEX_MAGIC, Index, MAX_BLOCK_SIZE, MAX_INDEX_LEN, decode_block,
-    encode_block,
+    encode_block, encode_hashed_block,
 };
 pub use decide::{
     BackupDecision, BackupRequest, BackupType, DiffSupport, ReasonCode, SkippedParent,

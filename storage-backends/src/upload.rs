@@ -443,7 +443,8 @@ impl ArtifactWriter {
                             if known.contains(&digest) {
                                 return Ok((block, None));
                             }
-                            let encoded = chain_core::encode_block(&raw, compression)?;
+                            let encoded =
+                                chain_core::encode_hashed_block(&raw, digest, compression)?;
                             Ok((block, Some(encoded.bytes)))
                         })
                         .await
