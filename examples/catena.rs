@@ -393,7 +393,19 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Runtime::new() {
+    // A few blocking threads are enough for the pipelines (their work is bounded by the
+    // workers and parts in flight); each extra one would keep an allocator arena of its own,
+    // which shows as resident memory that grows with the data size.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(
+            std::env::var("CATENA_BLOCKING_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8),
+        )
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
