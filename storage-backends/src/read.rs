@@ -133,9 +133,9 @@ pub fn read_blocks(
 }
 
 /// Largest byte range fetched by one GET: consecutive blocks that lie back to back in the
-/// same object are read together up to this size (a FULL restores with 8 MiB requests
+/// same object are read together up to this size (a FULL restores with 4 MiB requests
 /// instead of one request per 1 MiB block).
-pub const COALESCE_BYTES: u64 = 8 << 20;
+pub const COALESCE_BYTES: u64 = 4 << 20;
 
 /// Consecutive `(object, location)` pairs that are contiguous in one object, each group at
 /// most [`COALESCE_BYTES`] long (a single larger block is a group of its own).
