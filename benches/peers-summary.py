@@ -8,7 +8,14 @@ import sys
 from collections import defaultdict
 
 path = sys.argv[1] if len(sys.argv) > 1 else "target/bench-peers.jsonl"
-rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
+import re
+
+# bc prints ".36" for 0.36: make such numbers JSON.
+rows = [
+    json.loads(re.sub(r":(-?)\.", r":\g<1>0.", line))
+    for line in open(path)
+    if line.strip().startswith("{")
+]
 by = defaultdict(list)
 changes = defaultdict(list)
 for r in rows:

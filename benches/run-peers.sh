@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 gib="${1:-2}"
 runs="${2:-3}"
 servers="${3:-garage s3s}"
-scaling="${4:-0.5 2 8}"
+scaling="${4-0.5 2 8}"   # "" for none
 TOOLS="${CATENA_BENCH_TOOLS:-$HOME/.cache/catena-bench-tools}"
 mkdir -p "$TOOLS"
 
@@ -148,7 +148,14 @@ measure() {
   [ "$prefix" != "-" ] && bytes=$(stored "$prefix")
   local extra=""
   if [ "$label" = ceiling ]; then extra=",\"detail\":$(tail -n 1 "$W/out.txt")"; fi
-  echo "{\"server\":\"$server\",\"run\":$run,\"tool\":\"$label\",\"logical_mib\":$mib,\"wall_s\":$wall,\"mib_s\":$(echo "scale=1; $mib / $wall" | bc),\"client_cpu_s\":$(echo "$user + $sys" | bc),\"server_cpu_s\":$(echo "$s1 - $s0" | bc),\"peak_rss_mib\":$(echo "scale=1; $rss / 1024" | bc),\"stored_bytes\":${bytes:-0},\"ok\":$ok$extra}" | tee -a "$OUT"
+  if ! [[ "$wall" =~ ^[0-9.]+$ ]]; then # killed: /usr/bin/time wrote no figures
+    wall=0 user=0 sys=0 rss=0 ok=false
+  fi
+  awk -v server="$server" -v run="$run" -v tool="$label" -v mib="$mib" -v wall="$wall" -v user="$user" \
+      -v sys="$sys" -v s0="$s0" -v s1="$s1" -v rss="$rss" -v bytes="${bytes:-0}" -v ok="$ok" -v extra="$extra" 'BEGIN {
+    printf "{\"server\":\"%s\",\"run\":%d,\"tool\":\"%s\",\"logical_mib\":%d,\"wall_s\":%.2f,\"mib_s\":%.1f,\"client_cpu_s\":%.2f,\"server_cpu_s\":%.2f,\"peak_rss_mib\":%.1f,\"stored_bytes\":%d,\"ok\":%s%s}\n",
+      server, run, tool, mib, wall, (wall > 0 ? mib / wall : 0), user + sys, s1 - s0, rss / 1024, bytes, ok, extra
+  }' | tee -a "$OUT"
 }
 
 one_run() { # SERVER RUN
@@ -197,8 +204,13 @@ one_run() { # SERVER RUN
 }
 
 scaling_run() { # SERVER SIZE_GIB
-  local server=$1 size=$2 mib data="$W/data" flags
+  local server=$1 size=$2 mib data="$W/data" flags free_mib
   mib=$(python3 -c "print(int($size * 1024))")
+  free_mib=$(df -m --output=avail "$W" | tail -n 1)
+  if [ "$free_mib" -lt $((mib * 3)) ]; then
+    echo "!! skipping the $size GiB scaling run: $free_mib MiB free, $((mib * 3)) needed" >&2
+    return 0
+  fi
   flags=$(s3flags)
   rm -rf "$data"; mkdir -p "$data/neo4j"
   "$PEERS" --bench gen "$data/neo4j/store.db" "$mib" 77 >/dev/null
@@ -210,15 +222,20 @@ scaling_run() { # SERVER SIZE_GIB
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg); $gib GiB, $runs runs, servers: $servers"
 echo "== versions: $(garage --version 2>/dev/null | head -n1); rclone $(rclone version | head -n1 | awk '{print $2}'); $(restic version | awk '{print $1, $2}'); $("$AWS" --version 2>&1 | awk '{print $1}')"
+# Scaling first, each size on a fresh Garage: Garage frees deleted blocks lazily, and the
+# peers' runs leave several GiB of them behind.
+for size in $scaling; do
+  start_garage
+  configure_clients
+  scaling_run garage "$size"
+  stop_server
+done
 for server in $servers; do
   "start_$server"
   configure_clients
   for run in $(seq 1 "$runs"); do
     one_run "$server" "$run"
   done
-  if [ "$server" = garage ]; then
-    for size in $scaling; do scaling_run "$server" "$size"; done
-  fi
   stop_server
 done
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"

@@ -12,7 +12,6 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use storage_backends::CancellationToken;
 use storage_backends::read;
-use tokio::io::AsyncWriteExt;
 
 use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
@@ -303,37 +302,41 @@ async fn restore_file(
         std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
     }
     let located = cs.locate(blocks, e.path.as_str())?;
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&p)
-        .await
         .map_err(|err| Error::restore(&p, err.to_string()))?;
     let mut stream =
         read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight);
+    // Blocks are gathered into batches of WRITE_BATCH bytes; each batch is written on the
+    // blocking pool while the next one downloads and decodes, and every SYNC_EVERY bytes
+    // the file is synced there too, so that the final sync (the restore is durable before
+    // its rename) does not wait for the whole file's write-back at the end.
+    let mut writer = BatchWriter::new(file, p.clone());
     let mut written = 0u64;
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batch_len = 0usize;
     while let Some(block) = tokio::select! {
         biased;
         () = options.cancel.cancelled() => return Err(Error::Cancelled),
         b = stream.next() => b,
     } {
         let block = block?;
-        file.write_all(&block)
-            .await
-            .map_err(|err| Error::restore(&p, err.to_string()))?;
         written += block.len() as u64;
+        batch_len += block.len();
         progress.event(ProgressEvent::Bytes {
             database: db.to_string(),
             bytes: block.len() as u64,
         });
+        batch.push(block);
+        if batch_len >= WRITE_BATCH {
+            writer.write(std::mem::take(&mut batch)).await?;
+            batch_len = 0;
+        }
     }
-    file.flush()
-        .await
-        .map_err(|err| Error::restore(&p, err.to_string()))?;
-    file.sync_all()
-        .await
-        .map_err(|err| Error::restore(&p, err.to_string()))?;
-    drop(file);
+    writer.write(batch).await?;
+    writer.finish().await?;
     if written != *size {
         return Err(Error::Inconsistent {
             what: e.path.to_string(),
@@ -342,4 +345,76 @@ async fn restore_file(
     }
     set_meta(&p, e)?;
     Ok(written)
+}
+
+/// Bytes handed to one blocking write.
+const WRITE_BATCH: usize = 8 << 20;
+/// Bytes written between two syncs of a restored file.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// Writes batches of blocks to a file on the blocking pool, one batch at a time, overlapping
+/// with the caller's downloads; syncs every [`SYNC_EVERY`] bytes and at the end.
+struct BatchWriter {
+    file: Option<std::fs::File>,
+    pending: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+    path: PathBuf,
+    unsynced: u64,
+}
+
+impl BatchWriter {
+    fn new(file: std::fs::File, path: PathBuf) -> Self {
+        Self {
+            file: Some(file),
+            pending: None,
+            path,
+            unsynced: 0,
+        }
+    }
+
+    /// The file back from the write in flight, if any.
+    async fn take_file(&mut self) -> Result<std::fs::File, Error> {
+        if let Some(handle) = self.pending.take() {
+            let file = handle
+                .await
+                .map_err(|e| Error::restore(&self.path, e.to_string()))?
+                .map_err(|e| Error::restore(&self.path, e.to_string()))?;
+            return Ok(file);
+        }
+        self.file
+            .take()
+            .ok_or_else(|| Error::restore(&self.path, "internal: the file was lost"))
+    }
+
+    async fn write(&mut self, batch: Vec<bytes::Bytes>) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut file = self.take_file().await?;
+        let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        self.unsynced += len;
+        let sync = self.unsynced >= SYNC_EVERY;
+        if sync {
+            self.unsynced = 0;
+        }
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            for b in &batch {
+                file.write_all(b)?;
+            }
+            if sync {
+                file.sync_data()?;
+            }
+            Ok(file)
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), Error> {
+        let file = self.take_file().await?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| Error::restore(&path, e.to_string()))?
+            .map_err(|e| Error::restore(&path, e.to_string()))
+    }
 }
