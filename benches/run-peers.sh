@@ -153,7 +153,7 @@ measure() {
   fi
   awk -v server="$server" -v run="$run" -v tool="$label" -v mib="$mib" -v wall="$wall" -v user="$user" \
       -v sys="$sys" -v s0="$s0" -v s1="$s1" -v rss="$rss" -v bytes="${bytes:-0}" -v ok="$ok" -v extra="$extra" 'BEGIN {
-    printf "{\"server\":\"%s\",\"run\":%d,\"tool\":\"%s\",\"logical_mib\":%d,\"wall_s\":%.2f,\"mib_s\":%.1f,\"client_cpu_s\":%.2f,\"server_cpu_s\":%.2f,\"peak_rss_mib\":%.1f,\"stored_bytes\":%d,\"ok\":%s%s}\n",
+    printf "{\"server\":\"%s\",\"run\":%d,\"tool\":\"%s\",\"logical_mib\":%d,\"wall_s\":%.2f,\"mib_s\":%.1f,\"client_cpu_s\":%.2f,\"server_cpu_s\":%.2f,\"peak_rss_mib\":%.1f,\"stored_bytes\":%.0f,\"ok\":%s%s}\n",
       server, run, tool, mib, wall, (wall > 0 ? mib / wall : 0), user + sys, s1 - s0, rss / 1024, bytes, ok, extra
   }' | tee -a "$OUT"
 }
