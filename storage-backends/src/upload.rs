@@ -300,10 +300,13 @@ impl ObjectWriter {
                 self.wait_one().await?;
             }
             let upload = self.upload.as_mut().expect("started");
+            let started = std::time::Instant::now();
             upload
                 .complete()
                 .await
                 .map_err(|e| Error::store("completing the upload of", &self.key, e))?;
+            // Servers differ most here (s3s-fs assembles the object on one thread now).
+            tracing::debug!(key = %self.key, seconds = started.elapsed().as_secs_f64(), "multipart upload completed");
             self.upload = None;
         }
         let hasher = self.hasher.take().expect("hasher present");
