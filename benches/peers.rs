@@ -112,31 +112,9 @@ fn mutate_file(path: &str, percent: f64, seed: u64) -> std::io::Result<u64> {
     Ok(changed)
 }
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (t(11) + t(12)) / 100.0
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{cpu_seconds, peak_rss_mib};
 
 async fn ceiling(path: &str, key: &str) -> Result<(), Box<dyn std::error::Error>> {
     let var = |n: &str| std::env::var(format!("CATENA_BENCH_{n}"));
