@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use catena::storage_backends::{CloudProvider, StorageConfig};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -118,31 +117,15 @@ use common::{cpu_seconds, peak_rss_mib};
 
 async fn ceiling(path: &str, key: &str) -> Result<(), Box<dyn std::error::Error>> {
     let var = |n: &str| std::env::var(format!("CATENA_BENCH_{n}"));
-    let secrets = tempfile::tempdir()?;
-    let creds = secrets.path().join("bench/credentials");
-    std::fs::create_dir_all(creds.parent().ok_or("no parent")?)?;
-    std::fs::write(
-        &creds,
-        format!(
-            "[ default ]\nregion = {}\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            var("REGION").unwrap_or_else(|_| "us-east-1".into()),
-            var("ACCESS_KEY")?,
-            var("SECRET_KEY")?
-        ),
-    )?;
-    let storage = StorageConfig {
-        cloud_provider: CloudProvider::Aws,
-        bucket_name: var("BUCKET")?,
-        s3_endpoint: Some(var("ENDPOINT")?),
-        s3_force_path_style: true,
-        s3_region: var("REGION").ok(),
-        secret_name: Some("bench".into()),
-        secrets_dir: secrets.path().to_owned(),
-        ..StorageConfig::default()
-    }
-    .build()
+    let (store, _secrets) = common::s3_store(
+        var("ENDPOINT")?,
+        &var("ACCESS_KEY")?,
+        &var("SECRET_KEY")?,
+        var("BUCKET")?,
+        &var("REGION").unwrap_or_else(|_| "us-east-1".into()),
+        String::new(),
+    )
     .await?;
-    let store = Arc::clone(&storage.store);
     let key = Path::from(key);
     let size = std::fs::metadata(path)?.len();
 

@@ -18,7 +18,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use catena::chain_core::Compression;
 use catena::storage_backends::upload::{ArtifactWriter, ObjectWriter, UploadOptions};
-use catena::storage_backends::{CloudProvider, StorageConfig};
 use futures::StreamExt;
 use object_store::path::Path;
 
@@ -85,30 +84,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let blocks = (gib * 1024.0) as u64;
     let endpoint = std::env::var("CATENA_TEST_S3S_ENDPOINT")
         .map_err(|_| "CATENA_TEST_S3S_ENDPOINT is not set: run benches/run-upload.sh")?;
-    let secrets = tempfile::tempdir()?;
-    let creds = secrets.path().join("s3s/credentials");
-    std::fs::create_dir_all(creds.parent().ok_or("no parent")?)?;
-    std::fs::write(
-        &creds,
-        format!(
-            "[ default ]\nregion = us-east-1\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            std::env::var("CATENA_TEST_S3S_ACCESS_KEY")?,
-            std::env::var("CATENA_TEST_S3S_SECRET_KEY")?
-        ),
-    )?;
-    let storage = StorageConfig {
-        cloud_provider: CloudProvider::Aws,
-        bucket_name: "catena-test".into(),
-        prefix: format!("bench-{:x}", rand::random::<u32>()),
-        s3_endpoint: Some(endpoint),
-        s3_force_path_style: true,
-        secret_name: Some("s3s".into()),
-        secrets_dir: secrets.path().to_owned(),
-        ..StorageConfig::default()
-    }
-    .build()
+    let (store, _secrets) = common::s3_store(
+        endpoint,
+        &std::env::var("CATENA_TEST_S3S_ACCESS_KEY")?,
+        &std::env::var("CATENA_TEST_S3S_SECRET_KEY")?,
+        "catena-test".into(),
+        "us-east-1",
+        format!("bench-{:x}", rand::random::<u32>()),
+    )
     .await?;
-    let store = Arc::clone(&storage.store);
     let data = DataSet::new();
     let options = |compression| UploadOptions {
         block_size: MIB as u32,

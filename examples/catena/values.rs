@@ -276,8 +276,12 @@ fn given(s: &Option<String>) -> Option<String> {
 impl Values {
     /// Reads and checks a values file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("values file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "values file {}: {e}; check the --values path (the chart's values YAML)",
+                path.display()
+            )
+        })?;
         Self::parse(&text).map_err(|e| format!("values file {}: {e}", path.display()))
     }
 
