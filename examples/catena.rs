@@ -27,8 +27,8 @@ use std::sync::Arc;
 use catena::chain_core::{
     AggregateTarget, BackupRequest, BackupType, DatabaseName, ExpirePolicy, Position, RestoreTarget,
 };
-use catena::storage_backends::CloudProvider;
 use catena::storage_backends::upload::UploadOptions;
+use catena::storage_backends::{CloudProvider, StorageOverrides};
 use catena::*;
 use clap::{Args, Parser, Subcommand};
 use output::{Format, Reporter};
@@ -65,29 +65,36 @@ struct Cli {
 }
 
 /// Storage settings beyond the URL: every storage key of the chart, as flags and variables.
-#[derive(Args, Debug, Clone, Default)]
+/// The field names are the chart's keys (`StorageOverrides`, which these become, refuses any
+/// other), so flags, environment and values file cannot drift apart.
+#[derive(Args, Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct StorageFlags {
     /// S3-compatible endpoint (s3Endpoint).
     #[arg(long, env = "CATENA_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
-    /// TLS for the endpoint (s3EndpointTLS).
-    #[arg(long, env = "CATENA_S3_ENDPOINT_TLS")]
+    /// TLS for an endpoint given without scheme (s3EndpointTLS).
+    #[arg(long, env = "CATENA_S3_ENDPOINT_TLS", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(rename = "s3EndpointTLS")]
     s3_endpoint_tls: Option<bool>,
     /// CA certificate, base64 of PEM (s3CACert).
     #[arg(long, env = "CATENA_S3_CA_CERT", hide_env_values = true)]
+    #[serde(rename = "s3CACert")]
     s3_ca_cert: Option<String>,
     /// Secret holding a CA file (s3CASecretName).
     #[arg(long, env = "CATENA_S3_CA_SECRET_NAME")]
+    #[serde(rename = "s3CASecretName")]
     s3_ca_secret_name: Option<String>,
     /// Key of the CA file in that secret (s3CASecretKey).
     #[arg(long, env = "CATENA_S3_CA_SECRET_KEY")]
+    #[serde(rename = "s3CASecretKey")]
     s3_ca_secret_key: Option<String>,
     /// Skip TLS verification (s3SkipVerify; dangerous).
-    #[arg(long, env = "CATENA_S3_SKIP_VERIFY")]
-    s3_skip_verify: bool,
+    #[arg(long, env = "CATENA_S3_SKIP_VERIFY", num_args = 0..=1, default_missing_value = "true")]
+    s3_skip_verify: Option<bool>,
     /// Path-style requests (s3ForcePathStyle).
-    #[arg(long, env = "CATENA_S3_FORCE_PATH_STYLE")]
-    s3_force_path_style: bool,
+    #[arg(long, env = "CATENA_S3_FORCE_PATH_STYLE", num_args = 0..=1, default_missing_value = "true")]
+    s3_force_path_style: Option<bool>,
     /// Region (s3Region).
     #[arg(long, env = "CATENA_S3_REGION")]
     s3_region: Option<String>,
@@ -106,51 +113,63 @@ struct StorageFlags {
     /// Use workload identity (serviceAccountName).
     #[arg(long, env = "CATENA_SERVICE_ACCOUNT_NAME")]
     service_account_name: Option<String>,
-    /// Where secrets are mounted: <dir>/<secretName>/<secretKeyName>.
-    #[arg(
-        long,
-        env = "CATENA_SECRETS_DIR",
-        default_value = "/var/run/secrets/catena"
-    )]
-    secrets_dir: PathBuf,
+    /// Where secrets are mounted: <dir>/<secretName>/<secretKeyName> (default
+    /// /var/run/secrets/catena).
+    #[arg(long, env = "CATENA_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
     /// Azure-compatible endpoint (Azurite).
     #[arg(long, env = "CATENA_AZURE_ENDPOINT")]
     azure_endpoint: Option<String>,
     /// Use the Azurite emulator (AZURITE_BLOB_STORAGE_URL).
-    #[arg(long, env = "CATENA_AZURE_USE_EMULATOR")]
-    azure_use_emulator: bool,
+    #[arg(long, env = "CATENA_AZURE_USE_EMULATOR", num_args = 0..=1, default_missing_value = "true")]
+    azure_use_emulator: Option<bool>,
 }
 
 impl StorageFlags {
-    /// Applies the flags that are set over `c`.
-    fn apply(&self, mut c: StorageConfig) -> StorageConfig {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
-        }
-        set!(
-            s3_endpoint,
-            s3_endpoint_tls,
-            s3_ca_cert,
-            s3_ca_secret_name,
-            s3_ca_secret_key,
-            s3_region,
-            minio_endpoint,
-            secret_name,
-            secret_key_name,
-            azure_storage_account_name,
-            service_account_name,
-            azure_endpoint
-        );
-        c.s3_skip_verify |= self.s3_skip_verify;
-        c.s3_force_path_style |= self.s3_force_path_style;
-        c.azure_use_emulator |= self.azure_use_emulator;
-        c.secrets_dir = self.secrets_dir.clone();
-        c
+    /// The flags that are set, as overrides of the chart's keys.
+    fn overrides(&self) -> Result<StorageOverrides, String> {
+        serde_json::to_value(self)
+            .and_then(serde_json::from_value)
+            .map_err(|e| format!("storage flags: {e}"))
     }
 
-    fn config(&self, url: &str) -> Result<StorageConfig, String> {
-        let c = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
-        Ok(self.apply(c))
+    /// Where a command's backups are: the values file's storage keys, then the URL (which
+    /// names provider, bucket and prefix, or the directory), then flags and environment
+    /// over both. The one place storage settings are merged.
+    fn config(&self, url: Option<&str>, values: Option<&Values>) -> Result<StorageConfig, String> {
+        let from_file = values
+            .map(|v| v.storage(&StorageConfig::default().secrets_dir, None))
+            .transpose()?;
+        let base = match (url, from_file) {
+            (Some(url), Some(file)) => {
+                let at = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
+                let here = matches!(
+                    at.cloud_provider,
+                    CloudProvider::Local | CloudProvider::Memory
+                );
+                let cloud = !matches!(
+                    file.cloud_provider,
+                    CloudProvider::Local | CloudProvider::Memory
+                );
+                if here && cloud {
+                    // A directory instead of the file's cloud: its keys are for elsewhere.
+                    at
+                } else {
+                    // The URL says where; the file's endpoint, CA and credentials apply.
+                    StorageConfig {
+                        cloud_provider: at.cloud_provider,
+                        bucket_name: at.bucket_name,
+                        prefix: at.prefix,
+                        local_path: at.local_path,
+                        ..file
+                    }
+                }
+            }
+            (Some(url), None) => StorageConfig::from_url(url).map_err(|e| e.to_string())?,
+            (None, Some(file)) => file,
+            (None, None) => return Err("give --to-path (a URL or a directory) or --values".into()),
+        };
+        Ok(base.with_overrides(&self.overrides()?))
     }
 }
 
@@ -250,7 +269,9 @@ struct RestoreArgs {
     /// Destination directory.
     #[arg(long)]
     to: PathBuf,
-    /// A position (exclusive) or a UTC time "YYYY-MM-DD HH:MM:SS" (committed before it).
+    /// Restore the newest state before this bound: a position (exclusive), or a time
+    /// (committed before it) as inspect shows it ("YYYY-MM-DD HH:MM:SS.ffffff", UTC) or
+    /// RFC 3339 ("2026-11-25T18:12:29Z", "...+01:00").
     #[arg(long)]
     restore_until: Option<String>,
     /// Restore this artifact.
@@ -334,6 +355,9 @@ struct UnlockArgs {
     database: String,
     #[arg(long)]
     from_path: String,
+    /// Break the lock even if its holder is a process running on this host.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     storage: StorageFlags,
 }
@@ -392,6 +416,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // A few blocking threads are enough for the pipelines (their work is bounded by the
     // workers and parts in flight); each extra one would keep an allocator arena of its own,
@@ -412,12 +437,143 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let format = cli.format;
+    let interrupt = Interrupt::default();
+    let what = cli.command.interrupted_note();
+    let outcome = rt.block_on(async {
+        interrupt.listen(what);
+        run(
+            cli,
+            interrupt.cancel.clone(),
+            Arc::clone(&interrupt.stopped_idle),
+        )
+        .await
+    });
+    if interrupt
+        .stopped_idle
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        // `schedule` was waiting for its next run: stopping it is its normal end.
+        return ExitCode::SUCCESS;
+    }
+    if let Some(signal) = interrupt.signal() {
+        // One line: what the signal stopped and what it left (the command's own lines
+        // above say what it finished before).
+        eprintln!("interrupted by {}: {what}", signal.name());
+        // Background tasks (a lock's renewal, a cancelled upload's abort) end with the
+        // runtime, within a bounded time.
+        rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        return ExitCode::from(signal.exit_code());
+    }
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e}");
+            if format == Format::Json {
+                print_json(&serde_json::json!({ "error": e }));
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The signal that stopped this invocation, if any, and the cancellation it triggers.
+#[derive(Clone, Default)]
+struct Interrupt {
+    cancel: CancellationToken,
+    signal: Arc<std::sync::OnceLock<Signal>>,
+    stopped_idle: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Signal {
+    Term,
+    Int,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "SIGTERM",
+            Signal::Int => "SIGINT",
+        }
+    }
+
+    /// 128 + the signal's number, as shells and Kubernetes report a process it stopped.
+    fn exit_code(self) -> u8 {
+        match self {
+            Signal::Term => 143,
+            Signal::Int => 130,
+        }
+    }
+}
+
+/// How long a command may take to wind down after a signal before the process exits
+/// anyway: Kubernetes sends SIGKILL 30 s after SIGTERM, and what a cancel leaves is safe
+/// to leave at any moment (nothing half-written is visible).
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
+
+impl Interrupt {
+    /// On SIGTERM or SIGINT: cancels, and makes sure the process exits within
+    /// [`STOP_WITHIN`] even if something does not listen. Needs the runtime.
+    fn listen(&self, what: &'static str) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            let got = tokio::select! {
+                _ = term.recv() => Signal::Term,
+                _ = int.recv() => Signal::Int,
+            };
+            let _ = this.signal.set(got);
+            this.cancel.cancel();
+            std::thread::spawn(move || {
+                std::thread::sleep(STOP_WITHIN);
+                eprintln!(
+                    "interrupted by {}: {what} (it did not wind down within {} s; exiting anyway)",
+                    got.name(),
+                    STOP_WITHIN.as_secs()
+                );
+                std::process::exit(i32::from(got.exit_code()));
+            });
+        });
+    }
+
+    fn signal(&self) -> Option<Signal> {
+        self.signal.get().copied()
+    }
+}
+
+impl Command {
+    /// What stopping this command by a signal leaves behind, true at any moment.
+    fn interrupted_note(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => {
+                "backup stopped; the database in progress was not committed, its upload was aborted and nothing of it is visible; its lock was released"
+            }
+            Command::Schedule(_) => {
+                "the scheduler stopped; a run in progress was cancelled like a stopped backup (nothing half-written is visible, its lock released)"
+            }
+            Command::Aggregate(_) => {
+                "aggregate stopped; a FULL not yet committed was abandoned and its upload aborted, the old chain is intact; deletions cut short after a commit are finished by the next aggregate or expire; the lock was released"
+            }
+            Command::Restore(_) => {
+                "restore stopped; the destination was left as it was and the staging directory removed"
+            }
+            Command::Expire(_) => {
+                "expire stopped; artifacts deleted before the signal are gone, the rest are kept, none is left without its parent; the lock was released"
+            }
+            Command::Gc(_) => {
+                "gc stopped; pieces removed before the signal are gone, nothing committed was touched; the lock was released"
+            }
+            _ => "stopped; this command writes nothing that a stop can leave half-done",
         }
     }
 }
@@ -438,14 +594,6 @@ fn db_names(list: &[String]) -> Result<Vec<DatabaseName>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| DatabaseName::new(s).map_err(|e| e.to_string()))
         .collect()
-}
-
-/// `--compression`, `--part-size-mib`, `--parts-in-flight`, set once from the command line.
-static UPLOAD: std::sync::OnceLock<UploadOptions> = std::sync::OnceLock::new();
-
-/// The upload settings of this invocation.
-fn upload_options() -> UploadOptions {
-    UPLOAD.get().cloned().unwrap_or_default()
 }
 
 fn parse_compression(s: &str) -> Result<catena::chain_core::Compression, String> {
@@ -469,26 +617,36 @@ fn parse_compression(s: &str) -> Result<catena::chain_core::Compression, String>
         .ok_or_else(|| format!("compression {s:?}: use none or zstd-1 .. zstd-22"))
 }
 
-/// `--retry-lock`, set once from the command line.
-static RETRY_LOCK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+/// What every command of one invocation shares: output, cancellation (signals), upload and
+/// lock settings. Built once in [`run`]; the CLI keeps no process-wide state.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub format: Format,
+    pub reporter: Arc<dyn Progress>,
+    pub cancel: CancellationToken,
+    pub upload: UploadOptions,
+    pub retry_lock: std::time::Duration,
+    /// Set by `schedule` when a signal found it waiting, with no run to cancel: a clean stop.
+    pub stopped_idle: Arc<std::sync::atomic::AtomicBool>,
+}
 
-async fn repository(config: StorageConfig) -> Result<Repository, String> {
+async fn repository(config: StorageConfig, ctx: &Ctx) -> Result<Repository, String> {
     let storage = config.build().await.map_err(|e| e.to_string())?;
     for w in &storage.warnings {
         eprintln!("warning: {w}");
     }
     Ok(Repository::new(storage).with_lock_options(LockOptions {
-        wait: RETRY_LOCK.get().copied().unwrap_or_default(),
+        wait: ctx.retry_lock,
+        cancel: ctx.cancel.clone(),
         ..LockOptions::default()
     }))
 }
 
-async fn run(cli: Cli) -> Outcome {
-    let reporter: Arc<dyn Progress> = Arc::new(Reporter::new(cli.format));
-    let format = cli.format;
-    if let Some(wait) = cli.retry_lock {
-        let _ = RETRY_LOCK.set(wait);
-    }
+async fn run(
+    cli: Cli,
+    cancel: CancellationToken,
+    stopped_idle: Arc<std::sync::atomic::AtomicBool>,
+) -> Outcome {
     let mut upload = UploadOptions::default();
     if let Some(c) = cli.compression {
         upload.compression = c;
@@ -502,14 +660,23 @@ async fn run(cli: Cli) -> Outcome {
     if let Err(e) = upload.validate() {
         return Err(e.to_string());
     }
-    let _ = UPLOAD.set(upload);
+    let ctx = Ctx {
+        format: cli.format,
+        reporter: Arc::new(Reporter::new(cli.format)),
+        cancel,
+        upload,
+        retry_lock: cli.retry_lock.unwrap_or_default(),
+        stopped_idle: Arc::clone(&stopped_idle),
+    };
+    let format = ctx.format;
+    let reporter = Arc::clone(&ctx.reporter);
     match cli.command {
         Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string()),
-        Command::Backup(args) => backup_command(args, format, &reporter).await,
-        Command::Schedule(args) => schedule::schedule(args, format, reporter).await,
-        Command::Aggregate(args) => aggregate_command(args, format, &reporter).await,
+        Command::Backup(args) => backup_command(args, &ctx).await,
+        Command::Schedule(args) => schedule::schedule(args, &ctx).await,
+        Command::Aggregate(args) => aggregate_command(args, &ctx).await,
         Command::Restore(args) => {
-            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let repo = repository(args.storage.config(Some(&args.from_path), None)?, &ctx).await?;
             let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
             let target = match (&args.restore_until, &args.artifact) {
                 (Some(_), Some(_)) => {
@@ -525,6 +692,7 @@ async fn run(cli: Cli) -> Outcome {
             let options = RestoreOptions {
                 target,
                 overwrite: args.overwrite_destination,
+                cancel: ctx.cancel.clone(),
                 ..RestoreOptions::new(&args.to)
             };
             let report = restore(&repo, &db, &options, &reporter)
@@ -543,11 +711,14 @@ async fn run(cli: Cli) -> Outcome {
                     report.chain.len(),
                     report.state_digest
                 );
+                for note in &report.notes {
+                    println!("  note: {note}");
+                }
             }
             Ok(true)
         }
         Command::Inspect(args) => {
-            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let repo = repository(args.storage.config(Some(&args.from_path), None)?, &ctx).await?;
             let scope = if args.latest_backup {
                 InspectScope::LatestBackup
             } else if args.latest_chain {
@@ -562,10 +733,10 @@ async fn run(cli: Cli) -> Outcome {
                 print_json(&rows);
             } else {
                 println!(
-                    "{:<50} {:<10} {:<20} {:<5} {:<11} {:>6} {:>6} {:>12} {:>12} REASON",
+                    "{:<50} {:<10} {:<26} {:<5} {:<11} {:>6} {:>6} {:>12} {:>12} REASON",
                     "ARTIFACT",
                     "DATABASE",
-                    "TIME (UTC)",
+                    "COMMITTED (UTC)",
                     "FULL",
                     "COMPRESSED",
                     "LOWEST",
@@ -575,10 +746,12 @@ async fn run(cli: Cli) -> Outcome {
                 );
                 for r in &rows {
                     println!(
-                        "{:<50} {:<10} {:<20} {:<5} {:<11} {:>6} {:>6} {:>12} {:>12} {}{}{}",
+                        "{:<50} {:<10} {:<26} {:<5} {:<11} {:>6} {:>6} {:>12} {:>12} {}{}{}",
                         r.artifact,
                         r.database,
-                        r.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                        // Exactly what --restore-until takes back: microseconds, like the
+                        // manifest's committed_at, so backups of one second are told apart.
+                        r.committed_at.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string(),
                         r.kind == catena::chain_core::ArtifactKind::Full,
                         r.compression,
                         r.from + 1,
@@ -597,18 +770,22 @@ async fn run(cli: Cli) -> Outcome {
             Ok(rows.iter().all(|r| r.usable))
         }
         Command::Check(args) => {
-            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let repo = repository(args.storage.config(Some(&args.from_path), None)?, &ctx).await?;
             check_databases(
                 &repo,
                 db_names(&args.databases)?,
                 &CheckOptions::default(),
-                format,
-                &reporter,
+                &ctx,
             )
             .await
         }
         Command::Expire(args) => {
-            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let repo = repository(args.storage.config(Some(&args.from_path), None)?, &ctx).await?;
+            if args.keep_last.is_none() && args.keep_within.is_none() {
+                return Err(
+                    "expire needs a retention policy: give --keep-last N (keep the N newest chains), --keep-within DURATION (e.g. 30d), or both".into(),
+                );
+            }
             let policy = ExpirePolicy {
                 keep_last_chains: args.keep_last,
                 keep_within: args
@@ -623,8 +800,13 @@ async fn run(cli: Cli) -> Outcome {
             }
             let mut reports = Vec::new();
             for db in dbs {
+                let options = ExpireOptions {
+                    dry_run: args.dry_run,
+                    cancel: ctx.cancel.clone(),
+                    ..ExpireOptions::new(policy.clone())
+                };
                 reports.push(
-                    expire(&repo, &db, &policy, jiff::Timestamp::now(), args.dry_run)
+                    expire(&repo, &db, &options)
                         .await
                         .map_err(|e| e.to_string())?,
                 );
@@ -634,10 +816,14 @@ async fn run(cli: Cli) -> Outcome {
             } else {
                 for r in &reports {
                     println!(
-                        "{}: {} {} deleted, {} kept",
+                        "{}: {} {}, {} kept",
                         r.database,
                         r.deleted.len(),
-                        if r.dry_run { "would be" } else { "" },
+                        if r.dry_run {
+                            "would be deleted"
+                        } else {
+                            "deleted"
+                        },
                         r.kept.len()
                     );
                     for d in &r.deleted {
@@ -648,7 +834,7 @@ async fn run(cli: Cli) -> Outcome {
             Ok(true)
         }
         Command::Gc(args) => {
-            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let repo = repository(args.storage.config(Some(&args.from_path), None)?, &ctx).await?;
             let mut dbs = db_names(&args.databases)?;
             if dbs.is_empty() {
                 dbs = repo.databases().await.map_err(|e| e.to_string())?;
@@ -656,6 +842,7 @@ async fn run(cli: Cli) -> Outcome {
             let options = GcOptions {
                 grace: args.grace,
                 dry_run: args.dry_run,
+                cancel: ctx.cancel.clone(),
             };
             let mut reports = Vec::new();
             for db in dbs {
@@ -681,9 +868,9 @@ async fn run(cli: Cli) -> Outcome {
             Ok(true)
         }
         Command::Unlock(args) => {
-            let repo = repository(args.storage.config(&args.from_path)?).await?;
+            let repo = repository(args.storage.config(Some(&args.from_path), None)?, &ctx).await?;
             let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
-            match catena::lock::break_lock(repo.store().as_ref(), &db)
+            match catena::lock::break_lock(repo.store().as_ref(), &db, args.force)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -699,51 +886,76 @@ async fn run(cli: Cli) -> Outcome {
             Ok(true)
         }
         Command::Probe(args) => {
-            let storage = args
-                .storage
-                .config(&args.to_path)?
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
+            let config = args.storage.config(Some(&args.to_path), None)?;
+            let storage = config.build().await.map_err(|e| e.to_string())?;
             let report = catena::storage_backends::probe(Arc::clone(&storage.store)).await;
+            let addressing = catena::storage_backends::probe_addressing(&config).await;
             if format == Format::Json {
                 print_json(
-                    &serde_json::json!({"store": storage.description, "settings": storage.settings, "report": report}),
+                    &serde_json::json!({"store": storage.description, "settings": storage.settings, "report": report, "addressing": addressing}),
                 );
             } else {
                 println!("{}", storage.description);
                 for (k, v) in &storage.settings {
                     println!("  {k}: {v}");
                 }
-                let problems = report.problems();
+                if let Some(a) = &addressing {
+                    let show = |c: &catena::storage_backends::probe::CheckOutcome| match c {
+                        catena::storage_backends::probe::CheckOutcome::Ok => "works".to_owned(),
+                        catena::storage_backends::probe::CheckOutcome::Failed(d)
+                        | catena::storage_backends::probe::CheckOutcome::Ignored(d) => {
+                            format!("does not work: {d}")
+                        }
+                    };
+                    println!("  virtual-hosted addressing: {}", show(&a.virtual_hosted));
+                    println!("  path-style addressing: {}", show(&a.path_style));
+                }
+                let mut problems = report.problems();
+                problems.extend(addressing.iter().flat_map(|a| a.problems()));
                 if problems.is_empty() {
                     println!(
-                        "all checks passed: create-only put, multipart upload, ranged get, list, delete"
+                        "all checks passed: create-only put, multipart upload, ranged get, list, delete{}",
+                        if addressing.is_some() {
+                            ", bucket addressing"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 for p in &problems {
                     println!("PROBLEM: {p}");
                 }
             }
-            Ok(report.all_ok())
+            Ok(report.all_ok() && addressing.is_none_or(|a| a.configured_works()))
         }
     }
 }
 
+/// The time formats `--restore-until` takes: exactly what Catena prints (inspect's
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC; RFC 3339 in JSON and run records), and RFC 3339
+/// with any offset.
+const TIME_FORMATS: &str = "a position (a whole number), a UTC time \"YYYY-MM-DD HH:MM:SS[.ffffff]\" as inspect shows it, or RFC 3339 (\"2026-11-25T18:12:29.232432Z\", \"2026-11-25T19:12:29+01:00\")";
+
 fn parse_until(s: &str) -> Result<RestoreTarget, String> {
-    if let Ok(n) = s.trim().parse::<u64>() {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
         return Ok(RestoreTarget::UntilPosition(Position(n)));
     }
-    let dt: jiff::civil::DateTime = s.trim().parse().map_err(|_| {
-        format!(
-            "--restore-until {s:?} is neither a position nor a time \"YYYY-MM-DD HH:MM:SS\" (UTC)"
-        )
-    })?;
+    let bad = || format!("--restore-until {s:?} is not {TIME_FORMATS}");
+    // RFC 3339 (with `Z` or an offset), as JSON and run records print times.
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Ok(RestoreTarget::UntilTime(ts));
+    }
+    // A civil time, as inspect prints it: UTC.
+    let dt: jiff::civil::DateTime = t.parse().map_err(|_| bad())?;
     let ts = jiff::tz::TimeZone::UTC
         .to_timestamp(dt)
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| bad())?;
     Ok(RestoreTarget::UntilTime(ts))
 }
+
+/// The longest duration accepted anywhere (100 years): anything longer is a typo.
+const MAX_DURATION_SECS: u64 = 100 * 366 * 86_400;
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -759,7 +971,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "w" => 604_800,
         _ => return Err(format!("duration {s:?}: the unit must be s, m, h, d or w")),
     };
-    Ok(std::time::Duration::from_secs(n * secs))
+    match n.checked_mul(secs) {
+        Some(total) if total <= MAX_DURATION_SECS => Ok(std::time::Duration::from_secs(total)),
+        _ => Err(format!(
+            "duration {s:?} is longer than 100 years; give a shorter one, e.g. 30d"
+        )),
+    }
 }
 
 /// The job a backup invocation describes, from flags and an optional values file.
@@ -772,11 +989,12 @@ pub(crate) struct Job {
     pub metadata: catena::MetadataLevel,
 }
 
-pub(crate) fn job(args: &BackupArgs) -> Result<Job, String> {
-    let values = match &args.values {
-        Some(p) => Values::load(p)?,
-        None => Values::default(),
+/// Reads `--values` (if given) and says once what in it has no effect here.
+fn load_values(path: Option<&std::path::Path>) -> Result<Values, String> {
+    let Some(path) = path else {
+        return Ok(Values::default());
     };
+    let values = Values::load(path)?;
     if !values.not_applicable.is_empty() {
         eprintln!(
             "note: not applicable outside Kubernetes, ignored: {}",
@@ -786,32 +1004,23 @@ pub(crate) fn job(args: &BackupArgs) -> Result<Job, String> {
     for note in values.notes() {
         eprintln!("note: {note}");
     }
-    if values.backup.keep_backup_files == Some(true) && args.values.is_some() {
-        tracing::info!(
-            "keepBackupFiles: Catena stages nothing locally, so there are no backup files to keep"
-        );
-    }
-    let storage = match (&args.to_path, args.values.is_some()) {
-        (Some(url), _) => {
-            let mut c = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
-            if args.values.is_some() && c.cloud_provider != CloudProvider::Local {
-                // The URL names bucket and prefix; the values' credentials still apply.
-                let v = values.storage(&args.storage.secrets_dir, None)?;
-                c = StorageConfig {
-                    bucket_name: c.bucket_name,
-                    prefix: c.prefix,
-                    cloud_provider: c.cloud_provider,
-                    local_path: c.local_path,
-                    ..v
-                };
-            }
-            args.storage.apply(c)
-        }
-        (None, true) => args
-            .storage
-            .apply(values.storage(&args.storage.secrets_dir, None)?),
-        (None, false) => return Err("give --to-path (a URL or a directory) or --values".into()),
-    };
+    Ok(values)
+}
+
+pub(crate) fn job(args: &BackupArgs, ctx: &Ctx) -> Result<Job, String> {
+    let values = load_values(args.values.as_deref())?;
+    // An aggregate-only values file names its repository in backup.aggregate.fromPath, as
+    // `aggregate --values` reads it; --to-path still wins.
+    let url = args.to_path.clone().or_else(|| {
+        values
+            .aggregate_only()
+            .then(|| values.backup.aggregate.from_path.clone())
+            .flatten()
+            .filter(|p| !p.trim().is_empty())
+    });
+    let storage = args
+        .storage
+        .config(url.as_deref(), args.values.as_ref().map(|_| &values))?;
     let mut databases = db_names(&args.databases)?;
     if databases.is_empty()
         && let Some(list) = &values.backup.database
@@ -839,8 +1048,9 @@ pub(crate) fn job(args: &BackupArgs) -> Result<Job, String> {
         request,
         keep_failed: args.keep_failed || values.backup.keep_failed.unwrap_or(false),
         dry_run: args.dry_run,
-        upload: upload_options(),
-        ..BackupOptions::default()
+        upload: ctx.upload.clone(),
+        cancel: ctx.cancel.clone(),
+        skipped: Vec::new(),
     };
     let metadata = values.metadata();
     Ok(Job {
@@ -853,50 +1063,32 @@ pub(crate) fn job(args: &BackupArgs) -> Result<Job, String> {
     })
 }
 
-pub(crate) async fn backup_command(
-    args: BackupArgs,
-    format: Format,
-    reporter: &Arc<dyn Progress>,
-) -> Outcome {
-    let job = job(&args)?;
+pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {
+    let (format, reporter) = (ctx.format, &ctx.reporter);
+    let job = job(&args, ctx)?;
     if job.values.aggregate_only() {
         let a = &job.values.backup.aggregate;
-        let storage = match &a.from_path {
-            Some(url) => {
-                let c = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
-                StorageConfig {
-                    bucket_name: c.bucket_name,
-                    prefix: c.prefix,
-                    cloud_provider: c.cloud_provider,
-                    local_path: c.local_path,
-                    ..job.storage.clone()
-                }
-            }
-            None => job.storage.clone(),
-        };
-        let repo = repository(storage).await?;
+        let storage = job.storage.clone();
+        let repo = repository(storage, ctx).await?;
         let options = AggregateOptions {
             keep_old_backup: a.keep_old_backup.unwrap_or(false),
-            upload: upload_options(),
+            upload: ctx.upload.clone(),
+            cancel: ctx.cancel.clone(),
             ..AggregateOptions::default()
         };
-        return aggregate_print(
-            &repo,
-            a.database.as_deref().unwrap_or("*"),
-            &options,
-            format,
-            reporter,
-        )
-        .await;
+        return aggregate_print(&repo, a.database.as_deref().unwrap_or("*"), &options, ctx).await;
     }
     let Some(from) = &job.from else {
         return Err("give --from: the directory with one subdirectory per database".into());
     };
     let mut sources: Vec<(DatabaseName, Arc<dyn BackupSource>)> = Vec::new();
+    let mut options = job.options.clone();
     if job.databases.is_empty() {
-        for (db, s) in DirectorySource::databases(from).map_err(|e| e.to_string())? {
+        let scan = DirectorySource::scan(from).map_err(|e| e.to_string())?;
+        for (db, s) in scan.databases {
             sources.push((db, Arc::new(s.with_metadata(job.metadata))));
         }
+        options.skipped = scan.skipped;
     } else {
         for db in &job.databases {
             sources.push((
@@ -906,10 +1098,23 @@ pub(crate) async fn backup_command(
         }
     }
     if sources.is_empty() {
-        return Err(format!("no database directories under {}", from.display()));
+        let skipped: Vec<String> = options
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.why))
+            .collect();
+        return Err(format!(
+            "no database directories under {}{}",
+            from.display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; passed over: {}", skipped.join(", "))
+            }
+        ));
     }
-    let repo = repository(job.storage.clone()).await?;
-    let report = backup(&repo, sources, &job.options, reporter)
+    let repo = repository(job.storage.clone(), ctx).await?;
+    let report = backup(&repo, sources, &options, reporter)
         .await
         .map_err(|e| e.to_string())?;
     let mut ok = report.succeeded();
@@ -938,6 +1143,14 @@ pub(crate) async fn backup_command(
                 println!("  warning: {w}");
             }
         }
+        for s in &report.run.skipped {
+            println!(
+                "{}: NOT BACKED UP: {}{}",
+                s.name,
+                s.why,
+                if s.fails_run { "" } else { " (noted)" }
+            );
+        }
         if let Some(k) = &report.run_record_key {
             println!("run record: {k}");
         }
@@ -960,38 +1173,23 @@ pub(crate) async fn backup_command(
             blocks: c.check_property_owners.unwrap_or(true),
             ..CheckOptions::default()
         };
-        ok &= check_databases(&repo, dbs, &options, format, reporter).await?;
+        ok &= check_databases(&repo, dbs, &options, ctx).await?;
     }
     Ok(ok)
 }
 
-async fn aggregate_command(
-    args: AggregateArgs,
-    format: Format,
-    reporter: &Arc<dyn Progress>,
-) -> Outcome {
-    let values = match &args.values {
-        Some(p) => Values::load(p)?,
-        None => Values::default(),
-    };
+async fn aggregate_command(args: AggregateArgs, ctx: &Ctx) -> Outcome {
+    let values = load_values(args.values.as_deref())?;
     let a = &values.backup.aggregate;
     let url = args
         .from_path
         .clone()
         .or_else(|| a.from_path.clone())
         .ok_or("give --from-path (or backup.aggregate.fromPath in --values)")?;
-    let mut config = args.storage.config(&url)?;
-    if args.values.is_some() {
-        let v = values.storage(&args.storage.secrets_dir, None)?;
-        config = args.storage.apply(StorageConfig {
-            bucket_name: config.bucket_name,
-            prefix: config.prefix,
-            cloud_provider: config.cloud_provider,
-            local_path: config.local_path,
-            ..v
-        });
-    }
-    let repo = repository(config).await?;
+    let config = args
+        .storage
+        .config(Some(&url), args.values.as_ref().map(|_| &values))?;
+    let repo = repository(config, ctx).await?;
     let pattern = args
         .database
         .clone()
@@ -1000,20 +1198,21 @@ async fn aggregate_command(
     let options = AggregateOptions {
         keep_old_backup: args.keep_old_backup || a.keep_old_backup.unwrap_or(false),
         target: AggregateTarget::Latest,
-        upload: upload_options(),
+        upload: ctx.upload.clone(),
+        cancel: ctx.cancel.clone(),
         ..AggregateOptions::default()
     };
-    aggregate_print(&repo, &pattern, &options, format, reporter).await
+    aggregate_print(&repo, &pattern, &options, ctx).await
 }
 
 async fn aggregate_print(
     repo: &Repository,
     pattern: &str,
     options: &AggregateOptions,
-    format: Format,
-    reporter: &Arc<dyn Progress>,
+    ctx: &Ctx,
 ) -> Outcome {
-    let reports = aggregate(repo, pattern, options, reporter)
+    let format = ctx.format;
+    let reports = aggregate(repo, pattern, options, &ctx.reporter)
         .await
         .map_err(|e| e.to_string())?;
     if format == Format::Json {
@@ -1038,9 +1237,9 @@ async fn check_databases(
     repo: &Repository,
     mut dbs: Vec<DatabaseName>,
     options: &CheckOptions,
-    format: Format,
-    reporter: &Arc<dyn Progress>,
+    ctx: &Ctx,
 ) -> Outcome {
+    let (format, reporter) = (ctx.format, &ctx.reporter);
     if dbs.is_empty() {
         dbs = repo.databases().await.map_err(|e| e.to_string())?;
     }

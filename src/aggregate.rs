@@ -59,6 +59,8 @@ pub struct AggregateReport {
     pub deleted: Vec<String>,
     /// Artifacts of the chain kept, with why.
     pub kept: Vec<String>,
+    /// Artifacts an earlier, interrupted aggregate had promised to delete, deleted first.
+    pub finished_interrupted: Vec<String>,
 }
 
 /// Aggregates every database matching `pattern` (globs `*`, `?`; comma lists).
@@ -101,11 +103,30 @@ async fn aggregate_locked(
     progress: &Arc<dyn Progress>,
     lock: &DatabaseLock,
 ) -> Result<AggregateReport, Error> {
-    let view = repo.catalog(db).await?;
+    let mut view = repo.catalog(db).await?;
+    // Deletions an earlier aggregate promised and was stopped before finishing come first.
+    let finished = finish_superseded(repo, &view, lock).await?;
+    if !finished.deleted.is_empty() {
+        tracing::info!(database = %db, deleted = finished.deleted.len(), "finished the deletions of an interrupted aggregate");
+        view = repo.catalog(db).await?;
+    }
     if !options.keep_old_backup {
         Repository::ensure_all_readable(&view, "aggregate")?;
     }
-    let plan = chain_core::plan_aggregate(&view.catalog, &options.target, options.keep_old_backup)?;
+    // A target that the finished deletions removed was the end of a chain aggregated
+    // already: its state is that FULL's.
+    let target = match &options.target {
+        AggregateTarget::Artifact(t) if view.catalog.get(t).is_none() => view
+            .catalog
+            .artifacts()
+            .find(|m| m.supersedes.last() == Some(t))
+            .map_or_else(
+                || options.target.clone(),
+                |full| AggregateTarget::Artifact(full.id.clone()),
+            ),
+        t => t.clone(),
+    };
+    let plan = chain_core::plan_aggregate(&view.catalog, &target, options.keep_old_backup)?;
     let target = plan.chain.last().expect("a plan has a chain").clone();
     let mut report = AggregateReport {
         database: db.to_string(),
@@ -114,6 +135,7 @@ async fn aggregate_locked(
         state_digest: plan.state_digest.to_string(),
         deleted: Vec::new(),
         kept: Vec::new(),
+        finished_interrupted: finished.deleted,
     };
     if plan.already_full {
         return Ok(report);
@@ -177,8 +199,11 @@ async fn aggregate_locked(
     );
     // Same blocks, same entries: the new FULL's state digest is the chain's by construction
     // (chain_state verified the chain's digest, write_blocks checked every block).
-    let builder =
+    let mut builder =
         ManifestBuilder::new(id.clone(), decision).source("aggregated_from", target.to_string());
+    if !options.keep_old_backup {
+        builder = builder.supersedes(plan.chain.clone());
+    }
     let manifest = crate::backup::commit_state(
         repo,
         lock,
@@ -200,24 +225,58 @@ async fn aggregate_locked(
     });
 
     if !options.keep_old_backup {
-        // Plan the deletions again on what is there now: a DIFF committed meanwhile on the
-        // old chain keeps its parents.
+        // Plan the deletions again on what is there now (a DIFF committed meanwhile on the
+        // old chain keeps its parents), by the same rule that finishes deletions an
+        // interrupted aggregate left: the new FULL's manifest names the chain it supersedes.
         let view = repo.catalog(db).await?;
-        Repository::ensure_all_readable(&view, "aggregate")?;
-        let again =
-            chain_core::plan_aggregate(&view.catalog, &AggregateTarget::Artifact(target), false)?;
-        for d in &again.delete {
-            if let Some(m) = view.catalog.get(&d.artifact) {
-                lock.ensure_held().await?;
-                repo.delete_artifact(m).await?;
-                report.deleted.push(d.artifact.to_string());
-            }
-        }
-        report.kept = again
-            .keep
-            .iter()
-            .map(|k| format!("{} ({:?})", k.artifact, k.reason))
-            .collect();
+        let finished = finish_superseded(repo, &view, lock).await?;
+        report.deleted = finished.deleted;
+        report.kept = finished.kept;
     }
     Ok(report)
+}
+
+/// What [`finish_superseded`] deleted and kept.
+pub(crate) struct Finished {
+    /// Deleted artifacts.
+    pub deleted: Vec<String>,
+    /// Kept members, with why.
+    pub kept: Vec<String>,
+}
+
+/// Carries out [`chain_core::plan_superseded`]: deletes what aggregated FULLs supersede and
+/// is still here, as their aggregates promised (an aggregate killed between its commit and
+/// its deletions leaves that to the next aggregate or expire). Each superseding FULL's
+/// index must compose to its recorded state digest first, so that a damaged manifest does
+/// not get a chain deleted; nothing is deleted while any manifest is unreadable.
+pub(crate) async fn finish_superseded(
+    repo: &Repository,
+    view: &crate::CatalogView,
+    lock: &DatabaseLock,
+) -> Result<Finished, Error> {
+    let plan = chain_core::plan_superseded(&view.catalog);
+    let kept = plan
+        .keep
+        .iter()
+        .map(|k| format!("{} ({:?})", k.artifact, k.reason))
+        .collect();
+    if plan.delete.is_empty() {
+        return Ok(Finished {
+            deleted: Vec::new(),
+            kept,
+        });
+    }
+    Repository::ensure_all_readable(view, "deleting a superseded chain")?;
+    for full in &plan.by {
+        repo.state_of(&view.catalog, full).await?;
+    }
+    let mut deleted = Vec::new();
+    for d in &plan.delete {
+        if let Some(m) = view.catalog.get(&d.artifact) {
+            lock.ensure_held().await?;
+            repo.delete_artifact(m).await?;
+            deleted.push(d.artifact.to_string());
+        }
+    }
+    Ok(Finished { deleted, kept })
 }

@@ -38,6 +38,9 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Cancels the run; what was not committed is removed.
     pub cancel: CancellationToken,
+    /// What the caller found and does not back up (see [`crate::DirectorySource::scan`]):
+    /// recorded in the run record; an entry that `fails_run` makes the run fail.
+    pub skipped: Vec<crate::SkippedEntry>,
 }
 
 impl Default for BackupOptions {
@@ -48,6 +51,7 @@ impl Default for BackupOptions {
             upload: UploadOptions::default(),
             dry_run: false,
             cancel: CancellationToken::new(),
+            skipped: Vec::new(),
         }
     }
 }
@@ -87,8 +91,11 @@ pub struct RunRecord {
     pub finished_at: Timestamp,
     /// Every database of the run.
     pub databases: Vec<DatabaseOutcome>,
-    /// Whether every database succeeded.
+    /// Whether every database succeeded and nothing that may hold a database was left out.
     pub ok: bool,
+    /// Entries of the source root that were not backed up, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<crate::SkippedEntry>,
 }
 
 /// What [`backup`] returns.
@@ -124,14 +131,33 @@ pub async fn backup(
     let started_at = now();
     let mut outcomes = Vec::new();
     for (db, source) in sources {
+        if options.cancel.is_cancelled() {
+            // Stopped: the databases not started yet are listed as such, not attempted.
+            outcomes.push(DatabaseOutcome {
+                database: db.to_string(),
+                decision: None,
+                artifact: None,
+                empty: false,
+                bytes_read: 0,
+                stored_bytes: 0,
+                warnings: Vec::new(),
+                error: Some("not started: the run was cancelled".into()),
+                kept_failed: None,
+            });
+            continue;
+        }
         let outcome = backup_one(repo, &db, source.as_ref(), options, progress).await;
-        progress.event(ProgressEvent::DatabaseFinished {
-            database: db.to_string(),
-            ok: outcome.error.is_none(),
-        });
+        if !options.dry_run {
+            // A dry run starts nothing, so nothing finishes either.
+            progress.event(ProgressEvent::DatabaseFinished {
+                database: db.to_string(),
+                ok: outcome.error.is_none(),
+            });
+        }
         outcomes.push(outcome);
     }
-    let ok = outcomes.iter().all(|o| o.error.is_none());
+    let ok =
+        outcomes.iter().all(|o| o.error.is_none()) && !options.skipped.iter().any(|s| s.fails_run);
     let run = RunRecord {
         run_id: format!(
             "run-{}-{:016x}",
@@ -142,6 +168,7 @@ pub async fn backup(
         finished_at: now(),
         databases: outcomes,
         ok,
+        skipped: options.skipped.clone(),
     };
     let run_record_key = if options.dry_run {
         None
@@ -185,7 +212,7 @@ async fn backup_one(
         match repo.lock(db, "backup").await {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::error!(database = %db, error = %e, "backup failed");
+                tracing::debug!(database = %db, error = %e, "backup failed (reported in the outcome)");
                 outcome.error = Some(e.to_string());
                 return outcome;
             }
@@ -205,7 +232,7 @@ async fn backup_one(
         lock.release().await;
     }
     if let Err(e) = result {
-        tracing::error!(database = %db, error = %e, "backup failed");
+        tracing::debug!(database = %db, error = %e, "backup failed (reported in the outcome)");
         outcome.error = Some(e.to_string());
     }
     outcome

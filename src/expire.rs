@@ -4,6 +4,7 @@
 use chain_core::{DatabaseName, ExpirePolicy};
 use jiff::Timestamp;
 use serde::Serialize;
+use storage_backends::CancellationToken;
 
 use crate::lock::DatabaseLock;
 use crate::{Error, Repository};
@@ -19,22 +20,48 @@ pub struct ExpireReport {
     pub kept: Vec<String>,
     /// Nothing was deleted: a dry run.
     pub dry_run: bool,
+    /// Artifacts an earlier, interrupted aggregate had promised to delete, deleted first.
+    pub finished_interrupted: Vec<String>,
 }
 
-/// Expires `db` under `policy` at `now`.
+/// Options of an expiry.
+#[derive(Clone, Debug)]
+pub struct ExpireOptions {
+    /// What to keep (`--keep-last`, `--keep-within`).
+    pub policy: ExpirePolicy,
+    /// The time the policy is applied at (default: when the options were made).
+    pub now: Timestamp,
+    /// List what would be deleted; delete nothing.
+    pub dry_run: bool,
+    /// Stops between deletions: what was deleted is gone, the rest is kept, and since the
+    /// plan deletes children before parents, nothing is left without its parent.
+    pub cancel: CancellationToken,
+}
+
+impl ExpireOptions {
+    /// Expire by `policy` now.
+    pub fn new(policy: ExpirePolicy) -> Self {
+        Self {
+            policy,
+            now: Timestamp::now(),
+            dry_run: false,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// Expires `db` as `options` say.
 pub async fn expire(
     repo: &Repository,
     db: &DatabaseName,
-    policy: &ExpirePolicy,
-    now: Timestamp,
-    dry_run: bool,
+    options: &ExpireOptions,
 ) -> Result<ExpireReport, Error> {
-    let lock = if dry_run {
+    let lock = if options.dry_run {
         None
     } else {
         Some(repo.lock(db, "expire").await?)
     };
-    let result = expire_locked(repo, db, policy, now, lock.as_ref()).await;
+    let result = expire_locked(repo, db, options, lock.as_ref()).await;
     if let Some(lock) = lock {
         lock.release().await;
     }
@@ -44,18 +71,28 @@ pub async fn expire(
 async fn expire_locked(
     repo: &Repository,
     db: &DatabaseName,
-    policy: &ExpirePolicy,
-    now: Timestamp,
+    options: &ExpireOptions,
     lock: Option<&DatabaseLock>,
 ) -> Result<ExpireReport, Error> {
     let dry_run = lock.is_none();
-    let view = repo.catalog(db).await?;
-    if !dry_run {
+    let mut view = repo.catalog(db).await?;
+    let mut finished_interrupted = Vec::new();
+    if let Some(lock) = lock {
+        // Deletions an interrupted aggregate promised come first.
+        finished_interrupted = crate::aggregate::finish_superseded(repo, &view, lock)
+            .await?
+            .deleted;
+        if !finished_interrupted.is_empty() {
+            view = repo.catalog(db).await?;
+        }
         Repository::ensure_all_readable(&view, "expire")?;
     }
-    let plan = chain_core::plan_expire(&view.catalog, policy, now)?;
+    let plan = chain_core::plan_expire(&view.catalog, &options.policy, options.now)?;
     let mut deleted = Vec::new();
     for d in &plan.delete {
+        if options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         if let Some(lock) = lock
             && let Some(m) = view.catalog.get(&d.artifact)
         {
@@ -73,5 +110,6 @@ async fn expire_locked(
             .map(|k| format!("{} ({:?})", k.artifact, k.reason))
             .collect(),
         dry_run,
+        finished_interrupted,
     })
 }

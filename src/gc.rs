@@ -26,6 +26,8 @@ pub struct GcOptions {
     pub grace: Duration,
     /// List what would be removed; remove nothing.
     pub dry_run: bool,
+    /// Stops between removals: what was removed is gone, nothing committed is touched.
+    pub cancel: storage_backends::CancellationToken,
 }
 
 impl Default for GcOptions {
@@ -33,6 +35,7 @@ impl Default for GcOptions {
         Self {
             grace: Duration::from_secs(24 * 3600),
             dry_run: false,
+            cancel: storage_backends::CancellationToken::new(),
         }
     }
 }
@@ -130,6 +133,9 @@ async fn gc_locked(
             continue;
         }
         if let Some(lock) = lock {
+            if options.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             lock.ensure_held().await?;
             commit::delete_quietly(repo.store().as_ref(), std::slice::from_ref(&meta.location))
                 .await;

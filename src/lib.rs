@@ -64,7 +64,7 @@ pub use backup::{
 pub use chain_core;
 pub use check::{CheckOptions, CheckProblem, CheckReport, check};
 pub use error::Error;
-pub use expire::{ExpireReport, expire};
+pub use expire::{ExpireOptions, ExpireReport, expire};
 pub use gc::{GcOptions, GcReport, gc};
 pub use inspect::{InspectRow, InspectScope, inspect};
 pub use lock::{DatabaseLock, LockOptions};
@@ -72,7 +72,8 @@ pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use repo::{CatalogView, ChainState, Repository, Unreadable, glob_match};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use source::{
-    BackupSource, DirectorySource, MetadataLevel, SourceEntry, SourceKind, SourceListing,
+    BackupSource, DatabaseScan, DirectorySource, MetadataLevel, SkippedEntry, SourceEntry,
+    SourceKind, SourceListing,
 };
 pub use storage_backends;
 pub use storage_backends::{CancellationToken, StorageConfig};

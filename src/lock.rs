@@ -31,20 +31,31 @@ use storage_backends::{commit, layout};
 use crate::Error;
 
 /// How locks are taken.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LockOptions {
     /// How long to wait for a lock another writer holds before failing (`--retry-lock`).
     /// Zero: fail at once, naming the holder.
     pub wait: Duration,
     /// How long a lock stays valid without renewal; the holder renews every third of it.
     pub lease: Duration,
+    /// Stops a wait for the lock ([`Error::Cancelled`]).
+    pub cancel: storage_backends::CancellationToken,
 }
+
+impl PartialEq for LockOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.wait == other.wait && self.lease == other.lease
+    }
+}
+
+impl Eq for LockOptions {}
 
 impl Default for LockOptions {
     fn default() -> Self {
         Self {
             wait: Duration::ZERO,
             lease: Duration::from_secs(15 * 60),
+            cancel: storage_backends::CancellationToken::new(),
         }
     }
 }
@@ -121,6 +132,13 @@ fn owner_is_gone(owner: &LockOwner) -> bool {
         None => true,
         Some(start) => owner.start.is_some_and(|s| s != start),
     }
+}
+
+/// Whether the owner is a process that exists on this host now (same host name, a live
+/// pid with the same start time).
+fn holder_runs_here(owner: &LockOwner) -> bool {
+    owner.host == host_name()
+        && process_start(owner.pid).is_some_and(|start| owner.start.is_none_or(|s| s == start))
 }
 
 fn lock_prefix(db: &DatabaseName) -> Path {
@@ -250,6 +268,7 @@ impl DatabaseLock {
         };
         let deadline = tokio::time::Instant::now() + options.wait;
         let mut pause = Duration::from_millis(50);
+        let mut said = false;
         loop {
             let now = Timestamp::now();
             let current = match newest(store.as_ref(), db).await? {
@@ -267,7 +286,14 @@ impl DatabaseLock {
                             ),
                         });
                     }
-                    tokio::time::sleep(pause).await;
+                    if !said {
+                        said = true;
+                        tracing::info!(database = %db, holder = %record.describe(), "waiting for the lock");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = options.cancel.cancelled() => return Err(Error::Cancelled),
+                    }
                     pause = (pause * 2).min(Duration::from_secs(2));
                     continue;
                 }
@@ -314,25 +340,36 @@ impl DatabaseLock {
     /// Fails with [`Error::Locked`] unless this lock is still the newest record: called
     /// before committing and before deleting.
     pub async fn ensure_held(&self) -> Result<(), Error> {
-        let lost = || {
-            Error::Locked {
-            database: self.db.to_string(),
-            why: "this run lost its lock (its lease ran out and another writer took over); nothing more was committed or deleted: run it again".into(),
-        }
-        };
-        if self.shared.lost.load(Ordering::SeqCst) {
-            return Err(lost());
-        }
-        match newest(self.store.as_ref(), &self.db).await? {
+        let newest = newest(self.store.as_ref(), &self.db).await?;
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let why = match &newest {
             Ok(Some((g, record)))
-                if g == self.shared.generation.load(Ordering::SeqCst)
+                if !self.shared.lost.load(Ordering::SeqCst)
+                    && *g == generation
                     && record.owner.token == self.owner.token
                     && record.held =>
             {
-                Ok(())
+                return Ok(());
             }
-            _ => Err(lost()),
-        }
+            Ok(Some((_, record))) if !record.held && record.owner.operation == "unlock" => {
+                format!(
+                    "this run's lock was broken by `catena unlock` on {} at {}",
+                    record.owner.host,
+                    record.written_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                )
+            }
+            Ok(Some((_, record))) if record.held && record.owner.token != self.owner.token => {
+                format!(
+                    "this run lost its lock: its lease ran out and another writer took over ({})",
+                    record.describe()
+                )
+            }
+            _ => "this run lost its lock (its lease ran out, or the lock was broken)".to_owned(),
+        };
+        Err(Error::Locked {
+            database: self.db.to_string(),
+            why: format!("{why}; nothing more was committed or deleted: run it again"),
+        })
     }
 
     /// Releases the lock (best effort: a lock that cannot be released runs out after its
@@ -411,9 +448,13 @@ async fn renew(
 /// Breaks the lock of `db`: writes a released record over whatever holds it. For a lock
 /// left by a process on another host that is known to be gone. Returns the holder it
 /// broke, if any.
+///
+/// A lock held by a process that is running on this host is not broken unless `force`:
+/// that process is working, and breaking its lock lets another writer in beside it.
 pub async fn break_lock(
     store: &dyn ObjectStore,
     db: &DatabaseName,
+    force: bool,
 ) -> Result<Option<LockRecord>, Error> {
     loop {
         let current = match newest(store, db).await {
@@ -449,6 +490,15 @@ pub async fn break_lock(
             return Ok(None);
         }
         let now = Timestamp::now();
+        if !force && record.live(now) && holder_runs_here(&record.owner) {
+            return Err(Error::Locked {
+                database: db.to_string(),
+                why: format!(
+                    "not broken: it is held by {}, and that process is running on this host; stop it (it releases the lock when it ends, or on SIGTERM), or pass --force if you are sure it is stuck",
+                    record.describe()
+                ),
+            });
+        }
         let released = LockRecord {
             held: false,
             owner: LockOwner {
@@ -511,6 +561,7 @@ mod tests {
         let short = LockOptions {
             wait: Duration::ZERO,
             lease: Duration::from_millis(1),
+            ..LockOptions::default()
         };
         let old = DatabaseLock::acquire(Arc::clone(&store), &db(), "backup", &short)
             .await
@@ -584,12 +635,18 @@ mod tests {
             DatabaseLock::acquire(Arc::clone(&store), &db(), "backup", &LockOptions::default())
                 .await
                 .expect("test");
-        let broken = break_lock(store.as_ref(), &db())
+        let refused = break_lock(store.as_ref(), &db(), false)
+            .await
+            .expect_err("a holder running here is not broken without force")
+            .to_string();
+        assert!(refused.contains("--force"), "{refused}");
+        let broken = break_lock(store.as_ref(), &db(), true)
             .await
             .expect("test")
             .expect("test");
         assert_eq!(broken.owner.operation, "backup");
-        assert!(held.ensure_held().await.is_err());
+        let err = held.ensure_held().await.expect_err("broken").to_string();
+        assert!(err.contains("broken by `catena unlock`"), "{err}");
         DatabaseLock::acquire(store, &db(), "gc", &LockOptions::default())
             .await
             .expect("test");

@@ -67,6 +67,9 @@ pub struct RestoreReport {
     pub destination: PathBuf,
     /// The state digest verified.
     pub state_digest: String,
+    /// What an interrupted restore had left beside the destination, and what was done with
+    /// it (staging directories are removed; a set-aside earlier destination is named).
+    pub notes: Vec<String>,
 }
 
 fn sibling(dest: &Path, tag: &str) -> PathBuf {
@@ -148,6 +151,7 @@ pub async fn restore(
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::restore(parent, e.to_string()))?;
     }
+    let notes = clear_interrupted(dest);
     let tmp = sibling(dest, "restore");
     std::fs::create_dir(&tmp).map_err(|e| Error::restore(&tmp, e.to_string()))?;
     let result = write_tree(repo, db, &cs, &tmp, options, progress).await;
@@ -189,7 +193,54 @@ pub async fn restore(
         bytes,
         destination: dest.clone(),
         state_digest: plan.state_digest.to_string(),
+        notes,
     })
+}
+
+/// Removes the staging directories an interrupted restore into `dest` left beside it
+/// (`.<name>.catena-restore-*`: never anything but a partial copy), and names any
+/// `.<name>.catena-old-*`: the destination's earlier contents, set aside by a restore that
+/// was stopped between its two renames, which only a person should delete.
+fn clear_interrupted(dest: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return notes;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return notes;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&format!(".{name}.catena-")) else {
+            continue;
+        };
+        let path = entry.path();
+        if rest.starts_with("restore-") {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => notes.push(format!(
+                    "removed {}, the staging directory of an interrupted restore",
+                    path.display()
+                )),
+                Err(e) => notes.push(format!(
+                    "could not remove {}, the staging directory of an interrupted restore: {e}",
+                    path.display()
+                )),
+            }
+        } else if rest.starts_with("old-") {
+            notes.push(format!(
+                "{} holds what {} held before an interrupted restore replaced it; move it back or delete it",
+                path.display(),
+                dest.display()
+            ));
+        }
+    }
+    notes
 }
 
 /// Refuses a state in which an entry lies below a symbolic link: writing it would go

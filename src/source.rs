@@ -117,26 +117,69 @@ impl DirectorySource {
     }
 
     /// One source per subdirectory of `root` whose name is a database name (Neo4j's
-    /// `data/databases/<name>` layout), sorted by name.
+    /// `data/databases/<name>` layout), sorted by name. What is passed over is logged; use
+    /// [`DirectorySource::scan`] to report it.
     pub fn databases(root: &Path) -> Result<Vec<(DatabaseName, DirectorySource)>, Error> {
-        let mut out = Vec::new();
+        let scan = Self::scan(root)?;
+        for s in &scan.skipped {
+            tracing::warn!(name = %s.name, why = %s.why, "not backed up");
+        }
+        Ok(scan.databases)
+    }
+
+    /// Like [`DirectorySource::databases`], and also every entry of `root` that is not
+    /// backed up, with why: a directory whose name is not a database name (which fails the
+    /// run: its data would be left out), a file or link (noted), a hidden directory or
+    /// `lost+found` (noted).
+    pub fn scan(root: &Path) -> Result<DatabaseScan, Error> {
+        let mut out = DatabaseScan::default();
         let dir = std::fs::read_dir(root).map_err(|e| Error::source_io(root, e))?;
         for entry in dir {
             let entry = entry.map_err(|e| Error::source_io(root, e))?;
             let ft = entry
                 .file_type()
                 .map_err(|e| Error::source_io(entry.path(), e))?;
+            let shown = entry.file_name().to_string_lossy().into_owned();
+            let skip = |why: &str, fails_run: bool| SkippedEntry {
+                name: shown.clone(),
+                why: why.to_owned(),
+                fails_run,
+            };
             if !ft.is_dir() {
+                out.skipped.push(skip(
+                    if ft.is_symlink() {
+                        "a symbolic link, not a database directory"
+                    } else {
+                        "not a directory"
+                    },
+                    false,
+                ));
+                continue;
+            }
+            if shown.starts_with('.') || shown == "lost+found" {
+                out.skipped.push(skip(
+                    "a hidden or file-system directory, not a database",
+                    false,
+                ));
                 continue;
             }
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                out.skipped.push(skip(
+                    "its name is not UTF-8, so it is not a database name; rename it",
+                    true,
+                ));
                 continue;
             };
-            if let Ok(db) = DatabaseName::new(&name) {
-                out.push((db, DirectorySource::new(entry.path())));
+            match DatabaseName::new(&name) {
+                Ok(db) => out.databases.push((db, DirectorySource::new(entry.path()))),
+                Err(e) => out.skipped.push(skip(
+                    &format!("{e}; rename it, or name the databases to back up"),
+                    true,
+                )),
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.databases.sort_by(|a, b| a.0.cmp(&b.0));
+        out.skipped.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -285,4 +328,24 @@ impl BackupSource for DirectorySource {
             Err(e) => Err(Error::source_io(&full, e)),
         }
     }
+}
+
+/// What [`DirectorySource::scan`] found under a root of databases.
+#[derive(Debug, Default)]
+pub struct DatabaseScan {
+    /// One source per database directory, sorted by name.
+    pub databases: Vec<(DatabaseName, DirectorySource)>,
+    /// Entries that are not backed up, with why.
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// An entry of a root of databases that is not backed up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedEntry {
+    /// Its name (lossy where it is not UTF-8).
+    pub name: String,
+    /// Why it is not backed up, and what to do.
+    pub why: String,
+    /// Whether leaving it out fails the run (a directory that may hold a database).
+    pub fails_run: bool,
 }

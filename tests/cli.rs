@@ -3,6 +3,8 @@
 
 #[path = "../storage-backends/tests/common/mod.rs"]
 mod common;
+#[path = "cli_cases/operator.rs"]
+mod operator;
 #[path = "cli_cases/reliability.rs"]
 mod reliability;
 #[path = "../examples/catena/values.rs"]
@@ -212,7 +214,7 @@ fn every_command_works_with_exit_codes_and_json() {
     let o = run(&["expire", "--from-path", repo_s]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("keep_last_chains, keep_within"),
+        text(&o).contains("--keep-last") && text(&o).contains("--keep-within"),
         "{}",
         text(&o)
     );

@@ -184,3 +184,73 @@ pub(crate) fn needed_by_survivors(
     }
     needed
 }
+
+/// Deletions an aggregate promised and did not finish (a crash between its commit and its
+/// deletions), computed but not carried out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupersededPlan {
+    /// The aggregated FULLs whose superseded chains still have members here.
+    pub by: Vec<ArtifactId>,
+    /// What to delete, children before parents.
+    pub delete: Vec<PlannedDeletion>,
+    /// Members kept because a remaining artifact depends on them.
+    pub keep: Vec<PlannedKeep>,
+}
+
+impl SupersededPlan {
+    /// Whether there is nothing left over.
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.keep.is_empty()
+    }
+}
+
+/// For every FULL in `catalog` that supersedes a chain ([`crate::Manifest::supersedes`]):
+/// the members of that chain still present, and EMPTY artifacts hanging off them, to be
+/// deleted as the aggregate that wrote the FULL promised, except any that a remaining
+/// artifact depends on (as in [`plan_aggregate`], nothing is left without its parent).
+pub fn plan_superseded(catalog: &Catalog) -> SupersededPlan {
+    let mut by = Vec::new();
+    let mut candidates: Vec<(ArtifactId, DeleteReason)> = Vec::new();
+    let mut doomed: BTreeSet<ArtifactId> = BTreeSet::new();
+    for full in catalog.artifacts() {
+        let members: Vec<&ArtifactId> = full
+            .supersedes
+            .iter()
+            .filter(|a| catalog.get(a).is_some() && **a != full.id)
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        by.push(full.id.clone());
+        let listed: BTreeSet<&ArtifactId> = full.supersedes.iter().collect();
+        for id in members {
+            if doomed.insert(id.clone()) {
+                candidates.push((id.clone(), DeleteReason::AggregatedChain));
+            }
+            for child in catalog.children(id) {
+                if child.empty && !listed.contains(&child.id) && doomed.insert(child.id.clone()) {
+                    candidates.push((child.id.clone(), DeleteReason::EmptyOffAggregatedChain));
+                }
+            }
+        }
+    }
+    let needed = needed_by_survivors(catalog, &doomed);
+    let mut plan = SupersededPlan {
+        by,
+        ..SupersededPlan::default()
+    };
+    for (artifact, reason) in candidates {
+        match needed.iter().find(|(a, _)| *a == artifact) {
+            Some((_, descendant)) => plan.keep.push(PlannedKeep {
+                artifact,
+                reason: KeepReason::ParentOfLive {
+                    descendant: descendant.clone(),
+                },
+            }),
+            None => plan.delete.push(PlannedDeletion { artifact, reason }),
+        }
+    }
+    plan.delete.sort_by(|a, b| b.artifact.cmp(&a.artifact));
+    plan.keep.sort_by(|a, b| a.artifact.cmp(&b.artifact));
+    plan
+}

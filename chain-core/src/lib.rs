@@ -83,7 +83,7 @@ mod state;
 
 pub use aggregate::{
     AggregatePlan, AggregateTarget, DeleteReason, KeepReason, PlannedDeletion, PlannedKeep,
-    plan_aggregate,
+    SupersededPlan, plan_aggregate, plan_superseded,
 };
 pub use catalog::{Catalog, CatalogProblem, Unusable};
 pub use container::{

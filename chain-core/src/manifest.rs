@@ -135,6 +135,12 @@ pub struct Manifest {
     /// What the source said about itself (free-form, for people).
     #[serde(default)]
     pub source: BTreeMap<String, String>,
+    /// For a FULL written by `aggregate` with `keepOldBackup: false`: the chain it replaces,
+    /// FULL first, which is deleted once this manifest is committed. Recorded here, in the
+    /// commit itself, so that deletions cut short by a crash are finished by the next
+    /// aggregate or expire ([`crate::plan_superseded`]). Absent from every other manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<ArtifactId>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +248,24 @@ impl Manifest {
         if self.block_size == 0 {
             return Err(invalid("block_size is 0".into()));
         }
+        if !self.supersedes.is_empty() {
+            if self.kind != ArtifactKind::Full
+                || self.decision.reason != crate::ReasonCode::FullAggregated
+            {
+                return Err(invalid(
+                    "only a FULL written by aggregate can supersede a chain".into(),
+                ));
+            }
+            if let Some(other) = self
+                .supersedes
+                .iter()
+                .find(|a| a.database() != &self.database || **a >= self.id)
+            {
+                return Err(invalid(format!(
+                    "it supersedes {other}, which is not an earlier artifact of its database"
+                )));
+            }
+        }
         let mut total = 0u64;
         for object in &self.objects {
             validate_key(&object.key).map_err(|why| {
@@ -317,6 +341,7 @@ impl ManifestBuilder {
                 objects: Vec::new(),
                 state_digest: crate::State::new().digest(),
                 source: BTreeMap::new(),
+                supersedes: Vec::new(),
                 decision,
                 id,
             },
@@ -374,6 +399,12 @@ impl ManifestBuilder {
     /// Adds a source metadata pair.
     pub fn source(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.manifest.source.insert(key.into(), value.into());
+        self
+    }
+
+    /// Records the chain an aggregated FULL replaces (see [`Manifest::supersedes`]).
+    pub fn supersedes(mut self, chain: Vec<ArtifactId>) -> Self {
+        self.manifest.supersedes = chain;
         self
     }
 

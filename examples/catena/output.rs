@@ -105,9 +105,12 @@ impl Progress for Reporter {
                     None => eprintln!("{line}"),
                 }
             }
+            // A failure is said once, with its cause, by the command's result lines.
             ProgressEvent::DatabaseFinished { database, ok } => match bars.remove(&database) {
-                Some(bar) => bar.finish_with_message(if ok { "done" } else { "FAILED" }),
-                None => eprintln!("{database}: {}", if ok { "done" } else { "FAILED" }),
+                Some(bar) if ok => bar.finish_with_message("done"),
+                Some(bar) => bar.abandon_with_message("stopped"),
+                None if ok => eprintln!("{database}: done"),
+                None => {}
             },
             _ => {}
         }

@@ -7,26 +7,20 @@
 //! visible.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use catena::{Progress, Repository};
+use catena::Repository;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
-use crate::output::Format;
-use crate::{ScheduleArgs, backup_command, job};
+use crate::{Ctx, ScheduleArgs, backup_command, job};
 
 const JOBS_PREFIX: &str = "_jobs";
 
-pub(crate) async fn schedule(
-    args: ScheduleArgs,
-    format: Format,
-    reporter: Arc<dyn Progress>,
-) -> Result<bool, String> {
-    let job = job(&args.backup)?;
+pub(crate) async fn schedule(args: ScheduleArgs, ctx: &Ctx) -> Result<bool, String> {
+    let job = job(&args.backup, ctx)?;
     let n = &job.values.neo4j;
     let pattern = n
         .job_schedule
@@ -39,6 +33,8 @@ pub(crate) async fn schedule(
     let backoff_limit = n.backoff_limit.unwrap_or(3);
     let keep_ok = n.successful_jobs_history_limit.unwrap_or(3) as usize;
     let keep_failed = n.failed_jobs_history_limit.unwrap_or(1) as usize;
+    // The history goes where the job's backups (or, for an aggregate-only values file, its
+    // aggregate.fromPath) are.
     let storage = job
         .storage
         .clone()
@@ -46,21 +42,7 @@ pub(crate) async fn schedule(
         .await
         .map_err(|e| e.to_string())?;
     let repo = Repository::new(storage);
-    let stop = job.options.cancel.clone();
-    let signals = stop.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("stopping: the run in progress is cancelled and leaves nothing half-written");
-        signals.cancel();
-    });
+    let stop = ctx.cancel.clone();
     eprintln!("schedule {pattern:?} (backoffLimit {backoff_limit}); Ctrl-C to stop");
     let mut runs = 0u32;
     while !stop.is_cancelled() && args.max_runs.is_none_or(|m| runs < m) {
@@ -77,10 +59,11 @@ pub(crate) async fn schedule(
         }
         runs += 1;
         // One run at a time: the loop waits for the run (with its retries) to end, so a run
-        // that comes due meanwhile is skipped, like concurrencyPolicy: Forbid.
+        // that comes due meanwhile is skipped, like concurrencyPolicy: Forbid. A signal
+        // cancels the run in flight (ctx.cancel reaches the engine) and ends the loop.
         let mut attempt = 0;
         let ok = loop {
-            let result = backup_command(args.backup.clone(), format, &reporter).await;
+            let result = backup_command(args.backup.clone(), ctx).await;
             let ok = matches!(result, Ok(true));
             if let Err(e) = &result {
                 eprintln!("run failed: {e}");
@@ -96,7 +79,22 @@ pub(crate) async fn schedule(
                 () = stop.cancelled() => break false,
             }
         };
-        record(&repo, ok, attempt, keep_ok, keep_failed).await?;
+        if stop.is_cancelled() {
+            // Interrupted: main says so and exits with the signal's code.
+            return Ok(false);
+        }
+        // The history is for people; failing to write it does not stop the schedule.
+        if let Err(e) = record(&repo, ok, attempt, keep_ok, keep_failed).await {
+            tracing::error!(error = %e, "could not write the job history record; the schedule goes on");
+            eprintln!(
+                "warning: could not write the job history record ({e}); the schedule goes on"
+            );
+        }
+    }
+    if stop.is_cancelled() {
+        eprintln!("stopping: no run was in progress");
+        ctx.stopped_idle
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(true)
 }

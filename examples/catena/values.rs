@@ -247,6 +247,9 @@ pub struct ConsistencyValues {
     pub check_counts: Option<bool>,
     pub check_property_owners: Option<bool>,
     pub database: Option<String>,
+    pub max_off_heap_memory: Option<String>,
+    pub threads: Option<Value>,
+    pub verbose: Option<bool>,
 }
 
 /// A parsed values file.
@@ -322,8 +325,30 @@ impl Values {
                 "aggregate.tempDir / tempVolume: Catena streams and needs no local spool".into(),
             );
         }
-        if b.verbose == Some(true) || a.verbose == Some(true) {
+        if b.verbose == Some(true)
+            || a.verbose == Some(true)
+            || self.consistency_check.verbose == Some(true)
+        {
             out.push("verbose: use -v / RUST_LOG for log levels".into());
+        }
+        if b.keep_backup_files == Some(true) {
+            out.push("backup.keepBackupFiles: Catena stages nothing locally, so there are no backup files to keep".into());
+        }
+        let c = &self.consistency_check;
+        let threads_set = c
+            .threads
+            .as_ref()
+            .is_some_and(|t| !t.is_null() && t.as_str() != Some(""));
+        if set(&c.max_off_heap_memory) || threads_set {
+            out.push("consistencyCheck.maxOffHeapMemory / threads: the check reads blocks with bounded memory and its own parallelism".into());
+        }
+        let n = &self.neo4j;
+        if set(&n.job_schedule)
+            || n.successful_jobs_history_limit.is_some()
+            || n.failed_jobs_history_limit.is_some()
+            || n.backoff_limit.is_some()
+        {
+            out.push("neo4j.jobSchedule / backoffLimit / *JobsHistoryLimit: used by `catena schedule`; a single run ignores them".into());
         }
         out
     }

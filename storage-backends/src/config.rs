@@ -187,6 +187,116 @@ impl std::fmt::Debug for StorageConfig {
     }
 }
 
+/// Storage settings laid over a configuration, as flags and environment variables are laid
+/// over a values file: every field that is `Some` replaces the configuration's value, and
+/// `Some("")` clears a text setting (so a flag can take back what a file set). The endpoint
+/// and its deprecated alias go together: giving `s3Endpoint` or `minioEndpoint` here
+/// replaces both of the configuration's.
+///
+/// Where backups go (`cloudProvider`, `bucketName`, `prefix`) is not here: a storage URL
+/// says that ([`StorageConfig::from_url`]). `Debug` shows which keys are set, never a CA.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageOverrides {
+    /// `s3Endpoint`.
+    pub s3_endpoint: Option<String>,
+    /// `s3EndpointTLS`.
+    #[serde(rename = "s3EndpointTLS")]
+    pub s3_endpoint_tls: Option<bool>,
+    /// `s3CACert`.
+    #[serde(rename = "s3CACert")]
+    pub s3_ca_cert: Option<String>,
+    /// `s3CASecretName`.
+    #[serde(rename = "s3CASecretName")]
+    pub s3_ca_secret_name: Option<String>,
+    /// `s3CASecretKey`.
+    #[serde(rename = "s3CASecretKey")]
+    pub s3_ca_secret_key: Option<String>,
+    /// `s3SkipVerify`.
+    pub s3_skip_verify: Option<bool>,
+    /// `s3ForcePathStyle`.
+    pub s3_force_path_style: Option<bool>,
+    /// `s3Region`.
+    pub s3_region: Option<String>,
+    /// `minioEndpoint` (deprecated alias of `s3Endpoint`).
+    pub minio_endpoint: Option<String>,
+    /// `secretName`.
+    pub secret_name: Option<String>,
+    /// `secretKeyName`.
+    pub secret_key_name: Option<String>,
+    /// `azureStorageAccountName`.
+    pub azure_storage_account_name: Option<String>,
+    /// `serviceAccountName`.
+    pub service_account_name: Option<String>,
+    /// `secretsDir`.
+    pub secrets_dir: Option<PathBuf>,
+    /// `azureEndpoint`.
+    pub azure_endpoint: Option<String>,
+    /// `azureUseEmulator`.
+    pub azure_use_emulator: Option<bool>,
+}
+
+impl std::fmt::Debug for StorageOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("StorageOverrides");
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
+            for (k, v) in map.iter().filter(|(_, v)| !v.is_null()) {
+                if k == "s3CACert" {
+                    d.field(k, &"<set>");
+                } else {
+                    d.field(k, v);
+                }
+            }
+        }
+        d.finish()
+    }
+}
+
+impl StorageConfig {
+    /// This configuration with `overrides` laid over it (see [`StorageOverrides`]).
+    pub fn with_overrides(mut self, o: &StorageOverrides) -> Self {
+        fn text(slot: &mut Option<String>, value: &Option<String>) {
+            if let Some(v) = value {
+                *slot = Some(v.clone()).filter(|v| !v.trim().is_empty());
+            }
+        }
+        if o.s3_endpoint.is_some() || o.minio_endpoint.is_some() {
+            self.s3_endpoint = None;
+            self.minio_endpoint = None;
+        }
+        text(&mut self.s3_endpoint, &o.s3_endpoint);
+        text(&mut self.minio_endpoint, &o.minio_endpoint);
+        if o.s3_endpoint_tls.is_some() {
+            self.s3_endpoint_tls = o.s3_endpoint_tls;
+        }
+        text(&mut self.s3_ca_cert, &o.s3_ca_cert);
+        text(&mut self.s3_ca_secret_name, &o.s3_ca_secret_name);
+        text(&mut self.s3_ca_secret_key, &o.s3_ca_secret_key);
+        if let Some(v) = o.s3_skip_verify {
+            self.s3_skip_verify = v;
+        }
+        if let Some(v) = o.s3_force_path_style {
+            self.s3_force_path_style = v;
+        }
+        text(&mut self.s3_region, &o.s3_region);
+        text(&mut self.secret_name, &o.secret_name);
+        text(&mut self.secret_key_name, &o.secret_key_name);
+        text(
+            &mut self.azure_storage_account_name,
+            &o.azure_storage_account_name,
+        );
+        text(&mut self.service_account_name, &o.service_account_name);
+        if let Some(dir) = &o.secrets_dir {
+            self.secrets_dir = dir.clone();
+        }
+        text(&mut self.azure_endpoint, &o.azure_endpoint);
+        if let Some(v) = o.azure_use_emulator {
+            self.azure_use_emulator = v;
+        }
+        self
+    }
+}
+
 /// A built store: scoped to the configured prefix, with a description that is safe to
 /// print, and the warnings the configuration earned (also logged with `tracing`).
 #[derive(Clone, Debug)]
@@ -208,6 +318,75 @@ pub struct Storage {
 /// The seed writes unset values as `""`: treat them as absent.
 fn given(o: &Option<String>) -> Option<&str> {
     o.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// How S3 requests name the bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Addressing {
+    /// `scheme://<bucket>.<endpoint host>[:port]/<key>`: AWS's way, the chart's default
+    /// (`s3ForcePathStyle: false`).
+    VirtualHosted,
+    /// `<endpoint>/<bucket>/<key>` (`s3ForcePathStyle: true`).
+    Path,
+}
+
+impl std::fmt::Display for Addressing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Addressing::VirtualHosted => "virtual-hosted",
+            Addressing::Path => "path-style",
+        })
+    }
+}
+
+/// Whether `bucket` can be the first label of the endpoint's host name, or why not: an
+/// endpoint that is an IP address or `localhost`, a bucket name that is not a DNS label,
+/// or one with dots under TLS (they break the certificate match).
+fn bucket_as_host_name(endpoint: Option<&url::Url>, bucket: &str) -> Result<(), String> {
+    if let Some(url) = endpoint {
+        match url.host() {
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
+                return Err(
+                    "the endpoint is an IP address, which cannot carry the bucket in its host name"
+                        .into(),
+                );
+            }
+            Some(url::Host::Domain("localhost")) => {
+                return Err("the endpoint is localhost, whose subdomains do not resolve".into());
+            }
+            _ => {}
+        }
+    }
+    let tls = endpoint.is_none_or(|u| u.scheme() == "https");
+    let dns_label = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.'])
+        && !bucket.contains("..");
+    if !dns_label {
+        return Err(format!("the bucket name {bucket:?} cannot be a host name"));
+    }
+    if tls && bucket.contains('.') {
+        return Err(format!(
+            "the bucket name {bucket:?} has dots, which break the TLS certificate match of a host name"
+        ));
+    }
+    Ok(())
+}
+
+/// The endpoint with the bucket as the first label of its host name, unless the host
+/// already starts with it (an endpoint given as the bucket's own address).
+fn bucket_host_endpoint(url: &url::Url, bucket: &str) -> String {
+    let host = url.host_str().unwrap_or_default();
+    if host.starts_with(&format!("{bucket}.")) {
+        return url.as_str().trim_end_matches('/').to_owned();
+    }
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = url.path().trim_end_matches('/');
+    format!("{}://{bucket}.{host}{port}{path}", url.scheme())
 }
 
 impl StorageConfig {
@@ -292,9 +471,11 @@ impl StorageConfig {
     pub fn credentials_file(&self) -> Result<Option<PathBuf>, Error> {
         match (given(&self.secret_name), given(&self.secret_key_name)) {
             (None, None) => Ok(None),
-            (None, Some(_)) => Err(Error::config(
+            // `credentials` is the key's default: a copy of the chart's values may carry it.
+            (None, Some(key)) if key != "credentials" => Err(Error::config(
                 "secretKeyName is set but secretName is not: set secretName to the secret holding the credentials file",
             )),
+            (None, Some(_)) => Ok(None),
             (Some(name), key) => self
                 .secret_path(name, key.unwrap_or("credentials"), "secretName")
                 .map(Some),
@@ -323,20 +504,15 @@ impl StorageConfig {
             return Ok(None);
         };
         let with_scheme = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-            let is_tls = endpoint.starts_with("https://");
-            match self.s3_endpoint_tls {
-                Some(true) if !is_tls => {
-                    return Err(Error::config(format!(
-                        "s3EndpointTLS is true but s3Endpoint {endpoint:?} is http://: use an https:// endpoint or set s3EndpointTLS: false"
-                    )));
-                }
-                Some(false) if is_tls => {
-                    return Err(Error::config(format!(
-                        "s3EndpointTLS is false but s3Endpoint {endpoint:?} is https://: use an http:// endpoint or set s3EndpointTLS: true"
-                    )));
-                }
-                _ => endpoint.to_owned(),
+            // `s3EndpointTLS: false` is the chart's default, so it does not contradict an
+            // https:// endpoint (the scheme given wins); `true` asks for TLS, and an http://
+            // endpoint would silently send everything in clear: that is refused.
+            if self.s3_endpoint_tls == Some(true) && !endpoint.starts_with("https://") {
+                return Err(Error::config(format!(
+                    "s3EndpointTLS is true but s3Endpoint {endpoint:?} is http://: use an https:// endpoint or set s3EndpointTLS: false"
+                )));
             }
+            endpoint.to_owned()
         } else {
             let scheme = if self.s3_endpoint_tls.unwrap_or(true) {
                 "https"
@@ -375,16 +551,17 @@ impl StorageConfig {
             (None, Some(name)) => {
                 let key = given(&self.s3_ca_secret_key).unwrap_or("ca.crt");
                 let path = self.secret_path(name, key, "s3CASecretName")?;
-                let pem = std::fs::read(&path).map_err(|e| Error::CredentialsFile {
+                let pem = std::fs::read(&path).map_err(|e| Error::CaFile {
                     path: path.clone(),
                     why: format!(
-                        "cannot read the CA file named by s3CASecretName/s3CASecretKey: {e}"
+                        "cannot read it ({e}); it is named by s3CASecretName/s3CASecretKey under the secrets directory"
                     ),
                 })?;
                 Ok(Some(pem))
             }
             (None, None) => {
-                if given(&self.s3_ca_secret_key).is_some() {
+                // `ca.crt` is the key's default: a copy of the chart's values may carry it.
+                if given(&self.s3_ca_secret_key).is_some_and(|k| k != "ca.crt") {
                     return Err(Error::config(
                         "s3CASecretKey is set but s3CASecretName is not: set s3CASecretName",
                     ));
@@ -437,7 +614,8 @@ impl StorageConfig {
     fn check_keys_apply(&self) -> Result<(), Error> {
         let s3_keys = [
             ("s3Endpoint", given(&self.s3_endpoint).is_some()),
-            ("s3EndpointTLS", self.s3_endpoint_tls.is_some()),
+            // `false` is the chart's default: a copy of its values file has it everywhere.
+            ("s3EndpointTLS", self.s3_endpoint_tls == Some(true)),
             ("s3CACert", given(&self.s3_ca_cert).is_some()),
             ("s3CASecretName", given(&self.s3_ca_secret_name).is_some()),
             ("s3SkipVerify", self.s3_skip_verify),
@@ -505,9 +683,35 @@ impl StorageConfig {
         Ok(bucket)
     }
 
+    /// How S3 requests name the bucket, and why: path style with `s3ForcePathStyle`, or when
+    /// the bucket cannot be a host name (an endpoint that is an IP address or `localhost`, a
+    /// bucket name that is not a DNS label); otherwise virtual-hosted, as AWS says.
+    fn addressing(&self, endpoint: Option<&url::Url>, bucket: &str) -> (Addressing, String) {
+        if self.s3_force_path_style {
+            return (Addressing::Path, "s3ForcePathStyle is true".into());
+        }
+        match bucket_as_host_name(endpoint, bucket) {
+            Err(why) => (Addressing::Path, why),
+            Ok(()) => (
+                Addressing::VirtualHosted,
+                "s3ForcePathStyle is false, the chart's default".into(),
+            ),
+        }
+    }
+
     /// The S3 builder for this configuration, before credentials (exposed for tests that
     /// check every key reaches it).
     pub fn s3_builder(&self, warnings: &mut Vec<String>) -> Result<AmazonS3Builder, Error> {
+        self.s3_builder_as(warnings, None).map(|(b, _, _)| b)
+    }
+
+    /// The S3 builder, addressing the bucket as `forced` says or as [`Self::addressing`]
+    /// decides; also returns the addressing used and why.
+    fn s3_builder_as(
+        &self,
+        warnings: &mut Vec<String>,
+        forced: Option<Addressing>,
+    ) -> Result<(AmazonS3Builder, Addressing, String), Error> {
         let bucket = self.require_bucket()?;
         let ca = self.s3_ca()?;
         let endpoint = self.s3_endpoint(warnings)?;
@@ -523,28 +727,72 @@ impl StorageConfig {
         // UNSIGNED-PAYLOAD: the request headers are signed, the body is not hashed a second
         // time for the signature (~0.3 CPU-s per GiB). Integrity of the body rests on TLS
         // and on Catena's own SHA-256 of every block and object, verified on every read.
+        // The self-test's other addressing style may name a host that does not exist: it
+        // is tried once, not retried for minutes.
+        let retry = match forced {
+            None => Self::retry(),
+            Some(_) => RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 0,
+                retry_timeout: Duration::from_secs(10),
+            },
+        };
         let mut b = AmazonS3Builder::new()
             .with_unsigned_payload(true)
             .with_bucket_name(bucket)
-            .with_retry(Self::retry())
+            .with_retry(retry)
+            .with_http_connector(crate::fail_fast::FailFastTls)
             .with_client_options(self.client_options(ca.as_deref(), warnings)?);
         if let Some(region) = given(&self.s3_region) {
             b = b.with_region(region);
         }
-        if let Some(endpoint) = &endpoint {
+        let parsed = endpoint
+            .as_deref()
+            .map(url::Url::parse)
+            .transpose()
+            .map_err(|e| Error::config(format!("s3Endpoint is not a valid URL: {e}")))?;
+        let (addressing, why) = match forced {
+            Some(Addressing::VirtualHosted) => {
+                // Where the bucket cannot be a host name, do not try (object_store panics
+                // on a host name that looks like a broken IP address).
+                bucket_as_host_name(parsed.as_ref(), bucket).map_err(|why| {
+                    Error::config(format!("virtual-hosted addressing is not possible: {why}"))
+                })?;
+                (Addressing::VirtualHosted, "forced by the probe".to_owned())
+            }
+            Some(Addressing::Path) => (Addressing::Path, "forced by the probe".to_owned()),
+            None => self.addressing(parsed.as_ref(), bucket),
+        };
+        b = b.with_virtual_hosted_style_request(addressing == Addressing::VirtualHosted);
+        if let (Some(endpoint), Some(url)) = (&endpoint, &parsed) {
+            // object_store sends virtual-hosted requests to the endpoint as given, so the
+            // endpoint must carry the bucket in its host name; without it, the server takes
+            // the first segment of the key for the bucket and writes somewhere else.
+            let request_endpoint = match addressing {
+                Addressing::Path => endpoint.clone(),
+                Addressing::VirtualHosted => bucket_host_endpoint(url, bucket),
+            };
             b = b
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(!self.s3_force_path_style);
-        } else if self.s3_force_path_style {
-            b = b.with_virtual_hosted_style_request(false);
+                .with_endpoint(request_endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
         }
-        Ok(b)
+        Ok((b, addressing, why))
     }
 
     /// Validates the configuration and builds the store. Reads credentials files; contacts
     /// no server (see [`crate::probe()`] for that).
     pub async fn build(&self) -> Result<Storage, Error> {
+        self.build_as(None).await
+    }
+
+    /// Builds an S3 store that names the bucket as `addressing` says, whatever
+    /// `s3ForcePathStyle` and the endpoint would choose: for the endpoint self-test, which
+    /// tries both. Other providers build as [`Self::build`] does.
+    pub async fn build_addressed(&self, addressing: Addressing) -> Result<Storage, Error> {
+        self.build_as(Some(addressing)).await
+    }
+
+    async fn build_as(&self, forced: Option<Addressing>) -> Result<Storage, Error> {
         self.check_keys_apply()?;
         let mut warnings = Vec::new();
         let mut settings: Vec<(String, String)> =
@@ -565,7 +813,7 @@ impl StorageConfig {
                 (Arc::new(fs), format!("file://{}", path.display()))
             }
             CloudProvider::Aws => {
-                let mut b = self.s3_builder(&mut warnings)?;
+                let (mut b, addressing, why) = self.s3_builder_as(&mut warnings, forced)?;
                 let creds = match self.credentials_file()? {
                     Some(path) => AwsCredentialSource::File(path),
                     None => AwsCredentialSource::Ambient,
@@ -597,6 +845,25 @@ impl StorageConfig {
                         settings.push((name.into(), v));
                     }
                 }
+                settings.push((
+                    "addressing".into(),
+                    format!(
+                        "{addressing}: requests go to {} ({why})",
+                        match (addressing, b.get_config_value(&K::Endpoint)) {
+                            (Addressing::VirtualHosted, Some(e)) => format!("{e}/<key>"),
+                            (Addressing::Path, Some(e)) =>
+                                format!("{e}/{}/<key>", self.bucket_name.trim()),
+                            (Addressing::VirtualHosted, None) => format!(
+                                "https://{}.s3.<region>.amazonaws.com/<key>",
+                                self.bucket_name.trim()
+                            ),
+                            (Addressing::Path, None) => format!(
+                                "https://s3.<region>.amazonaws.com/{}/<key>",
+                                self.bucket_name.trim()
+                            ),
+                        }
+                    ),
+                ));
                 let endpoint = self.s3_endpoint(&mut Vec::new())?;
                 let store = b.build().map_err(|e| {
                     Error::config(format!(
@@ -611,6 +878,7 @@ impl StorageConfig {
                 let mut b = GoogleCloudStorageBuilder::new()
                     .with_bucket_name(bucket)
                     .with_retry(Self::retry())
+                    .with_http_connector(crate::fail_fast::FailFastTls)
                     .with_client_options(self.client_options(None, &mut warnings)?);
                 if let Some(path) = self.credentials_file()? {
                     credentials::check_readable(&path)?;
@@ -634,6 +902,7 @@ impl StorageConfig {
                 let mut b = MicrosoftAzureBuilder::new()
                     .with_container_name(container)
                     .with_retry(Self::retry())
+                    .with_http_connector(crate::fail_fast::FailFastTls)
                     .with_client_options(self.client_options(None, &mut warnings)?);
                 if self.azure_use_emulator {
                     b = b.with_use_emulator(true);

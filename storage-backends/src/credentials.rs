@@ -160,6 +160,20 @@ pub(crate) async fn apply_aws(
                     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
                     object_store::aws::AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
                 ),
+                (
+                    // EKS Pod Identity.
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    object_store::aws::AmazonS3ConfigKey::ContainerCredentialsFullUri,
+                ),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    object_store::aws::AmazonS3ConfigKey::ContainerAuthorizationTokenFile,
+                ),
+                (
+                    // The AWS SDKs' setting for where instance metadata is served.
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                    object_store::aws::AmazonS3ConfigKey::MetadataEndpoint,
+                ),
             ] {
                 if let Some(v) = env(var) {
                     b = b.with_config(key, v);
@@ -302,6 +316,11 @@ pub(crate) fn azure_ambient(mut b: MicrosoftAzureBuilder) -> MicrosoftAzureBuild
     }
     if let Some(host) = env("AZURE_AUTHORITY_HOST") {
         b = b.with_authority_host(host);
+    }
+    // Managed identity (the fallback without a federated token) where the platform serves
+    // it elsewhere than the instance metadata address (App Service, Arc).
+    if let Some(endpoint) = env("IDENTITY_ENDPOINT").or_else(|| env("MSI_ENDPOINT")) {
+        b = b.with_msi_endpoint(endpoint);
     }
     b
 }

@@ -31,8 +31,20 @@ pub enum Error {
         /// What is wrong (never its contents).
         why: String,
     },
+    /// A CA certificate file (`s3CASecretName` / `s3CASecretKey`) that cannot be read.
+    #[error("CA certificate file {path}: {why}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The object store refused or failed an operation.
-    #[error("{operation} {key}: {source}{}", tls_hint(source))]
+    #[error(
+        "{operation} {key}: {source}{}{}",
+        tls_hint(source),
+        credentials_hint(source)
+    )]
     Store {
         /// What was being done.
         operation: &'static str,
@@ -79,15 +91,49 @@ pub enum Error {
 /// A next step when a store error comes from an untrusted TLS certificate (the cause is
 /// deep in the error chain, where the message does not show it).
 fn tls_hint(e: &object_store::Error) -> &'static str {
+    if crate::fail_fast::untrusted_certificate(e) {
+        " (the server's TLS certificate is not trusted: give its CA with s3CACert, the base64 of the PEM, or s3CASecretName/s3CASecretKey; s3SkipVerify turns verification off, for tests only)"
+    } else {
+        ""
+    }
+}
+
+/// A next step when a store error comes from credentials that could not be obtained: with
+/// workload identity, the raw answer of a metadata service (an HTTP 403, a refused
+/// connection) says nothing about which settings are missing.
+fn credentials_hint(e: &object_store::Error) -> &'static str {
+    let object_store::Error::Generic { store, .. } = e else {
+        return "";
+    };
+    let store = *store;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut about_credentials = false;
     while let Some(err) = cur {
-        let text = err.to_string();
-        if text.contains("certificate") || text.contains("UnknownIssuer") {
-            return " (the server's TLS certificate is not trusted: give its CA with s3CACert, the base64 of the PEM, or s3CASecretName/s3CASecretKey; s3SkipVerify turns verification off, for tests only)";
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("certificate") {
+            return "";
         }
+        about_credentials |= text.contains("token request")
+            || text.contains("metadata")
+            || text.contains("fetching credentials")
+            || text.contains("credentials unavailable");
         cur = err.source();
     }
-    ""
+    if !about_credentials {
+        return "";
+    }
+    match store {
+        "S3" => {
+            " (no AWS credentials could be obtained: for workload identity (IRSA) the pod needs AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, which EKS sets for a service account annotated with eks.amazonaws.com/role-arn; EKS Pod Identity sets AWS_CONTAINER_CREDENTIALS_FULL_URI; otherwise give a credentials file with secretName)"
+        }
+        "GCS" => {
+            " (no GCP credentials could be obtained: for workload identity the Kubernetes service account must be bound to a Google service account and the GKE metadata server reachable; or set GOOGLE_APPLICATION_CREDENTIALS, or give a service-account JSON with secretName)"
+        }
+        "MicrosoftAzure" => {
+            " (no Azure credentials could be obtained: for workload identity the pod needs AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID, which AKS sets for a service account labelled azure.workload.identity/use, and azureStorageAccountName; otherwise give the account-key file with secretName)"
+        }
+        _ => "",
+    }
 }
 
 impl Error {

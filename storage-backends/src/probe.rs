@@ -199,3 +199,145 @@ pub async fn probe(store: Arc<dyn ObjectStore>) -> ProbeReport {
         delete,
     }
 }
+
+/// Which ways of naming the bucket work on an S3 endpoint (see [`crate::Addressing`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddressingReport {
+    /// The way the configuration uses.
+    pub configured: crate::Addressing,
+    /// A probe object written the configured way reads back by `<bucket>.<host>/<key>`.
+    pub virtual_hosted: CheckOutcome,
+    /// It reads back by `<endpoint>/<bucket>/<key>`.
+    pub path_style: CheckOutcome,
+}
+
+impl AddressingReport {
+    /// Whether the configured way reaches the bucket it was given: the object it wrote is
+    /// found there by the other way too, or by path style, which always names the bucket.
+    pub fn configured_works(&self) -> bool {
+        self.path_style.is_ok()
+            && (self.configured == crate::Addressing::Path || self.virtual_hosted.is_ok())
+    }
+
+    /// One line per finding that needs action.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.path_style.is_ok() && self.virtual_hosted.is_ok() {
+            out.push(format!(
+                "the probe object written {} was not found by path-style addressing: requests may not be reaching the bucket you gave; check s3Endpoint and s3ForcePathStyle",
+                self.configured
+            ));
+        } else if !self.configured_works() {
+            out.push(format!(
+                "{} addressing does not work on this endpoint ({}){}",
+                self.configured,
+                match (&self.virtual_hosted, &self.path_style) {
+                    (CheckOutcome::Failed(d) | CheckOutcome::Ignored(d), _)
+                        if self.configured == crate::Addressing::VirtualHosted =>
+                        d.clone(),
+                    (_, CheckOutcome::Failed(d) | CheckOutcome::Ignored(d)) => d.clone(),
+                    _ => String::new(),
+                },
+                if self.configured == crate::Addressing::VirtualHosted && self.path_style.is_ok() {
+                    "; set s3ForcePathStyle: true"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out
+    }
+}
+
+/// For an S3 store with an endpoint: writes a probe object the configured way and reads it
+/// back by virtual-hosted and by path-style addressing, so that a configuration that sends
+/// requests to another bucket than the one given is found before any backup is written
+/// there. `None` for other stores and for AWS itself (no endpoint).
+pub async fn probe_addressing(config: &crate::StorageConfig) -> Option<AddressingReport> {
+    if config.cloud_provider != crate::CloudProvider::Aws
+        || (config
+            .s3_endpoint
+            .as_deref()
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+            && config
+                .minio_endpoint
+                .as_deref()
+                .unwrap_or("")
+                .trim()
+                .is_empty())
+    {
+        return None;
+    }
+    let configured = match config.build().await {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(AddressingReport {
+                configured: crate::Addressing::Path,
+                virtual_hosted: failed(&e),
+                path_style: failed(&e),
+            });
+        }
+    };
+    let addressing = if configured
+        .settings
+        .iter()
+        .any(|(k, v)| k == "addressing" && v.starts_with("virtual"))
+    {
+        crate::Addressing::VirtualHosted
+    } else {
+        crate::Addressing::Path
+    };
+    let key = Path::from(format!(
+        "{}/{:016x}/addressing",
+        crate::layout::PROBE_PREFIX,
+        rand::random::<u64>()
+    ));
+    let body = format!("catena addressing probe {key}");
+    if let Err(e) = configured
+        .store
+        .put_opts(
+            &key,
+            PutPayload::from(body.clone().into_bytes()),
+            PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            },
+        )
+        .await
+    {
+        let why = failed(format!("the probe object could not be written: {e}"));
+        return Some(AddressingReport {
+            configured: addressing,
+            virtual_hosted: why.clone(),
+            path_style: why,
+        });
+    }
+    let mut outcomes = Vec::new();
+    for way in [crate::Addressing::VirtualHosted, crate::Addressing::Path] {
+        let outcome = match config.build_addressed(way).await {
+            Err(e) => failed(e),
+            Ok(s) => match s.store.get(&key).await {
+                Ok(r) => match r.bytes().await {
+                    Ok(b) if b.as_ref() == body.as_bytes() => CheckOutcome::Ok,
+                    Ok(_) => failed("another object answered under the probe's key"),
+                    Err(e) => failed(e),
+                },
+                Err(object_store::Error::NotFound { .. }) => failed(format!(
+                    "the probe object is not there when addressed {way}: the requests went to another bucket or endpoint"
+                )),
+                Err(e) => failed(e),
+            },
+        };
+        outcomes.push(outcome);
+    }
+    let _ = configured.store.delete(&key).await;
+    let path_style = outcomes.pop().expect("two outcomes");
+    let virtual_hosted = outcomes.pop().expect("two outcomes");
+    Some(AddressingReport {
+        configured: addressing,
+        virtual_hosted,
+        path_style,
+    })
+}

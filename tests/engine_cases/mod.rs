@@ -800,12 +800,10 @@ async fn inspect_expire_and_restore_until() {
     let report = expire(
         repo,
         &db("life"),
-        &ExpirePolicy {
+        &ExpireOptions::new(ExpirePolicy {
             keep_last_chains: Some(1),
             keep_within: None,
-        },
-        jiff::Timestamp::now(),
-        false,
+        }),
     )
     .await
     .expect("expire");
@@ -1157,4 +1155,168 @@ async fn aggregate_with_keep_old_backup_deletes_nothing() {
             .await
             .is_err()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Interrupted work is finished or named.
+// ---------------------------------------------------------------------------------------
+
+/// Copies every file under `from` into `to` (a local store's objects are plain files).
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else if !target.exists() {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// An aggregate stopped between its commit and its deletions (a SIGKILL, a lost pod)
+/// leaves the new FULL and the old chain side by side. Its manifest says what it
+/// supersedes, so the next aggregate, or expire, deletes the old chain as promised, and
+/// the result restores byte-identically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_stopped_after_its_commit_is_finished_by_the_next_aggregate_or_expire() {
+    for next in ["aggregate", "expire"] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let root = work.path().join("repo");
+        let repo = Repository::new(
+            StorageConfig::from_url(&format!("file://{}", root.display()))
+                .expect("url")
+                .build()
+                .await
+                .expect("local"),
+        );
+        let src = work.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("store"), data(2 << 20, 3, true)).expect("write");
+        let mut chain = vec![committed(&backup_dir(&repo, "neo4j", &src, auto()).await).0];
+        for round in 0..2u64 {
+            mutate(&src, round + 20);
+            chain.push(committed(&backup_dir(&repo, "neo4j", &src, auto()).await).0);
+        }
+        let expected = snapshot(&src);
+        // The repository as it is before the aggregate, kept aside.
+        let before = work.path().join("before");
+        std::fs::create_dir_all(&before).expect("mkdir");
+        copy_tree(&root, &before);
+        let report = aggregate_one(
+            &repo,
+            &db("neo4j"),
+            &AggregateOptions::default(),
+            &progress(),
+        )
+        .await
+        .expect("aggregate");
+        let full = report.artifact.clone().expect("a new FULL");
+        assert_eq!(report.deleted.len(), 3);
+        // As if it had been killed before deleting: the old chain is back beside the FULL.
+        copy_tree(&before, &root);
+        let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+        assert_eq!(
+            view.catalog.artifacts().len(),
+            4,
+            "the old chain and the new FULL"
+        );
+        let m = view
+            .catalog
+            .get(&full.parse().expect("id"))
+            .expect("the FULL");
+        assert_eq!(m.supersedes, chain, "the FULL names the chain it replaces");
+
+        let finished = match next {
+            "aggregate" => {
+                aggregate_one(
+                    &repo,
+                    &db("neo4j"),
+                    &AggregateOptions::default(),
+                    &progress(),
+                )
+                .await
+                .expect("aggregate again")
+                .finished_interrupted
+            }
+            _ => {
+                let options = ExpireOptions::new(ExpirePolicy {
+                    keep_last_chains: Some(5),
+                    keep_within: None,
+                });
+                expire(&repo, &db("neo4j"), &options)
+                    .await
+                    .expect("expire")
+                    .finished_interrupted
+            }
+        };
+        let mut wanted: Vec<String> = chain.iter().map(ToString::to_string).collect();
+        wanted.reverse();
+        assert_eq!(
+            finished, wanted,
+            "{next}: the promised deletions, newest first"
+        );
+        let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+        let left: Vec<String> = view.catalog.artifacts().map(|m| m.id.to_string()).collect();
+        assert_eq!(
+            left,
+            vec![full.clone()],
+            "{next}: only the new FULL is left"
+        );
+        let into = work.path().join("restored");
+        let restored = restore_to(&repo, "neo4j", RestoreTarget::Latest, &into).await;
+        assert_eq!(restored.artifact, full);
+        assert_same(next, &expected, &snapshot(&into));
+    }
+}
+
+/// A restore stopped by SIGKILL leaves its staging directory beside the destination; the
+/// next restore there removes it and says so. A destination set aside by a restore
+/// stopped between its two renames is named, never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_removes_an_interrupted_restores_staging_and_names_a_set_aside_destination() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = Repository::new(
+        StorageConfig::from_url(&format!("file://{}", work.path().join("repo").display()))
+            .expect("url")
+            .build()
+            .await
+            .expect("local"),
+    );
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"data").expect("write");
+    committed(&backup_dir(&repo, "neo4j", &src, auto()).await);
+    let into = work.path().join("restores");
+    let staging = into.join(".neo4j.catena-restore-0badf00d");
+    std::fs::create_dir_all(staging.join("partial")).expect("mkdir");
+    std::fs::write(staging.join("partial/f"), b"da").expect("write");
+    let set_aside = into.join(".neo4j.catena-old-12345678");
+    std::fs::create_dir_all(&set_aside).expect("mkdir");
+    std::fs::write(set_aside.join("earlier"), b"kept").expect("write");
+    let report = restore_to(&repo, "neo4j", RestoreTarget::Latest, &into.join("neo4j")).await;
+    assert!(!staging.exists(), "the staging directory is removed");
+    assert!(
+        set_aside.join("earlier").exists(),
+        "the set-aside destination is kept"
+    );
+    assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("catena-restore-0badf00d") && n.contains("removed")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("catena-old-12345678") && n.contains("move it back")),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(std::fs::read(into.join("neo4j/f")).expect("read"), b"data");
 }

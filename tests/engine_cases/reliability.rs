@@ -163,12 +163,10 @@ async fn run_op(op: Op, repo: &Repository, seed: &Seed) -> Result<bool, String> 
         Op::Expire => expire(
             repo,
             &db("rel"),
-            &ExpirePolicy {
+            &ExpireOptions::new(ExpirePolicy {
                 keep_last_chains: Some(1),
                 keep_within: None,
-            },
-            jiff::Timestamp::now(),
-            false,
+            }),
         )
         .await
         .map(|_| true)
@@ -445,12 +443,10 @@ async fn eight_concurrent_writers_never_orphan_a_diff_on_moto() {
             let report = expire(
                 &r,
                 &db("conc"),
-                &ExpirePolicy {
+                &ExpireOptions::new(ExpirePolicy {
                     keep_last_chains: Some(1),
                     keep_within: None,
-                },
-                jiff::Timestamp::now(),
-                false,
+                }),
             )
             .await
             .expect("expire");
@@ -567,7 +563,7 @@ async fn every_operation_can_be_spawned() {
             keep_last_chains: Some(1),
             keep_within: None,
         };
-        expire(&r, &db("spawn"), &policy, jiff::Timestamp::now(), false).await
+        expire(&r, &db("spawn"), &ExpireOptions::new(policy)).await
     })
     .await
     .expect("task")

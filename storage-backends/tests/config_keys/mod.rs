@@ -130,9 +130,10 @@ async fn minio_endpoint_is_a_deprecated_alias() {
         ..aws()
     };
     let s = c.build().await.expect("build");
+    // Virtual-hosted (the chart's default): the bucket goes into the host name.
     assert_eq!(
         setting(&s, "endpoint").as_deref(),
-        Some("http://minio.example.com:9000")
+        Some("http://my-bucket.minio.example.com:9000")
     );
     assert!(
         s.warnings
@@ -243,14 +244,6 @@ async fn wrong_combinations_name_the_keys() {
         (
             with_secret(StorageConfig {
                 s3_endpoint: Some("https://h".into()),
-                s3_endpoint_tls: Some(false),
-                ..aws()
-            }),
-            &["s3EndpointTLS"],
-        ),
-        (
-            with_secret(StorageConfig {
-                s3_endpoint: Some("https://h".into()),
                 s3_ca_cert: Some("eA==".into()),
                 s3_skip_verify: true,
                 ..aws()
@@ -308,8 +301,10 @@ async fn wrong_combinations_name_the_keys() {
             &["bucketName"],
         ),
         (
+            // (`credentials`, the key's default, alone is no setting: see
+            // the_charts_defaults_are_not_settings.)
             StorageConfig {
-                secret_key_name: Some("credentials".into()),
+                secret_key_name: Some("awskey".into()),
                 ..aws()
             },
             &["secretKeyName", "secretName"],
@@ -542,4 +537,190 @@ async fn seed_credentials_file_signs_requests_that_s3s_fs_verifies() {
         .expect_err("a wrong secret is refused");
     assert!(!err.to_string().contains("wrong-secret"));
     let _ = Arc::new(());
+}
+
+/// With an endpoint and virtual-hosted style (the chart's default), requests must go to
+/// `<bucket>.<host>`: object_store sends them to the endpoint as given, so an endpoint
+/// without the bucket made the server take the key's first segment for the bucket.
+#[tokio::test]
+async fn the_bucket_is_addressed_as_the_chart_means() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    aws_secret(dir.path(), "awscreds", "k", "s", "us-east-1");
+    let at = |endpoint: Option<&str>, bucket: &str, path_style: bool| StorageConfig {
+        bucket_name: bucket.into(),
+        s3_endpoint: endpoint.map(str::to_owned),
+        s3_force_path_style: path_style,
+        secret_name: Some("awscreds".into()),
+        secrets_dir: dir.path().to_owned(),
+        ..aws()
+    };
+    let cases = [
+        // (endpoint, bucket, s3ForcePathStyle) -> (endpoint object_store gets, virtual?)
+        (
+            at(Some("https://minio.internal:9000"), "my-bucket", false),
+            "https://my-bucket.minio.internal:9000",
+            "true",
+        ),
+        (
+            at(Some("https://minio.internal:9000"), "my-bucket", true),
+            "https://minio.internal:9000",
+            "false",
+        ),
+        (
+            at(Some("https://s3.amazonaws.com"), "my-bucket", false),
+            "https://my-bucket.s3.amazonaws.com",
+            "true",
+        ),
+        // An endpoint that already is the bucket's own address stays as it is.
+        (
+            at(Some("https://my-bucket.s3.example.com"), "my-bucket", false),
+            "https://my-bucket.s3.example.com",
+            "true",
+        ),
+        // IP addresses and localhost cannot carry the bucket: path style.
+        (
+            at(Some("http://10.1.2.3:9000"), "my-bucket", false),
+            "http://10.1.2.3:9000",
+            "false",
+        ),
+        (
+            at(Some("http://localhost:9000"), "my-bucket", false),
+            "http://localhost:9000",
+            "false",
+        ),
+        // A bucket with dots breaks TLS certificate matching as a host name: path style.
+        (
+            at(Some("https://minio.internal"), "my.bucket", false),
+            "https://minio.internal",
+            "false",
+        ),
+    ];
+    for (c, endpoint, virtual_hosted) in cases {
+        let s = c.build().await.unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert_eq!(setting(&s, "endpoint").as_deref(), Some(endpoint), "{c:?}");
+        assert_eq!(
+            setting(&s, "virtual_hosted_style").as_deref(),
+            Some(virtual_hosted),
+            "{c:?}"
+        );
+        let addressing = setting(&s, "addressing").unwrap_or_default();
+        assert!(
+            addressing.starts_with(if virtual_hosted == "true" {
+                "virtual-hosted"
+            } else {
+                "path-style"
+            }),
+            "{addressing}"
+        );
+    }
+    // Without an endpoint: AWS, virtual-hosted.
+    let s = at(None, "my-bucket", false).build().await.expect("build");
+    assert_eq!(setting(&s, "virtual_hosted_style").as_deref(), Some("true"));
+}
+
+/// A copy of the chart's values carries every key at its default (`s3EndpointTLS: false`,
+/// empty strings): defaults are not settings, so they neither apply to another provider
+/// nor contradict an https:// endpoint. Asking for TLS on an http:// endpoint still fails.
+#[tokio::test]
+async fn the_charts_defaults_are_not_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = StorageConfig {
+        s3_endpoint_tls: Some(false),
+        s3_endpoint: Some(String::new()),
+        s3_region: Some("  ".into()),
+        local_path: dir.path().join("backups"),
+        ..StorageConfig::default()
+    };
+    local
+        .build()
+        .await
+        .expect("a local store with the chart's S3 defaults");
+    aws_secret(dir.path(), "awscreds", "k", "s", "us-east-1");
+    let https = StorageConfig {
+        s3_endpoint: Some("https://minio.internal".into()),
+        s3_endpoint_tls: Some(false),
+        secret_name: Some("awscreds".into()),
+        secrets_dir: dir.path().to_owned(),
+        ..aws()
+    };
+    let s = https
+        .build()
+        .await
+        .expect("https endpoint, s3EndpointTLS at its default");
+    assert!(
+        setting(&s, "endpoint")
+            .unwrap_or_default()
+            .starts_with("https://"),
+        "the endpoint's scheme wins over the default"
+    );
+    let e = build_err(StorageConfig {
+        s3_endpoint: Some("http://minio.internal".into()),
+        s3_endpoint_tls: Some(true),
+        ..https.clone()
+    })
+    .await;
+    assert!(
+        e.contains("s3EndpointTLS is true") && e.contains("http://"),
+        "{e}"
+    );
+}
+
+/// Every storage key but where-to (provider, bucket, prefix, local path: a URL says those)
+/// can be overridden, and an empty text clears what the file set. The keys are taken from
+/// the serialized forms, so a key added to `StorageConfig` without an override fails here.
+#[tokio::test]
+async fn every_storage_key_can_be_overridden() {
+    use storage_backends::StorageOverrides;
+    let keys = |v: serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.as_object().expect("object").keys().cloned().collect()
+    };
+    let config_keys = keys(serde_json::to_value(StorageConfig::default()).expect("json"));
+    let override_keys = keys(serde_json::to_value(StorageOverrides::default()).expect("json"));
+    let url_keys = ["cloudProvider", "bucketName", "prefix", "localPath"];
+    let expected: std::collections::BTreeSet<String> = config_keys
+        .iter()
+        .filter(|k| !url_keys.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(override_keys, expected);
+
+    // A file that sets every key one way; overrides that set every key another way.
+    let mut file = serde_json::to_value(aws()).expect("json");
+    let mut wanted = serde_json::Map::new();
+    for key in &override_keys {
+        let (from_file, from_flag) = match file[key.as_str()] {
+            serde_json::Value::Bool(_) => (serde_json::json!(false), serde_json::json!(true)),
+            _ if key == "s3EndpointTLS" => (serde_json::json!(false), serde_json::json!(true)),
+            _ => (
+                serde_json::json!(format!("file-{key}")),
+                serde_json::json!(format!("flag-{key}")),
+            ),
+        };
+        file[key.as_str()] = from_file;
+        wanted.insert(key.clone(), from_flag);
+    }
+    let file: StorageConfig = serde_json::from_value(file).expect("config");
+    let overrides: StorageOverrides =
+        serde_json::from_value(serde_json::Value::Object(wanted.clone())).expect("overrides");
+    let merged = serde_json::to_value(file.clone().with_overrides(&overrides)).expect("json");
+    for (key, value) in &wanted {
+        // The endpoint and its deprecated alias go together: giving one replaces both.
+        assert_eq!(&merged[key.as_str()], value, "{key} was not overridden");
+    }
+    // An empty text clears; the deprecated alias gives way to the endpoint.
+    let cleared = file.with_overrides(&StorageOverrides {
+        s3_endpoint: Some("http://h:1".into()),
+        s3_ca_cert: Some(String::new()),
+        ..StorageOverrides::default()
+    });
+    assert_eq!(cleared.s3_ca_cert, None);
+    assert_eq!(
+        cleared.minio_endpoint, None,
+        "--s3-endpoint over minioEndpoint"
+    );
+    assert_eq!(cleared.s3_endpoint.as_deref(), Some("http://h:1"));
+    assert!(
+        !format!("{overrides:?}").contains("flag-s3CACert"),
+        "{overrides:?}"
+    );
 }
