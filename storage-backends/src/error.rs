@@ -113,10 +113,19 @@ fn credentials_hint(e: &object_store::Error) -> &'static str {
         if text.contains("certificate") {
             return "";
         }
-        about_credentials |= text.contains("token request")
-            || text.contains("metadata")
-            || text.contains("fetching credentials")
-            || text.contains("credentials unavailable");
+        // object_store's credential providers: instance metadata (AWS IMDS paths, GCE
+        // computeMetadata), token endpoints, STS web identity, our aws-config bridge.
+        about_credentials |= [
+            "token request",
+            "metadata",
+            "/latest/api/token",
+            "/latest/meta-data",
+            "assumerolewithwebidentity",
+            "fetching credentials",
+            "credentials unavailable",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle));
         cur = err.source();
     }
     if !about_credentials {

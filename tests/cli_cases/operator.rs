@@ -788,3 +788,395 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
     }
     eprintln!("signals: {}", rows.join("; "));
 }
+
+/// `unlock` does not break the lock of a writer that is running on this host (that would
+/// let a second writer in beside it) unless `--force`; the writer whose lock was broken
+/// says so, not that its lease ran out, and commits nothing.
+#[test]
+fn unlock_refuses_a_running_holder_and_the_broken_writer_says_so() {
+    let Some(moto) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("neo4j")).expect("mkdir");
+    std::fs::write(data.join("neo4j/store"), common::data(48 << 20, 9, true)).expect("write");
+    let secrets = t.path().join("secrets");
+    common::aws_secret(&secrets, "awscreds", "moto-key", "moto-secret", "us-east-1");
+    let url = format!("s3://{}/{}", common::BUCKET, common::unique("unlock"));
+    let storage = |c: &mut std::process::Command| {
+        c.args([
+            "--s3-endpoint",
+            &moto,
+            "--secret-name",
+            "awscreds",
+            "--secrets-dir",
+        ])
+        .arg(&secrets);
+    };
+    let mut backup = catena();
+    backup
+        .args(["backup", "--from"])
+        .arg(&data)
+        .args([
+            "--to-path",
+            &url,
+            "--parts-in-flight",
+            "1",
+            "--part-size-mib",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    storage(&mut backup);
+    let mut child = backup.spawn().expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("backup neo4j: started") {
+        let n = stderr.read(&mut buf).expect("read");
+        assert!(n > 0, "the backup ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut unlock = catena();
+    unlock.args(["unlock", "neo4j", "--from-path", &url]);
+    storage(&mut unlock);
+    let o = unlock.output().expect("runs");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("running on this host") && out.contains("--force"),
+        "{out}"
+    );
+    let mut force = catena();
+    force.args(["unlock", "neo4j", "--from-path", &url, "--force"]);
+    storage(&mut force);
+    let o = force.output().expect("runs");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("broke the lock"), "{}", text(&o));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("read");
+    let exit = child.wait_with_output().expect("wait");
+    let out = format!("{}{seen}{rest}", String::from_utf8_lossy(&exit.stdout));
+    assert_eq!(exit.status.code(), Some(1), "{out}");
+    assert!(out.contains("broken by `catena unlock`"), "{out}");
+    assert!(!out.contains("lease ran out"), "{out}");
+}
+
+/// `backup --from DIR` without a list names every entry it does not back up and why; a
+/// directory left out for its name fails the run (its data would be missing), a file is
+/// noted; the run record lists them.
+#[test]
+fn backup_names_every_entry_it_does_not_back_up() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    make_data(&data);
+    std::fs::create_dir_all(data.join("bad name")).expect("mkdir");
+    std::fs::write(data.join("bad name/store"), b"data").expect("write");
+    std::fs::write(data.join("README"), b"not a database").expect("write");
+    std::fs::create_dir_all(data.join("lost+found")).expect("mkdir");
+    let repo = t.path().join("repo");
+    let o = run(&[
+        "backup",
+        "--from",
+        data.to_str().expect("utf8"),
+        "--to-path",
+        repo.to_str().expect("utf8"),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("neo4j: FULL") && out.contains("system: FULL"),
+        "{out}"
+    );
+    assert!(out.contains("bad name: NOT BACKED UP:"), "{out}");
+    assert!(
+        out.contains("README: NOT BACKED UP: not a directory (noted)"),
+        "{out}"
+    );
+    assert!(out.contains("lost+found: NOT BACKED UP:"), "{out}");
+    let runs: Vec<_> = std::fs::read_dir(repo.join("_runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let record = std::fs::read_to_string(&runs[0]).expect("record");
+    assert!(
+        record.contains("\"bad name\"") && record.contains("\"README\""),
+        "{record}"
+    );
+    assert!(record.contains("\"ok\": false"), "{record}");
+}
+
+/// `--restore-until` takes exactly the times Catena prints: inspect's column (UTC, to the
+/// microsecond, so backups within one second are told apart), the RFC 3339 of JSON, and
+/// RFC 3339 with another offset. Absurd durations get an error, never an overflow.
+#[test]
+fn restore_until_takes_the_times_catena_prints() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("neo4j")).expect("mkdir");
+    let repo = t.path().join("repo");
+    let repo_s = repo.to_str().expect("utf8");
+    for round in 0..3u8 {
+        std::fs::write(data.join("neo4j/v"), [round]).expect("write");
+        let o = run(&[
+            "backup",
+            "--from",
+            data.to_str().expect("utf8"),
+            "--to-path",
+            repo_s,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = run(&["inspect", "--from-path", repo_s, "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    let o = run(&["inspect", "--from-path", repo_s]);
+    let table = text(&o);
+    let shown: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split_whitespace()
+                .skip(2)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(shown.len(), 3, "{table}");
+    let offset = |rfc3339: &str| {
+        // The same instant written at +01:00.
+        let ts: jiff::Timestamp = rfc3339.parse().expect("time");
+        format!(
+            "{}+01:00",
+            (ts + jiff::SignedDuration::from_hours(1)).strftime("%Y-%m-%dT%H:%M:%S%.6f")
+        )
+    };
+    for (k, bound) in [
+        shown[2].clone(),
+        rows[2]["committed_at"].as_str().expect("time").to_owned(),
+        offset(rows[2]["committed_at"].as_str().expect("time")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let into = t.path().join(format!("restored-{k}"));
+        let o = run(&[
+            "restore",
+            "neo4j",
+            "--from-path",
+            repo_s,
+            "--to",
+            into.to_str().expect("utf8"),
+            "--restore-until",
+            &bound,
+        ]);
+        let out = text(&o);
+        assert!(o.status.success(), "{bound}: {out}");
+        assert!(
+            out.contains(rows[1]["artifact"].as_str().expect("id")),
+            "{bound} selects the second backup: {out}"
+        );
+        assert_eq!(std::fs::read(into.join("v")).expect("read"), [1]);
+    }
+    for args in [
+        &[
+            "expire",
+            "--from-path",
+            repo_s,
+            "--keep-within",
+            "99999999999999999w",
+        ][..],
+        &["expire", "--from-path", repo_s, "--keep-within", "5000000w"][..],
+        &[
+            "gc",
+            "--from-path",
+            repo_s,
+            "--grace",
+            "18446744073709551615s",
+        ][..],
+        &[
+            "inspect",
+            "--from-path",
+            repo_s,
+            "--retry-lock",
+            "9999999999999d",
+        ][..],
+    ] {
+        let o = run(args);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {out}");
+        assert!(
+            out.contains("longer than 100 years") || out.contains("number and a unit"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.contains("panicked") && !out.contains("overflow"),
+            "{out}"
+        );
+    }
+}
+
+/// Errors and notes say what to do, once, in plain text or as JSON, never with a double
+/// space or a terminal colour when nobody reads a terminal.
+#[test]
+fn errors_and_notes_say_what_to_do() {
+    let Some(moto) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    make_data(&data);
+    let repo = t.path().join("repo");
+    let (data_s, repo_s) = (data.to_str().expect("utf8"), repo.to_str().expect("utf8"));
+    let mut outputs = Vec::new();
+
+    // A dry run never says "done".
+    let o = run(&["backup", "--from", data_s, "--to-path", repo_s, "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("done"), "{}", text(&o));
+    outputs.push(text(&o));
+
+    // A failure is printed once.
+    let o = run(&[
+        "backup",
+        "neo4j",
+        "--from",
+        data_s,
+        "--to-path",
+        repo_s,
+        "--type",
+        "DIFF",
+        "--fallback-to-full",
+        "false",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(
+        out.matches("no earlier backup")
+            .count()
+            .max(out.matches("FAILED").count()),
+        1,
+        "{out}"
+    );
+    outputs.push(out);
+
+    // With --format JSON, an error is a JSON object too.
+    let o = run(&[
+        "--format",
+        "JSON",
+        "restore",
+        "nosuch",
+        "--from-path",
+        repo_s,
+        "--to",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON error");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+
+    // No terminal, no colours, whatever the log level.
+    let o = catena()
+        .args(["backup", "--from", data_s, "--to-path", repo_s])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("runs");
+    assert!(o.status.success());
+    assert!(!text(&o).contains('\u{1b}'), "ANSI colours: {}", text(&o));
+
+    // The CA file is a CA file, not a credentials file.
+    let empty = t.path().join("secrets");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let o = run(&[
+        "probe",
+        "--to-path",
+        "s3://b/p",
+        "--s3-endpoint",
+        "https://s3.example.com",
+        "--s3-ca-secret-name",
+        "s3-ca",
+        "--secrets-dir",
+        empty.to_str().expect("utf8"),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("CA certificate file") && !out.contains("credentials file"),
+        "{out}"
+    );
+    outputs.push(out);
+
+    // Workload identity with no token: the settings to provide, not a raw 403.
+    let metadata = forbidding_metadata_service();
+    let o = catena()
+        .args(["backup", "--from", data_s, "--to-path"])
+        .arg(format!("s3://{}/{}", common::BUCKET, common::unique("wi")))
+        .args([
+            "--s3-endpoint",
+            &moto,
+            "--service-account-name",
+            "backup-sa",
+        ])
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://{metadata}"),
+        )
+        .env("HOME", t.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .output()
+        .expect("runs");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("no AWS credentials") && out.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{out}"
+    );
+    outputs.push(out);
+
+    // aggregate says what in the values file does not apply, like backup; keys read but
+    // without effect are named.
+    let values = t.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "neo4j:\n  image: \"neo4j/helm-charts-backup\"\nbackup:\n  aggregate:\n    enabled: true\n    database: \"neo4j\"\nconsistencyCheck:\n  threads: 4\n  maxOffHeapMemory: \"1g\"\n",
+    )
+    .expect("write");
+    let o = run(&[
+        "aggregate",
+        "--from-path",
+        repo_s,
+        "--values",
+        values.to_str().expect("utf8"),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("not applicable outside Kubernetes") && out.contains("neo4j.image"),
+        "{out}"
+    );
+    assert!(
+        out.contains("consistencyCheck.maxOffHeapMemory / threads"),
+        "{out}"
+    );
+    outputs.push(out);
+
+    // Expire names its flags.
+    let o = run(&["expire", "--from-path", repo_s]);
+    assert!(text(&o).contains("--keep-last"), "{}", text(&o));
+    outputs.push(text(&o));
+
+    for out in outputs {
+        for line in out.lines() {
+            assert!(
+                !line.trim_start().contains("  "),
+                "a double space: {line:?}"
+            );
+        }
+    }
+}

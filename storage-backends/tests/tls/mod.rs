@@ -4,6 +4,7 @@
 //! `s3SkipVerify` makes it work and warns.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -17,8 +18,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 use crate::common::*;
 
 /// Starts a TLS proxy on 127.0.0.1 forwarding to `upstream` (`http://host:port`); returns
-/// its `https://` endpoint and the certificate's PEM.
-async fn tls_proxy(upstream: &str) -> (String, String) {
+/// its `https://` endpoint, the certificate's PEM and a count of the connections accepted.
+async fn tls_proxy(upstream: &str) -> (String, String, Arc<AtomicUsize>) {
     let key = rcgen::KeyPair::generate().expect("key");
     let params =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
@@ -40,11 +41,14 @@ async fn tls_proxy(upstream: &str) -> (String, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let upstream = upstream.trim_start_matches("http://").to_owned();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
+            counted.fetch_add(1, Ordering::SeqCst);
             let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(socket).await else {
@@ -57,7 +61,7 @@ async fn tls_proxy(upstream: &str) -> (String, String) {
             });
         }
     });
-    (format!("https://127.0.0.1:{port}"), pem)
+    (format!("https://127.0.0.1:{port}"), pem, connections)
 }
 
 async fn round_trip(store: &Arc<dyn ObjectStore>) -> Result<(), String> {
@@ -82,7 +86,7 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
     let Some(moto) = server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
         return;
     };
-    let (endpoint, pem) = tls_proxy(&moto).await;
+    let (endpoint, pem, connections) = tls_proxy(&moto).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let base = || s3_config(&endpoint, dir.path(), "k", "s", &unique("tls"));
 
@@ -94,6 +98,12 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
     assert!(
         err.contains("s3CACert") && err.contains("not trusted"),
         "the error does not say what to do: {err}"
+    );
+    // Retrying cannot mend a certificate: one attempt, not object_store's ten.
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "an untrusted certificate was retried"
     );
 
     eprintln!("default verification: {err}");
