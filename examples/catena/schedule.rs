@@ -85,7 +85,6 @@ pub(crate) async fn schedule(args: ScheduleArgs, ctx: &Ctx) -> Result<bool, Stri
         }
         // The history is for people; failing to write it does not stop the schedule.
         if let Err(e) = record(&repo, ok, attempt, keep_ok, keep_failed).await {
-            tracing::error!(error = %e, "could not write the job history record; the schedule goes on");
             eprintln!(
                 "warning: could not write the job history record ({e}); the schedule goes on"
             );

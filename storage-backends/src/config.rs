@@ -795,8 +795,13 @@ impl StorageConfig {
     async fn build_as(&self, forced: Option<Addressing>) -> Result<Storage, Error> {
         self.check_keys_apply()?;
         let mut warnings = Vec::new();
-        let mut settings: Vec<(String, String)> =
-            vec![("provider".into(), self.provider_name().to_owned())];
+        let mut settings: Vec<(String, String)> = vec![(
+            "provider".into(),
+            match self.cloud_provider {
+                CloudProvider::Local => "local directory".to_owned(),
+                _ => self.provider_name().to_owned(),
+            },
+        )];
         let (store, description): (Arc<dyn ObjectStore>, String) = match self.cloud_provider {
             CloudProvider::Memory => (Arc::new(InMemory::new()), "memory://".to_owned()),
             CloudProvider::Local => {

@@ -1180,3 +1180,134 @@ fn errors_and_notes_say_what_to_do() {
         }
     }
 }
+
+/// `schedule` stops the run in flight on SIGTERM as backup does (before, its own token
+/// never reached the run, which went on for 20-25 s), goes on when its history record
+/// cannot be written, and reads an aggregate-only values file's repository from
+/// `aggregate.fromPath`, as `aggregate --values` does.
+#[test]
+fn schedule_cancels_its_run_keeps_going_without_history_and_honours_from_path() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    make_data(&data);
+    let repo = t.path().join("repo");
+    let repo_s = repo.to_str().expect("utf8");
+
+    // An aggregate-only values file: its repository is aggregate.fromPath.
+    for round in 0..2u8 {
+        std::fs::write(data.join("neo4j/round"), [round]).expect("write");
+        let o = run(&[
+            "backup",
+            "--from",
+            data.to_str().expect("utf8"),
+            "--to-path",
+            repo_s,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let values = t.path().join("aggregate.yaml");
+    std::fs::write(
+        &values,
+        format!("backup:\n  aggregate:\n    enabled: true\n    fromPath: \"{repo_s}\"\n    database: \"neo4j\"\n"),
+    )
+    .expect("write");
+    let o = run(&[
+        "schedule",
+        "--values",
+        values.to_str().expect("utf8"),
+        "--max-runs",
+        "1",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("aggregated into"), "{out}");
+    assert!(
+        repo.join("_jobs").is_dir(),
+        "the history is beside the backups it ran on"
+    );
+
+    // The history cannot be written (a file where its prefix should be): the runs go on.
+    let other = t.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("_jobs"), b"in the way").expect("write");
+    let plain = t.path().join("plain.yaml");
+    std::fs::write(&plain, "backup:\n  database: \"neo4j\"\n").expect("write");
+    let o = run(&[
+        "schedule",
+        "--values",
+        plain.to_str().expect("utf8"),
+        "--from",
+        data.to_str().expect("utf8"),
+        "--to-path",
+        other.to_str().expect("utf8"),
+        "--max-runs",
+        "2",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(
+        out.matches("could not write the job history record")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("neo4j: FULL").count() + out.matches("neo4j: DIFF").count(),
+        2,
+        "both runs backed up: {out}"
+    );
+
+    // SIGTERM during a run: the run is cancelled, like a backup's.
+    let Some(moto) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let big = t.path().join("big");
+    std::fs::create_dir_all(big.join("neo4j")).expect("mkdir");
+    std::fs::write(big.join("neo4j/store"), common::data(48 << 20, 11, true)).expect("write");
+    let secrets = t.path().join("secrets");
+    common::aws_secret(&secrets, "awscreds", "moto-key", "moto-secret", "us-east-1");
+    let prefix = common::unique("schedule");
+    let child = catena()
+        .args(["schedule", "--values"])
+        .arg(&plain)
+        .arg("--from")
+        .arg(&big)
+        .args(["--to-path", &format!("s3://{}/{prefix}", common::BUCKET)])
+        .args([
+            "--s3-endpoint",
+            &moto,
+            "--secret-name",
+            "awscreds",
+            "--secrets-dir",
+        ])
+        .arg(&secrets)
+        .args([
+            "--parts-in-flight",
+            "1",
+            "--part-size-mib",
+            "5",
+            "--max-runs",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (code, took, out) = signal_when(
+        child,
+        "backup neo4j: started",
+        std::time::Duration::from_millis(300),
+        "TERM",
+    );
+    assert_eq!(code, Some(143), "{out}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(
+        out.contains("interrupted by SIGTERM: the scheduler stopped"),
+        "{out}"
+    );
+    assert_eq!(
+        moto_open_uploads(&moto, &prefix),
+        0,
+        "an upload was left open"
+    );
+}
