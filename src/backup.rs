@@ -79,6 +79,23 @@ pub struct DatabaseOutcome {
     pub kept_failed: Option<String>,
 }
 
+impl DatabaseOutcome {
+    /// The outcome of a database before anything happened to it.
+    fn new(db: &DatabaseName) -> Self {
+        Self {
+            database: db.to_string(),
+            decision: None,
+            artifact: None,
+            empty: false,
+            bytes_read: 0,
+            stored_bytes: 0,
+            warnings: Vec::new(),
+            error: None,
+            kept_failed: None,
+        }
+    }
+}
+
 /// The run record: what one backup run committed, written (sealed) under `_runs/` after all
 /// databases, so that a restore can pick one consistent run across databases.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,15 +151,8 @@ pub async fn backup(
         if options.cancel.is_cancelled() {
             // Stopped: the databases not started yet are listed as such, not attempted.
             outcomes.push(DatabaseOutcome {
-                database: db.to_string(),
-                decision: None,
-                artifact: None,
-                empty: false,
-                bytes_read: 0,
-                stored_bytes: 0,
-                warnings: Vec::new(),
                 error: Some("not started: the run was cancelled".into()),
-                kept_failed: None,
+                ..DatabaseOutcome::new(&db)
             });
             continue;
         }
@@ -195,17 +205,7 @@ async fn backup_one(
     options: &BackupOptions,
     progress: &Arc<dyn Progress>,
 ) -> DatabaseOutcome {
-    let mut outcome = DatabaseOutcome {
-        database: db.to_string(),
-        decision: None,
-        artifact: None,
-        empty: false,
-        bytes_read: 0,
-        stored_bytes: 0,
-        warnings: Vec::new(),
-        error: None,
-        kept_failed: None,
-    };
+    let mut outcome = DatabaseOutcome::new(db);
     let lock = if options.dry_run {
         None
     } else {

@@ -1161,6 +1161,17 @@ async fn aggregate_with_keep_old_backup_deletes_nothing() {
 // Interrupted work is finished or named.
 // ---------------------------------------------------------------------------------------
 
+/// A repository in a local directory.
+async fn local_repo(root: &Path) -> Repository {
+    Repository::new(
+        StorageConfig::from_url(&format!("file://{}", root.display()))
+            .expect("url")
+            .build()
+            .await
+            .expect("local"),
+    )
+}
+
 /// Copies every file under `from` into `to` (a local store's objects are plain files).
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read_dir") {
@@ -1184,13 +1195,7 @@ async fn an_aggregate_stopped_after_its_commit_is_finished_by_the_next_aggregate
     for next in ["aggregate", "expire"] {
         let work = tempfile::tempdir().expect("tempdir");
         let root = work.path().join("repo");
-        let repo = Repository::new(
-            StorageConfig::from_url(&format!("file://{}", root.display()))
-                .expect("url")
-                .build()
-                .await
-                .expect("local"),
-        );
+        let repo = local_repo(&root).await;
         let src = work.path().join("src");
         std::fs::create_dir_all(&src).expect("mkdir");
         std::fs::write(src.join("store"), data(2 << 20, 3, true)).expect("write");
@@ -1277,13 +1282,7 @@ async fn an_aggregate_stopped_after_its_commit_is_finished_by_the_next_aggregate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_removes_an_interrupted_restores_staging_and_names_a_set_aside_destination() {
     let work = tempfile::tempdir().expect("tempdir");
-    let repo = Repository::new(
-        StorageConfig::from_url(&format!("file://{}", work.path().join("repo").display()))
-            .expect("url")
-            .build()
-            .await
-            .expect("local"),
-    );
+    let repo = local_repo(&work.path().join("repo")).await;
     let src = work.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("f"), b"data").expect("write");
