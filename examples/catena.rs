@@ -752,7 +752,10 @@ async fn run(
                         // Exactly what --restore-until takes back: microseconds, like the
                         // manifest's committed_at, so backups of one second are told apart.
                         r.committed_at.strftime("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-                        r.kind == catena::chain_core::ArtifactKind::Full,
+                        match r.kind {
+                            Some(k) => (k == catena::chain_core::ArtifactKind::Full).to_string(),
+                            None => "?".into(),
+                        },
                         r.compression,
                         r.from + 1,
                         r.to,

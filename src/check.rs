@@ -119,7 +119,8 @@ pub async fn check(
     options: &CheckOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<(CheckReport, Option<String>), Error> {
-    let view = repo.catalog(db).await?;
+    // As found: an earlier report's findings must not make this check fail for ever.
+    let view = repo.catalog_as_found(db).await?;
     let catalog = &view.catalog;
     progress.event(ProgressEvent::DatabaseStarted {
         database: db.to_string(),

@@ -25,8 +25,8 @@ pub struct InspectRow {
     pub database: String,
     /// The artifact id.
     pub artifact: String,
-    /// FULL or DIFF.
-    pub kind: ArtifactKind,
+    /// FULL or DIFF; `None` for an artifact whose manifest cannot be read.
+    pub kind: Option<ArtifactKind>,
     /// Nothing changed since the parent.
     pub empty: bool,
     /// The parent of a DIFF.
@@ -60,7 +60,7 @@ fn row(catalog: &chain_core::Catalog, m: &Manifest) -> InspectRow {
     InspectRow {
         database: m.database.to_string(),
         artifact: m.id.to_string(),
-        kind: m.kind,
+        kind: Some(m.kind),
         empty: m.empty,
         parent: m.parent.as_ref().map(ToString::to_string),
         from: m.positions.from.0,
@@ -101,12 +101,47 @@ pub async fn inspect(
             InspectScope::LatestBackup => c.newest_backup(include_empty).into_iter().collect(),
             InspectScope::LatestChain => c.newest_chain().unwrap_or_default(),
         };
-        rows.extend(
-            chosen
-                .into_iter()
-                .filter(|m| include_empty || !m.empty)
-                .map(|m| row(c, m)),
-        );
+        let mut found: Vec<InspectRow> = chosen
+            .into_iter()
+            .filter(|m| include_empty || !m.empty)
+            .map(|m| row(c, m))
+            .collect();
+        // Damaged artifacts are listed, marked, never hidden: a backup that is there but
+        // cannot be read is not "no backup".
+        if scope == InspectScope::All {
+            found.extend(c.unreadable().map(damaged_row));
+            found.sort_by(|a, b| {
+                a.created_at
+                    .cmp(&b.created_at)
+                    .then(a.artifact.cmp(&b.artifact))
+            });
+        }
+        rows.extend(found);
     }
     Ok(rows)
+}
+
+fn damaged_row(d: &chain_core::Damage) -> InspectRow {
+    let to = match d.kind {
+        chain_core::DamageKind::Unreadable { positions_to } => positions_to.map_or(0, |p| p.0),
+        chain_core::DamageKind::Reported => 0,
+    };
+    InspectRow {
+        database: d.artifact.database().to_string(),
+        artifact: d.artifact.to_string(),
+        kind: None,
+        empty: false,
+        parent: None,
+        from: 0,
+        to,
+        created_at: d.artifact.created_at(),
+        committed_at: d.artifact.created_at(),
+        logical_bytes: 0,
+        stored_bytes: 0,
+        compression: "?".into(),
+        reason: "damaged".into(),
+        state_digest: String::new(),
+        usable: false,
+        problem: Some(format!("DAMAGED: {}", d.why)),
+    }
 }

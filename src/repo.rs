@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chain_core::{
-    ArtifactId, BlockLocation, Catalog, ChangeSet, DatabaseName, Index, Manifest, Sha256Digest,
-    State,
+    ArtifactId, BlockLocation, Catalog, ChangeSet, Damage, DamageKind, DatabaseName, Index,
+    Manifest, Sha256Digest, State,
 };
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -32,6 +32,21 @@ pub struct Unreadable {
     pub key: String,
     /// Why.
     pub why: String,
+    /// The end of its position range, where that much of the damaged bytes still reads.
+    pub positions_to: Option<chain_core::Position>,
+}
+
+/// The end of the position range a damaged manifest's bytes still show, if any: the JSON
+/// may parse although its seal fails, or the field may be found in the text.
+fn salvage_positions_to(bytes: &[u8]) -> Option<chain_core::Position> {
+    if bytes.len() > chain_core::MAX_MANIFEST_LEN {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("positions")?
+        .get("to")?
+        .as_u64()
+        .map(chain_core::Position)
 }
 
 /// One database as found in the store: the catalog of readable manifests, the manifests
@@ -168,8 +183,19 @@ impl Repository {
             .collect())
     }
 
-    /// Reads one database's manifests and object listing.
+    /// Reads one database's manifests and object listing, and what the newest check report
+    /// found damaged (such artifacts are unusable until a check passes again).
     pub async fn catalog(&self, db: &DatabaseName) -> Result<CatalogView, Error> {
+        self.catalog_with(db, true).await
+    }
+
+    /// Like [`Repository::catalog`], without check reports: the repository as it is found
+    /// (what `check` itself looks at).
+    pub async fn catalog_as_found(&self, db: &DatabaseName) -> Result<CatalogView, Error> {
+        self.catalog_with(db, false).await
+    }
+
+    async fn catalog_with(&self, db: &DatabaseName, reports: bool) -> Result<CatalogView, Error> {
         let prefix = layout::database_prefix(db);
         let metas: Vec<object_store::ObjectMeta> = self
             .store
@@ -226,18 +252,107 @@ impl Repository {
                 Ok(m) => unreadable.push(Unreadable {
                     key: key.to_string(),
                     why: format!("its key names {id} but it holds {}", m.id),
+                    positions_to: Some(m.positions.to),
                 }),
                 Err(e) => unreadable.push(Unreadable {
                     key: key.to_string(),
                     why: e.to_string(),
+                    positions_to: salvage_positions_to(&bytes),
                 }),
             }
         }
+        let mut damage: Vec<Damage> = unreadable
+            .iter()
+            .filter_map(|u| {
+                let id = layout::manifest_id(&Path::from(u.key.as_str()))?;
+                Some(Damage {
+                    artifact: id,
+                    why: format!("{}: {}", u.key, u.why),
+                    kind: DamageKind::Unreadable {
+                        positions_to: u.positions_to,
+                    },
+                })
+            })
+            .collect();
+        if reports {
+            damage.extend(self.reported_damage(db).await?);
+        }
         Ok(CatalogView {
-            catalog: Catalog::new(db.clone(), manifests),
+            catalog: Catalog::with_damage(db.clone(), manifests, damage),
             unreadable,
             objects,
         })
+    }
+
+    /// The artifacts the newest check report of `db` found damaged (none when it found
+    /// nothing, or there is none). A report that does not open is ignored here: `check`
+    /// reports it, and it cannot make anything usable that is not.
+    async fn reported_damage(&self, db: &DatabaseName) -> Result<Vec<Damage>, Error> {
+        let prefix = Path::from(layout::REPORTS_PREFIX);
+        let wanted = format!("check-{db}-");
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| storage_backends::Error::store("listing", &prefix, e))?;
+        let Some(newest) = metas
+            .iter()
+            .filter(|m| {
+                m.location
+                    .filename()
+                    .is_some_and(|n| n.starts_with(&wanted) && n.ends_with(".json"))
+            })
+            .max_by(|a, b| a.location.cmp(&b.location))
+        else {
+            return Ok(Vec::new());
+        };
+        if newest.size > chain_core::MAX_MANIFEST_LEN as u64 * 16 {
+            return Ok(Vec::new());
+        }
+        let bytes = match self.store.get(&newest.location).await {
+            Ok(g) => g
+                .bytes()
+                .await
+                .map_err(|e| storage_backends::Error::store("reading", &newest.location, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(storage_backends::Error::store("reading", &newest.location, e).into());
+            }
+        };
+        let Ok(report) = chain_core::sealed::open::<crate::CheckReport>(&bytes) else {
+            return Ok(Vec::new());
+        };
+        if report.ok || report.database != db.as_str() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<Damage> = Vec::new();
+        for p in &report.problems {
+            let Some(id) = p
+                .artifact
+                .as_deref()
+                .and_then(|a| a.parse::<ArtifactId>().ok())
+            else {
+                continue;
+            };
+            if out.iter().any(|d| d.artifact == id) {
+                continue;
+            }
+            out.push(Damage {
+                artifact: id,
+                why: format!(
+                    "check report {} found {}{}",
+                    newest.location,
+                    p.key
+                        .as_deref()
+                        .map(|k| format!("{k}: "))
+                        .unwrap_or_default(),
+                    p.problem
+                ),
+                kind: DamageKind::Reported,
+            });
+        }
+        Ok(out)
     }
 
     /// Reads the indexes of `chain` (FULL first), composes its state, checks it against the

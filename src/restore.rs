@@ -131,10 +131,17 @@ pub async fn restore(
         view.unreadable.first(),
         matches!(options.target, RestoreTarget::Artifact(_)),
     ) {
+        let on_purpose = match view.catalog.newest_chain().and_then(|c| c.last().copied()) {
+            Some(m) => format!(
+                "to restore the newest readable point on purpose, {} at position {}, give --artifact {}",
+                m.id, m.positions.to, m.id
+            ),
+            None => "no other point is readable".to_owned(),
+        };
         return Err(Error::Inconsistent {
             what: u.key.clone(),
             why: format!(
-                "this manifest cannot be read ({}), so the newest state cannot be told; restore a named artifact (`catena inspect` lists them; --artifact), or restore or remove this object",
+                "this manifest cannot be read ({}), so the newest state cannot be told; {on_purpose}; or restore or remove this object",
                 u.why
             ),
         });

@@ -85,6 +85,13 @@ pub enum CatalogProblem {
         /// The artifacts on the cycle, sorted.
         artifacts: Vec<ArtifactId>,
     },
+    /// Found damaged from outside the manifest (a check report, see [`Damage`]).
+    Damaged {
+        /// The artifact.
+        artifact: ArtifactId,
+        /// What was found, and where.
+        why: String,
+    },
 }
 
 impl CatalogProblem {
@@ -93,6 +100,7 @@ impl CatalogProblem {
         use CatalogProblem::*;
         match self {
             InvalidManifest { artifact, .. }
+            | Damaged { artifact, .. }
             | DuplicateId { artifact }
             | MixedDatabase { artifact, .. }
             | RootNotFull { artifact } => vec![artifact],
@@ -141,6 +149,7 @@ impl fmt::Display for CatalogProblem {
                 f,
                 "{artifact} starts at position {from} but its parent {parent} ends at {parent_to}"
             ),
+            Damaged { artifact, why } => write!(f, "{artifact} is damaged: {why}"),
             Cycle { artifacts } => {
                 write!(f, "parent links form a cycle:")?;
                 for a in artifacts {
@@ -181,6 +190,35 @@ impl fmt::Display for Unusable {
     }
 }
 
+/// An artifact known to be damaged from outside its decoded manifest: the manifest object
+/// exists but cannot be read or verified, or a check found the artifact damaged. Damage is
+/// never "no backup": decisions and listings see it and say so.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Damage {
+    /// The artifact (from the manifest's key where its content is unreadable).
+    pub artifact: ArtifactId,
+    /// What is wrong, naming the object or report, for people.
+    pub why: String,
+    /// Which kind of damage.
+    pub kind: DamageKind,
+}
+
+/// Which kind of [`Damage`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "damage", rename_all = "snake_case")]
+pub enum DamageKind {
+    /// The manifest object exists but does not decode or verify; the artifact is not in the
+    /// catalog. `positions_to` is the end of its range where that much could still be read
+    /// from the damaged bytes, so that no position is used twice.
+    Unreadable {
+        /// The end of its range, if readable.
+        positions_to: Option<Position>,
+    },
+    /// The manifest is fine but a check found the artifact's objects damaged: the artifact
+    /// (and everything whose chain runs through it) is unusable.
+    Reported,
+}
+
 /// One database's artifacts. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct Catalog {
@@ -193,12 +231,25 @@ pub struct Catalog {
     problems: Vec<CatalogProblem>,
     status: Vec<Result<(), Unusable>>,
     depth: Vec<usize>,
+    damage: Vec<Damage>,
 }
 
 impl Catalog {
     /// Builds the catalog of `database` from manifests found in storage. Never fails: defects
     /// are recorded as [`problems`](Self::problems).
     pub fn new(database: DatabaseName, manifests: impl IntoIterator<Item = Manifest>) -> Self {
+        Self::with_damage(database, manifests, Vec::new())
+    }
+
+    /// Like [`Catalog::new`], knowing of `damage` found outside the manifests: reported
+    /// damage makes its artifact unusable (and its descendants, whose chain is broken);
+    /// unreadable manifests are candidates that decisions skip with their reason, and
+    /// count for the highest position used.
+    pub fn with_damage(
+        database: DatabaseName,
+        manifests: impl IntoIterator<Item = Manifest>,
+        damage: Vec<Damage>,
+    ) -> Self {
         let mut all: Vec<Manifest> = manifests.into_iter().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let mut problems = Vec::new();
@@ -237,6 +288,14 @@ impl Catalog {
             own[*i].push(CatalogProblem::DuplicateId {
                 artifact: artifacts[*i].id.clone(),
             });
+        }
+        for d in &damage {
+            if let (DamageKind::Reported, Some(&i)) = (&d.kind, index.get(&d.artifact)) {
+                own[i].push(CatalogProblem::Damaged {
+                    artifact: d.artifact.clone(),
+                    why: d.why.clone(),
+                });
+            }
         }
         for (i, m) in artifacts.iter().enumerate() {
             let mine = &mut own[i];
@@ -388,7 +447,33 @@ impl Catalog {
             problems,
             status,
             depth,
+            damage,
         }
+    }
+
+    /// The damage this catalog was built knowing of.
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
+    }
+
+    /// Artifacts whose manifest object exists but cannot be read, newest first.
+    pub fn unreadable(&self) -> impl Iterator<Item = &Damage> {
+        let mut out: Vec<&Damage> = self
+            .damage
+            .iter()
+            .filter(|d| matches!(d.kind, DamageKind::Unreadable { .. }))
+            .collect();
+        out.sort_by(|a, b| b.artifact.cmp(&a.artifact));
+        out.into_iter()
+    }
+
+    /// An unreadable manifest whose range could not be read at all: while there is one, the
+    /// highest position used is unknown.
+    pub fn unknown_positions(&self) -> Option<&ArtifactId> {
+        self.damage.iter().find_map(|d| match d.kind {
+            DamageKind::Unreadable { positions_to: None } => Some(&d.artifact),
+            _ => None,
+        })
     }
 
     /// The database this catalog describes.
@@ -505,9 +590,14 @@ impl Catalog {
     /// The highest position any artifact reaches (0 when empty): where Catena's own sequence
     /// continues for sources without positions.
     pub fn max_position(&self) -> Position {
+        let unreadable = self.damage.iter().filter_map(|d| match d.kind {
+            DamageKind::Unreadable { positions_to } => positions_to,
+            DamageKind::Reported => None,
+        });
         self.artifacts
             .iter()
             .map(|m| m.positions.to)
+            .chain(unreadable)
             .max()
             .unwrap_or(Position::ZERO)
     }

@@ -278,9 +278,21 @@ pub fn decide_backup(
     source: SourceCapability,
 ) -> Result<BackupDecision, Error> {
     let database = catalog.database().clone();
-    let to = source
-        .position
-        .unwrap_or_else(|| catalog.max_position().next());
+    // Positions are never reused: with Catena's own sequence, the next one follows the
+    // highest any manifest holds, readable or not; one whose range cannot be read at all
+    // leaves the highest unknown.
+    let to = match source.position {
+        Some(p) => p,
+        None => {
+            if let Some(artifact) = catalog.unknown_positions() {
+                return Err(Error::PositionsUnknown {
+                    database,
+                    artifact: artifact.clone(),
+                });
+            }
+            catalog.max_position().next()
+        }
+    };
     if request.backup_type == BackupType::Full {
         return Ok(BackupDecision::full(
             request,
@@ -291,27 +303,54 @@ pub fn decide_backup(
         ));
     }
 
-    // Candidates in order of preference; EMPTY artifacts never qualify.
-    let newest_first = || catalog.artifacts().rev().filter(|m| !m.empty);
-    let candidates: Vec<(&Manifest, ReasonCode)> = if request.prefer_diff_as_parent {
-        newest_first()
-            .filter(|m| m.kind == ArtifactKind::Diff)
+    // Candidates in order of preference; EMPTY artifacts never qualify. An artifact whose
+    // manifest cannot be read is a candidate of unknown kind (it may be a DIFF): passed
+    // over with its reason, never taken for "no earlier backup".
+    let newest_first = |kind: Option<ArtifactKind>| {
+        let mut c: Vec<Candidate<'_>> = catalog
+            .artifacts()
+            .filter(|m| !m.empty && kind.is_none_or(|k| m.kind == k))
+            .map(Candidate::Readable)
+            .chain(
+                catalog
+                    .unreadable()
+                    .filter(|_| kind != Some(ArtifactKind::Full))
+                    .map(Candidate::Unreadable),
+            )
+            .collect();
+        c.sort_by(|a, b| b.id().cmp(a.id()));
+        c
+    };
+    let candidates: Vec<(Candidate<'_>, ReasonCode)> = if request.prefer_diff_as_parent {
+        newest_first(Some(ArtifactKind::Diff))
+            .into_iter()
             .map(|m| (m, ReasonCode::DiffFromNewestDiff))
             .chain(
-                newest_first()
-                    .filter(|m| m.kind == ArtifactKind::Full)
+                newest_first(Some(ArtifactKind::Full))
+                    .into_iter()
                     .map(|m| (m, ReasonCode::DiffFromNewestFull)),
             )
             .collect()
     } else {
-        newest_first()
+        newest_first(None)
+            .into_iter()
             .map(|m| (m, ReasonCode::DiffFromNewest))
             .collect()
     };
 
     let mut skipped = Vec::new();
     let mut chosen = None;
-    for (m, reason) in candidates {
+    for (candidate, reason) in candidates {
+        let m = match candidate {
+            Candidate::Unreadable(d) => {
+                skipped.push(SkippedParent {
+                    artifact: d.artifact.clone(),
+                    why: format!("its manifest cannot be read: {}", d.why),
+                });
+                continue;
+            }
+            Candidate::Readable(m) => m,
+        };
         match catalog.usability(&m.id) {
             Some(Ok(())) => {
                 chosen = Some((m, reason));
@@ -383,6 +422,21 @@ pub fn decide_backup(
         skipped,
         detail: None,
     })
+}
+
+/// A parent candidate: a committed artifact, or one whose manifest cannot be read.
+enum Candidate<'a> {
+    Readable(&'a Manifest),
+    Unreadable(&'a crate::Damage),
+}
+
+impl Candidate<'_> {
+    fn id(&self) -> &ArtifactId {
+        match self {
+            Candidate::Readable(m) => &m.id,
+            Candidate::Unreadable(d) => &d.artifact,
+        }
+    }
 }
 
 /// Turns a planned DIFF that failed at run time (`why`: the parent's index unreadable or

@@ -167,6 +167,30 @@ pub enum Error {
         /// The bound, for people.
         bound: String,
     },
+    /// A new backup's positions cannot be chosen without reusing one.
+    #[error(
+        "cannot number the next backup of {database}: the manifest of {artifact} cannot be read, so the highest position used is unknown and a new backup could reuse one; restore that object from a copy, or move it out of the repository after checking it (`catena check {database}`)"
+    )]
+    PositionsUnknown {
+        /// The database.
+        database: DatabaseName,
+        /// The artifact whose manifest is unreadable.
+        artifact: ArtifactId,
+    },
+    /// The newest backup cannot be restored; an older point is not restored unasked.
+    #[error(
+        "the newest backup of {database}, {artifact}, cannot be restored: {why}; restoring an older point without being asked would not be what was asked. {hint}"
+    )]
+    NewestUnusable {
+        /// The database.
+        database: DatabaseName,
+        /// The newest artifact.
+        artifact: ArtifactId,
+        /// Why it is unusable.
+        why: String,
+        /// How to restore the newest usable point on purpose, or why none is.
+        hint: String,
+    },
     /// The named artifact is not in the catalog.
     #[error("artifact {artifact} was not found; `catena inspect` lists the artifacts")]
     ArtifactNotFound {

@@ -85,7 +85,7 @@ pub use aggregate::{
     AggregatePlan, AggregateTarget, DeleteReason, KeepReason, PlannedDeletion, PlannedKeep,
     SupersededPlan, plan_aggregate, plan_superseded,
 };
-pub use catalog::{Catalog, CatalogProblem, Unusable};
+pub use catalog::{Catalog, CatalogProblem, Damage, DamageKind, Unusable};
 pub use container::{
     BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockLocation, CONTAINER_VERSION, DecodeError, EncodedBlock,
     INDEX_HEADER_LEN, INDEX_MAGIC, Index, MAX_BLOCK_SIZE, MAX_INDEX_LEN, decode_block,

@@ -40,7 +40,7 @@ pub struct RestorePlan {
 /// artifacts are considered; an explicit artifact that is unusable is an error saying why.
 pub fn plan_restore(catalog: &Catalog, target: &RestoreTarget) -> Result<RestorePlan, Error> {
     let database = catalog.database().clone();
-    if catalog.is_empty() {
+    if catalog.is_empty() && catalog.damage().is_empty() {
         return Err(Error::NoBackups { database });
     }
     let chosen = match target {
@@ -48,6 +48,41 @@ pub fn plan_restore(catalog: &Catalog, target: &RestoreTarget) -> Result<Restore
             artifact: id.clone(),
         })?,
         RestoreTarget::Latest => {
+            // The newest backup (by creation, readable or not) must be what is restored:
+            // when it is unusable, an older state restored without a word would be a
+            // wrong answer. The error says how to restore the newest usable point on
+            // purpose.
+            let newest_readable = catalog.newest_backup(true);
+            let newest_unreadable = catalog.unreadable().next();
+            let unusable = match (newest_readable, newest_unreadable) {
+                (Some(m), d) if d.is_none_or(|d| d.artifact < m.id) => catalog
+                    .usability(&m.id)
+                    .and_then(Result::err)
+                    .map(|why| (m.id.clone(), why.to_string())),
+                (_, Some(d)) => Some((
+                    d.artifact.clone(),
+                    format!("its manifest cannot be read: {}", d.why),
+                )),
+                (_, None) => None,
+            };
+            if let Some((artifact, why)) = unusable {
+                let hint = match catalog.latest_usable(|_| true) {
+                    Some(m) => format!(
+                        "To restore the newest usable point, {} at position {}, say so: --restore-until {} (or --artifact {})",
+                        m.id,
+                        m.positions.to,
+                        m.positions.to.next(),
+                        m.id
+                    ),
+                    None => "No earlier point is usable either; run `catena check`.".to_owned(),
+                };
+                return Err(Error::NewestUnusable {
+                    database,
+                    artifact,
+                    why,
+                    hint,
+                });
+            }
             catalog
                 .latest_usable(|_| true)
                 .ok_or_else(|| Error::NoUsableBackup {

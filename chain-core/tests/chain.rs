@@ -495,8 +495,21 @@ fn restore_of_a_broken_chain_says_where_it_breaks() {
         msg.contains(&d1.to_string()) && msg.contains("missing"),
         "{msg}"
     );
-    // Latest skips the broken DIFF and restores the FULL.
-    let p = plan_restore(&catalog, &RestoreTarget::Latest).expect("latest");
+    // Latest does not quietly restore the FULL instead of the broken newest DIFF: it says
+    // why, and how to restore the newest usable point on purpose.
+    let err = plan_restore(&catalog, &RestoreTarget::Latest).expect_err("newest unusable");
+    let full_to = catalog.get(&f1).expect("f1").positions.to;
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::NewestUnusable { ref artifact, .. } if *artifact == d2),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("--restore-until {}", full_to.next()))
+            && msg.contains(&f1.to_string()),
+        "{msg}"
+    );
+    let p = plan_restore(&catalog, &RestoreTarget::UntilPosition(full_to.next())).expect("until");
     assert_eq!(p.chain, vec![f1]);
     let empty = Catalog::new(f.db.clone(), []);
     assert!(matches!(

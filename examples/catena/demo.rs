@@ -214,7 +214,7 @@ pub async fn demo(keep: Option<PathBuf>) -> Result<bool, Box<dyn std::error::Err
             "  {:<7} {:<48} {:<4} ({}, {}] {:>10.1} {:>10.1}  {}{}",
             r.database,
             r.artifact,
-            r.kind,
+            r.kind.map_or_else(|| "?".to_owned(), |k| k.to_string()),
             r.from,
             r.to,
             r.logical_bytes as f64 / MIB,

@@ -13,6 +13,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 use storage_backends::layout;
 
+mod hostile;
 mod reliability;
 
 use crate::common::data;
@@ -45,7 +46,7 @@ async fn restore_to(
         .expect("restore")
 }
 
-fn committed(report: &BackupReport) -> (ArtifactId, BackupDecision) {
+pub(crate) fn committed(report: &BackupReport) -> (ArtifactId, BackupDecision) {
     assert!(report.succeeded(), "{:?}", report.run.databases);
     let d = &report.run.databases[0];
     (
@@ -126,7 +127,7 @@ fn build_tree(root: &Path, nodes: &[(Vec<&'static str>, Node)], generation: u64)
 }
 
 /// Changes a tree: overwrite part of some files in place, delete one, add new ones.
-fn mutate(root: &Path, round: u64) {
+pub(crate) fn mutate(root: &Path, round: u64) {
     let snap = snapshot(root);
     let files: Vec<_> = snap
         .iter()
@@ -1162,7 +1163,7 @@ async fn aggregate_with_keep_old_backup_deletes_nothing() {
 // ---------------------------------------------------------------------------------------
 
 /// A repository in a local directory.
-async fn local_repo(root: &Path) -> Repository {
+pub(crate) async fn local_repo(root: &Path) -> Repository {
     Repository::new(
         StorageConfig::from_url(&format!("file://{}", root.display()))
             .expect("url")

@@ -1,0 +1,333 @@
+//! Damaged and hostile repositories: Catena does exactly what was asked, or refuses naming
+//! the object and the next step; it never silently does something else. Every repository
+//! here is damaged by test code.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use catena::chain_core::*;
+use catena::*;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as Key;
+use storage_backends::layout;
+
+use crate::common::data;
+use crate::engine_cases::{committed, local_repo, mutate};
+use crate::*;
+
+/// Reads `id`'s manifest, changes it with `change`, and writes it back sealed (as a buggy
+/// or hostile writer with access to the bucket could).
+async fn rewrite_manifest(repo: &Repository, id: &ArtifactId, change: impl FnOnce(&mut Manifest)) {
+    let key = layout::manifest_key(id);
+    let bytes = repo
+        .store()
+        .get(&key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    let mut m = Manifest::from_json(&bytes).expect("manifest");
+    change(&mut m);
+    repo.store().delete(&key).await.expect("delete");
+    repo.store()
+        .put(&key, Bytes::from(m.to_json()).into())
+        .await
+        .expect("put");
+}
+
+/// Overwrites an object's bytes with `bytes`.
+async fn overwrite(repo: &Repository, key: &Key, bytes: Vec<u8>) {
+    repo.store().delete(key).await.expect("delete");
+    repo.store()
+        .put(key, Bytes::from(bytes).into())
+        .await
+        .expect("put");
+}
+
+/// A FULL and two DIFFs of `neo4j`, the ids oldest first.
+async fn chain_of_three(repo: &Repository, work: &Path) -> Vec<ArtifactId> {
+    let src = work.join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("store"), data(1 << 20, 5, true)).expect("write");
+    let mut ids =
+        vec![committed(&backup_dir(repo, "neo4j", &src, BackupRequest::default()).await).0];
+    for round in 0..2u64 {
+        mutate(&src, round + 30);
+        ids.push(committed(&backup_dir(repo, "neo4j", &src, BackupRequest::default()).await).0);
+    }
+    ids
+}
+
+/// Restore of "the latest" when the newest backup is unusable fails, naming it, why, and
+/// the `--restore-until` that restores the newest usable point on purpose; before, each of
+/// these restored an older state and succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_of_the_latest_refuses_an_unusable_newest_backup() {
+    let cases: [(&str, &str); 5] = [
+        ("unreadable manifest", "cannot be read"),
+        ("missing parent", "is missing"),
+        ("parent loop", "cycle"),
+        ("self parent", "cycle"),
+        ("broken position range", "starts at position"),
+    ];
+    for (case, why) in cases {
+        let work = tempfile::tempdir().expect("tempdir");
+        let repo = local_repo(&work.path().join("repo")).await;
+        let ids = chain_of_three(&repo, work.path()).await;
+        let (full, d1, d2) = (&ids[0], &ids[1], &ids[2]);
+        match case {
+            "unreadable manifest" => {
+                let key = layout::manifest_key(d2);
+                let mut bytes = repo
+                    .store()
+                    .get(&key)
+                    .await
+                    .expect("get")
+                    .bytes()
+                    .await
+                    .expect("b")
+                    .to_vec();
+                bytes[40] ^= 0x20;
+                overwrite(&repo, &key, bytes).await;
+            }
+            "missing parent" => {
+                repo.store()
+                    .delete(&layout::manifest_key(d1))
+                    .await
+                    .expect("delete");
+            }
+            "parent loop" => {
+                let (a, b) = (d1.clone(), d2.clone());
+                rewrite_manifest(&repo, d1, |m| {
+                    m.parent = Some(b.clone());
+                    m.decision.parent = Some(b);
+                })
+                .await;
+                rewrite_manifest(&repo, d2, |m| {
+                    m.parent = Some(a.clone());
+                    m.decision.parent = Some(a);
+                })
+                .await;
+            }
+            "self parent" => {
+                let me = d2.clone();
+                rewrite_manifest(&repo, d2, |m| {
+                    m.parent = Some(me.clone());
+                    m.decision.parent = Some(me);
+                })
+                .await;
+            }
+            _ => {
+                rewrite_manifest(&repo, d2, |m| {
+                    m.positions.from = Position(m.positions.from.0 + 7);
+                    m.positions.to = Position(m.positions.to.0 + 7);
+                    m.decision.positions = m.positions;
+                })
+                .await;
+            }
+        }
+        let into = work.path().join("restored");
+        let err = restore(
+            &repo,
+            &db("neo4j"),
+            &RestoreOptions::new(&into),
+            &progress(),
+        )
+        .await
+        .expect_err(case)
+        .to_string();
+        assert!(err.contains(why), "{case}: {err}");
+        assert!(!into.exists(), "{case}: nothing restored");
+        // What the message suggests restores the newest usable point: a position bound,
+        // or (where an unreadable manifest leaves positions unknown) the artifact itself.
+        let word = |flag: &str| {
+            err.split(flag)
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .map(|w| w.trim_end_matches([')', ',', ';']).to_owned())
+        };
+        let target = match (word("--restore-until "), word("--artifact ")) {
+            (Some(p), _) => RestoreTarget::UntilPosition(Position(p.parse().expect("position"))),
+            (None, Some(a)) => RestoreTarget::Artifact(a.parse().expect("id")),
+            _ => panic!("{case}: the message does not say how: {err}"),
+        };
+        let report = restore(
+            &repo,
+            &db("neo4j"),
+            &RestoreOptions {
+                target,
+                ..RestoreOptions::new(&into)
+            },
+            &progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{case}: the suggested bound: {e}"));
+        let usable = if case == "missing parent" || case == "parent loop" {
+            full
+        } else {
+            d1
+        };
+        assert_eq!(&report.artifact, &usable.to_string(), "{case}");
+    }
+}
+
+/// An artifact whose manifest exists but cannot be read is not "no earlier backup": AUTO
+/// takes a FULL saying `full_fallback_parent_unusable` with the artifact and why, DIFF
+/// without fallback fails, positions continue after what the damaged bytes still show,
+/// and inspect lists it as damaged. With nothing readable at all, the next backup refuses
+/// rather than reuse a position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_decisions_see_damaged_manifests() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"one").expect("write");
+    let (full, _) = committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    for _ in 0..2 {
+        std::fs::write(src.join("f"), rand::random::<[u8; 8]>()).expect("write");
+        committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    }
+    // Damage every manifest but keep its JSON readable: a flipped letter in a string.
+    let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+    let highest = view.catalog.max_position();
+    for m in view.catalog.artifacts() {
+        let key = layout::manifest_key(&m.id);
+        let text = String::from_utf8(
+            repo.store()
+                .get(&key)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("b")
+                .to_vec(),
+        )
+        .expect("utf8");
+        overwrite(
+            &repo,
+            &key,
+            text.replacen("\"zstd\"", "\"zsTd\"", 1).into_bytes(),
+        )
+        .await;
+    }
+    let rows = inspect(&repo, &[db("neo4j")], InspectScope::All, true)
+        .await
+        .expect("inspect");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| !r.usable
+            && r.problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("DAMAGED"))),
+        "{rows:?}"
+    );
+
+    let no_fallback = BackupRequest {
+        fallback_to_full: false,
+        ..BackupRequest::default()
+    };
+    let report = backup_dir(&repo, "neo4j", &src, no_fallback).await;
+    let error = report.run.databases[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("none of its 3 earlier backups is usable"),
+        "{error}"
+    );
+
+    let report = backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await;
+    let (id, decision) = committed(&report);
+    assert_eq!(decision.reason, ReasonCode::FullFallbackParentUnusable);
+    assert_eq!(decision.skipped.len(), 3);
+    assert!(
+        decision
+            .skipped
+            .iter()
+            .all(|s| s.why.contains("cannot be read")),
+        "{decision:?}"
+    );
+    assert!(
+        decision.positions.to > highest,
+        "positions are never reused: {decision:?}"
+    );
+    assert_ne!(id, full);
+
+    // A manifest with nothing left to read: the highest position is unknown.
+    let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+    overwrite(&repo, &layout::manifest_key(&id), b"\x00garbage".to_vec()).await;
+    let _ = view;
+    let report = backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await;
+    let error = report.run.databases[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("highest position used is unknown") && error.contains(&id.to_string()),
+        "{error}"
+    );
+}
+
+/// A chain that `check` found damaged (its report is in the bucket) is not used as a DIFF
+/// parent by the next backup without saying so, and inspect marks it; once the object is
+/// repaired and a check passes, it is a parent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_check_found_damaged_is_not_a_silent_parent() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("store"), data(1 << 20, 8, true)).expect("write");
+    let (full, _) = committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    let key = layout::data_key(&full);
+    let good = repo
+        .store()
+        .get(&key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("b")
+        .to_vec();
+    let mut bad = good.clone();
+    bad[100] ^= 1;
+    overwrite(&repo, &key, bad).await;
+    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(!report.ok);
+
+    let rows = inspect(&repo, &[db("neo4j")], InspectScope::All, false)
+        .await
+        .expect("inspect");
+    assert!(!rows[0].usable, "{rows:?}");
+    assert!(
+        rows[0]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("check report")),
+        "{rows:?}"
+    );
+    mutate(&src, 40);
+    let (_, decision) =
+        committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    assert_eq!(
+        decision.reason,
+        ReasonCode::FullFallbackParentUnusable,
+        "{decision:?}"
+    );
+    assert!(
+        decision
+            .skipped
+            .iter()
+            .any(|s| s.artifact == full && s.why.contains("check report")),
+        "{decision:?}"
+    );
+
+    // Repaired, checked again: a parent again.
+    overwrite(&repo, &key, good).await;
+    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(report.ok, "{report:?}");
+    mutate(&src, 41);
+    let (_, decision) =
+        committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    assert_eq!(decision.reason, ReasonCode::DiffFromNewest, "{decision:?}");
+}
