@@ -137,7 +137,12 @@ pub async fn check(
         ));
     }
     if options.structure {
-        for p in catalog.problems() {
+        // Objects missing or of another size are reported with their key below.
+        for p in catalog
+            .problems()
+            .iter()
+            .filter(|p| !matches!(p, chain_core::CatalogProblem::Damaged { .. }))
+        {
             let first = p.artifacts().first().map(|a| (*a).clone());
             problems.push(problem(
                 first.as_ref(),
@@ -332,20 +337,17 @@ fn check_states(
                         ),
                     ));
                 }
-                let stored: BTreeSet<_> = chain
+                // What restore would refuse, by the same validation it runs.
+                let stored: BTreeMap<_, _> = chain
                     .iter()
-                    .flat_map(|c| indexes[&c.id].blocks.iter().map(|b| b.digest))
+                    .flat_map(|c| indexes[&c.id].blocks.iter().map(|b| (b.digest, b.len)))
                     .collect();
-                if let Some(missing) = state
-                    .block_digests()
-                    .into_iter()
-                    .find(|d| !stored.contains(d))
-                {
+                if let Err(e) = chain_core::check_restorable(&state, |d| stored.get(d).copied()) {
                     problems.push(problem(
                         Some(&m.id),
                         key,
                         None,
-                        format!("block {missing} of its state is stored nowhere on its chain"),
+                        format!("restore would refuse it: {e}"),
                     ));
                 }
             }

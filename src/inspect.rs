@@ -124,7 +124,7 @@ pub async fn inspect(
 fn damaged_row(d: &chain_core::Damage) -> InspectRow {
     let to = match d.kind {
         chain_core::DamageKind::Unreadable { positions_to } => positions_to.map_or(0, |p| p.0),
-        chain_core::DamageKind::Reported => 0,
+        chain_core::DamageKind::Found => 0,
     };
     InspectRow {
         database: d.artifact.database().to_string(),

@@ -274,6 +274,25 @@ impl Repository {
                 })
             })
             .collect();
+        // Objects a manifest names must be listed, with the size it says.
+        for m in &manifests {
+            for o in &m.objects {
+                let why = match objects.get(&o.key) {
+                    None => format!("its object {} is missing", o.key),
+                    Some(&size) if size != o.size => format!(
+                        "its object {} is {size} bytes, the manifest says {}",
+                        o.key, o.size
+                    ),
+                    Some(_) => continue,
+                };
+                damage.push(Damage {
+                    artifact: m.id.clone(),
+                    why,
+                    kind: DamageKind::Found,
+                });
+                break;
+            }
+        }
         if reports {
             damage.extend(self.reported_damage(db).await?);
         }
@@ -349,7 +368,7 @@ impl Repository {
                         .unwrap_or_default(),
                     p.problem
                 ),
-                kind: DamageKind::Reported,
+                kind: DamageKind::Found,
             });
         }
         Ok(out)
@@ -430,12 +449,11 @@ impl Repository {
     /// Deletes an artifact: the manifest first (so it is no longer committed), then its other
     /// objects. A crash in between leaves only unreferenced objects, which check reports.
     pub async fn delete_artifact(&self, m: &Manifest) -> Result<(), Error> {
-        let manifest_key = layout::manifest_key(&m.id);
-        delete_if_present(self.store.as_ref(), &manifest_key).await?;
-        for object in &m.objects {
-            if let Ok(key) = Path::parse(&object.key) {
-                delete_if_present(self.store.as_ref(), &key).await?;
-            }
+        // Keys derived from the id alone, never taken from the manifest: a manifest that
+        // names another artifact's object cannot get that object deleted.
+        delete_if_present(self.store.as_ref(), &layout::manifest_key(&m.id)).await?;
+        for key in [layout::data_key(&m.id), layout::index_key(&m.id)] {
+            delete_if_present(self.store.as_ref(), &key).await?;
         }
         Ok(())
     }

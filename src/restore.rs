@@ -1,7 +1,6 @@
 //! Restore: a chain's state into a directory, every block verified, written into a
 //! temporary sibling and renamed at the end; never outside the destination.
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,7 +147,12 @@ pub async fn restore(
     }
     let plan = chain_core::plan_restore(&view.catalog, &options.target)?;
     let cs = repo.state_of(&view.catalog, &plan.target).await?;
-    check_no_write_through_links(&cs.state, &plan.target.to_string())?;
+    chain_core::check_restorable(&cs.state, |d| cs.blocks.get(d).map(|(_, loc)| loc.len)).map_err(
+        |e| Error::Inconsistent {
+            what: format!("artifact {}", plan.target),
+            why: format!("{e}; `catena check` reports the same"),
+        },
+    )?;
     progress.event(ProgressEvent::DatabaseStarted {
         database: db.to_string(),
         operation: "restore",
@@ -248,33 +252,6 @@ fn clear_interrupted(dest: &Path) -> Vec<String> {
         }
     }
     notes
-}
-
-/// Refuses a state in which an entry lies below a symbolic link: writing it would go
-/// through the link, possibly outside the destination.
-fn check_no_write_through_links(state: &chain_core::State, artifact: &str) -> Result<(), Error> {
-    let links: BTreeSet<&str> = state
-        .entries()
-        .filter(|e| matches!(e.kind, EntryKind::Symlink { .. }))
-        .map(|e| e.path.as_str())
-        .collect();
-    for e in state.entries() {
-        let mut ancestor = e.path.parent();
-        while let Some(a) = ancestor {
-            if links.contains(a.as_str()) {
-                return Err(Error::Inconsistent {
-                    what: format!("artifact {artifact}"),
-                    why: format!(
-                        "it holds {} below the symbolic link {}; refusing to write through a link",
-                        e.path,
-                        a.as_str()
-                    ),
-                });
-            }
-            ancestor = a.parent();
-        }
-    }
-    Ok(())
 }
 
 fn system_time(ns: i64) -> std::time::SystemTime {

@@ -214,9 +214,10 @@ pub enum DamageKind {
         /// The end of its range, if readable.
         positions_to: Option<Position>,
     },
-    /// The manifest is fine but a check found the artifact's objects damaged: the artifact
-    /// (and everything whose chain runs through it) is unusable.
-    Reported,
+    /// The manifest is fine but its objects were found damaged (by a check, or because the
+    /// listing shows an object missing or of another size than the manifest says): the
+    /// artifact, and everything whose chain runs through it, is unusable.
+    Found,
 }
 
 /// One database's artifacts. See the module documentation.
@@ -290,7 +291,7 @@ impl Catalog {
             });
         }
         for d in &damage {
-            if let (DamageKind::Reported, Some(&i)) = (&d.kind, index.get(&d.artifact)) {
+            if let (DamageKind::Found, Some(&i)) = (&d.kind, index.get(&d.artifact)) {
                 own[i].push(CatalogProblem::Damaged {
                     artifact: d.artifact.clone(),
                     why: d.why.clone(),
@@ -592,7 +593,7 @@ impl Catalog {
     pub fn max_position(&self) -> Position {
         let unreadable = self.damage.iter().filter_map(|d| match d.kind {
             DamageKind::Unreadable { positions_to } => positions_to,
-            DamageKind::Reported => None,
+            DamageKind::Found => None,
         });
         self.artifacts
             .iter()

@@ -191,6 +191,14 @@ pub enum Error {
         /// How to restore the newest usable point on purpose, or why none is.
         hint: String,
     },
+    /// A composed state that a restore would refuse (see [`crate::check_restorable`]).
+    #[error("{path}: {why}")]
+    Unrestorable {
+        /// The entry.
+        path: String,
+        /// Why, for people.
+        why: String,
+    },
     /// The named artifact is not in the catalog.
     #[error("artifact {artifact} was not found; `catena inspect` lists the artifacts")]
     ArtifactNotFound {

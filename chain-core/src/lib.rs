@@ -107,5 +107,5 @@ pub use position::{Position, PositionRange};
 pub use restore::{RestorePlan, RestoreTarget, plan_restore};
 pub use state::{
     BlockRef, ChangeConflict, ChangeSet, Entry, EntryKind, EntryPath, MAX_COMPONENT_LEN,
-    MAX_PATH_LEN, Metadata, Owner, State, compose,
+    MAX_PATH_LEN, Metadata, Owner, State, check_restorable, compose,
 };

@@ -68,6 +68,23 @@ pub enum ObjectRole {
     Index,
 }
 
+impl ObjectRole {
+    /// The suffix of this role's object key.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ObjectRole::Data => ".data",
+            ObjectRole::Index => ".index",
+        }
+    }
+
+    /// The key of artifact `id`'s object of this role, relative to the repository prefix:
+    /// `<database>/<id>.data` or `<database>/<id>.index`. The only keys a manifest may name
+    /// (the storage layout is built on this function).
+    pub fn key_for(self, id: &ArtifactId) -> String {
+        format!("{}/{id}{}", id.database(), self.suffix())
+    }
+}
+
 /// One object of an artifact, as committed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +284,7 @@ impl Manifest {
             }
         }
         let mut total = 0u64;
+        let mut roles = Vec::with_capacity(self.objects.len());
         for object in &self.objects {
             validate_key(&object.key).map_err(|why| {
                 invalid(format!(
@@ -274,6 +292,20 @@ impl Manifest {
                     truncate_for_message(&object.key)
                 ))
             })?;
+            // A manifest names its own objects only: another artifact's key here would
+            // let deleting this artifact delete what that one needs.
+            let own = object.role.key_for(&self.id);
+            if object.key != own {
+                return Err(invalid(format!(
+                    "it names the object {:?}, which is not its own (its {:?} object is {own:?})",
+                    truncate_for_message(&object.key),
+                    object.role
+                )));
+            }
+            if roles.contains(&object.role) {
+                return Err(invalid(format!("it names two {:?} objects", object.role)));
+            }
+            roles.push(object.role);
             total = total
                 .checked_add(object.size)
                 .ok_or_else(|| invalid("object sizes overflow".into()))?;

@@ -507,3 +507,82 @@ pub fn compose<'a>(
     }
     Ok(state)
 }
+
+/// Checks, before anything is written, everything about a composed state that would make a
+/// restore refuse it or write something else than it records: an entry below a symbolic
+/// link (writing it would go through the link, possibly outside the destination); a file
+/// block that is empty or longer than [`crate::MAX_BLOCK_SIZE`]; blocks that do not add up
+/// to their file's size; a block stored nowhere on the chain, or stored with another
+/// length than the file records (`stored` gives the stored length of a block, `None` when
+/// the chain stores it nowhere). One validation serves restore and check, so that a chain
+/// check passes is a chain restore takes.
+pub fn check_restorable(
+    state: &State,
+    stored: impl Fn(&Sha256Digest) -> Option<u32>,
+) -> Result<(), Error> {
+    let refuse = |path: &EntryPath, why: String| Error::Unrestorable {
+        path: path.to_string(),
+        why,
+    };
+    let links: BTreeSet<&EntryPath> = state
+        .entries()
+        .filter(|e| matches!(e.kind, EntryKind::Symlink { .. }))
+        .map(|e| &e.path)
+        .collect();
+    for e in state.entries() {
+        let mut ancestor = e.path.parent();
+        while let Some(a) = ancestor {
+            if links.contains(&&a) {
+                return Err(refuse(
+                    &e.path,
+                    format!(
+                        "it lies below the symbolic link {a}; refusing to write through a link"
+                    ),
+                ));
+            }
+            ancestor = a.parent();
+        }
+        let EntryKind::File { size, blocks } = &e.kind else {
+            continue;
+        };
+        let mut sum = 0u64;
+        for (i, b) in blocks.iter().enumerate() {
+            if b.len == 0 || b.len > crate::MAX_BLOCK_SIZE {
+                return Err(refuse(
+                    &e.path,
+                    format!(
+                        "block {i} has length {}, outside 1..={}",
+                        b.len,
+                        crate::MAX_BLOCK_SIZE
+                    ),
+                ));
+            }
+            match stored(&b.digest) {
+                None => {
+                    return Err(refuse(
+                        &e.path,
+                        format!("block {} is stored nowhere in the chain", b.digest),
+                    ));
+                }
+                Some(len) if len != b.len => {
+                    return Err(refuse(
+                        &e.path,
+                        format!(
+                            "block {i} is recorded as {} bytes but stored as {len}",
+                            b.len
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            sum += u64::from(b.len);
+        }
+        if sum != *size {
+            return Err(refuse(
+                &e.path,
+                format!("its blocks add up to {sum} bytes, its size is {size}"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -14,7 +14,7 @@
 //! Top-level names starting with `_` can never be database names, so they never collide.
 //! Artifact ids sort by creation time, so a listing of `<database>/` is in creation order.
 
-use chain_core::{ArtifactId, DatabaseName};
+use chain_core::{ArtifactId, DatabaseName, ObjectRole};
 use object_store::path::Path;
 
 /// Suffix of manifest keys.
@@ -23,6 +23,7 @@ pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const INDEX_SUFFIX: &str = ".index";
 /// Suffix of data keys.
 pub const DATA_SUFFIX: &str = ".data";
+
 /// Prefix under which `keepFailed` keeps a failed run's pieces.
 pub const FAILED_PREFIX: &str = "_failed";
 /// Prefix of run records.
@@ -48,14 +49,15 @@ pub fn database_prefix(db: &DatabaseName) -> Path {
     Path::from(db.as_str())
 }
 
-/// The data object of `id`.
+/// The data object of `id` (see [`ObjectRole::key_for`], which manifests are checked
+/// against).
 pub fn data_key(id: &ArtifactId) -> Path {
-    key(id, DATA_SUFFIX)
+    Path::from(ObjectRole::Data.key_for(id))
 }
 
 /// The index object of `id`.
 pub fn index_key(id: &ArtifactId) -> Path {
-    key(id, INDEX_SUFFIX)
+    Path::from(ObjectRole::Index.key_for(id))
 }
 
 /// The manifest of `id`.

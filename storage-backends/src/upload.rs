@@ -144,6 +144,10 @@ pub struct ObjectWriter {
     max_in_flight: usize,
     hasher: Option<Sha256>,
     size: u64,
+    /// The request that starts the multipart upload, while it is under way: it runs in its
+    /// own task, so that a caller dropping [`ObjectWriter::write_bytes`] mid-way (a cancel)
+    /// cannot lose an upload the server has started; [`ObjectWriter::abort`] waits for it.
+    starting: Option<tokio::task::JoinHandle<object_store::Result<Box<dyn MultipartUpload>>>>,
 }
 
 impl std::fmt::Debug for ObjectWriter {
@@ -178,6 +182,7 @@ impl ObjectWriter {
             max_in_flight: options.parts_in_flight,
             hasher: Some(Sha256::new()),
             size: 0,
+            starting: None,
         }
     }
 
@@ -240,11 +245,19 @@ impl ObjectWriter {
         }
         let part = self.take_hashed().await?;
         if self.upload.is_none() {
-            let upload = self
-                .store
-                .put_multipart(&self.key)
+            if self.starting.is_none() {
+                let (store, key) = (Arc::clone(&self.store), self.key.clone());
+                self.starting = Some(tokio::spawn(async move { store.put_multipart(&key).await }));
+            }
+            let started = self
+                .starting
+                .as_mut()
+                .expect("set above")
                 .await
-                .map_err(|e| Error::store("starting the upload of", &self.key, e))?;
+                .map_err(|e| Error::Task(e.to_string()));
+            self.starting = None;
+            let upload =
+                started?.map_err(|e| Error::store("starting the upload of", &self.key, e))?;
             self.upload = Some(upload);
         }
         if self.parts >= MAX_PARTS {
@@ -321,6 +334,11 @@ impl ObjectWriter {
     /// logged; the store's lifecycle rules or `catena gc` clean up what is left).
     pub async fn abort(&mut self) {
         self.in_flight.clear();
+        if let Some(starting) = self.starting.take()
+            && let Ok(Ok(upload)) = starting.await
+        {
+            self.upload = Some(upload);
+        }
         if let Some(mut upload) = self.upload.take()
             && let Err(e) = upload.abort().await
         {

@@ -331,3 +331,146 @@ async fn a_chain_check_found_damaged_is_not_a_silent_parent() {
         committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
     assert_eq!(decision.reason, ReasonCode::DiffFromNewest, "{decision:?}");
 }
+
+/// A manifest names its own objects only. Two manifests that list the same data object:
+/// the hostile (older) one is invalid, so it is never restored or used, and expiring it
+/// deletes only keys derived from its own id: the newest backup's data stays and restores.
+/// Before, expire deleted the objects the old manifest listed: the live backup's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cannot_get_another_artifacts_objects_deleted() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("old"), data(300_000, 1, true)).expect("write");
+    let full_request = BackupRequest {
+        backup_type: BackupType::Full,
+        ..BackupRequest::default()
+    };
+    let (old, _) = committed(&backup_dir(&repo, "neo4j", &src, full_request).await);
+    std::fs::write(src.join("new"), data(300_000, 2, true)).expect("write");
+    let (new, _) = committed(&backup_dir(&repo, "neo4j", &src, full_request).await);
+    let expected = snapshot(&src);
+    // The old manifest now lists the new artifact's data object (with its size and hash).
+    let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+    let theirs = view
+        .catalog
+        .get(&new)
+        .expect("new")
+        .objects
+        .iter()
+        .find(|o| o.role == ObjectRole::Data)
+        .expect("data")
+        .clone();
+    rewrite_manifest(&repo, &old, |m| {
+        for o in &mut m.objects {
+            if o.role == ObjectRole::Data {
+                *o = theirs.clone();
+            }
+        }
+        m.sizes.stored_bytes = m.objects.iter().map(|o| o.size).sum();
+    })
+    .await;
+    // It does not open (it names an object that is not its own), so it is damaged: never
+    // restored, never a parent, listed as such; deleters refuse while it is there.
+    let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+    assert!(
+        view.unreadable
+            .iter()
+            .any(|u| u.key.contains(&old.to_string()) && u.why.contains("not its own")),
+        "{:?}",
+        view.unreadable
+    );
+    let options = ExpireOptions::new(ExpirePolicy {
+        keep_last_chains: Some(1),
+        keep_within: None,
+    });
+    let err = expire(&repo, &db("neo4j"), &options)
+        .await
+        .expect_err("expire refuses while a manifest is damaged")
+        .to_string();
+    assert!(err.contains(&old.to_string()), "{err}");
+    // And a deleter given that manifest deletes the keys of its own id only.
+    let key = layout::manifest_key(&old);
+    let text = String::from_utf8(
+        repo.store()
+            .get(&key)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("b")
+            .to_vec(),
+    )
+    .expect("utf8");
+    let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    value.as_object_mut().expect("object").remove("sha256");
+    let hostile: Manifest =
+        serde_json::from_value(value).expect("the hostile manifest, decoded without checks");
+    assert_eq!(
+        hostile
+            .objects
+            .iter()
+            .filter(|o| o.key == theirs.key)
+            .count(),
+        1
+    );
+    repo.delete_artifact(&hostile).await.expect("delete");
+    assert!(
+        repo.store()
+            .head(&Key::from(theirs.key.as_str()))
+            .await
+            .is_ok(),
+        "the newest backup's data object was deleted"
+    );
+    let into = work.path().join("restored");
+    let r = restore(
+        &repo,
+        &db("neo4j"),
+        &RestoreOptions::new(&into),
+        &progress(),
+    )
+    .await
+    .expect("restore");
+    assert_eq!(r.artifact, new.to_string());
+    assert_same("the newest backup", &expected, &snapshot(&into));
+}
+
+/// An object missing, or of another size than its manifest says, makes the artifact
+/// unusable when the catalog is read, naming the object: restore of the latest refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_missing_or_of_another_size_make_their_artifact_unusable() {
+    for damage in ["truncated", "missing"] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let repo = local_repo(&work.path().join("repo")).await;
+        let ids = chain_of_three(&repo, work.path()).await;
+        let key = layout::index_key(&ids[2]);
+        if damage == "missing" {
+            repo.store().delete(&key).await.expect("delete");
+        } else {
+            let bytes = repo
+                .store()
+                .get(&key)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("b");
+            overwrite(&repo, &key, bytes[..bytes.len() - 1].to_vec()).await;
+        }
+        let err = restore(
+            &repo,
+            &db("neo4j"),
+            &RestoreOptions::new(work.path().join("restored")),
+            &progress(),
+        )
+        .await
+        .expect_err(damage)
+        .to_string();
+        assert!(
+            err.contains(key.as_ref()) && err.contains(&ids[2].to_string()),
+            "{damage}: {err}"
+        );
+        assert!(err.contains("--restore-until"), "{damage}: {err}");
+    }
+}
