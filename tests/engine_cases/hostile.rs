@@ -474,3 +474,138 @@ async fn objects_missing_or_of_another_size_make_their_artifact_unusable() {
         assert!(err.contains("--restore-until"), "{damage}: {err}");
     }
 }
+
+/// Every reason restore can refuse a chain is a reason check reports it not OK: one
+/// validation of a chain's state serves both. Before, a symlink with entries below it and
+/// block lengths out of bounds passed check and were then refused by restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_chain_restore_refuses() {
+    use crate::engine_cases::commit_crafted;
+    let dir_entry = |path: &str| Entry {
+        path: EntryPath::new(path).expect("path"),
+        kind: EntryKind::Directory,
+        meta: Metadata {
+            mode: 0o755,
+            ..Metadata::default()
+        },
+    };
+    let file_entry = |path: &str, len: u32| Entry {
+        path: EntryPath::new(path).expect("path"),
+        kind: EntryKind::File {
+            size: u64::from(len),
+            blocks: vec![BlockRef {
+                digest: Sha256Digest::of(b"somewhere else"),
+                len,
+            }],
+        },
+        meta: Metadata {
+            mode: 0o644,
+            ..Metadata::default()
+        },
+    };
+    let crafted = |entries: Vec<Entry>| {
+        let state = State::from_entries(entries);
+        let index = Index {
+            changes: ChangeSet::full(&state),
+            blocks: vec![],
+        };
+        (serde_json::to_vec(&index).expect("json"), state.digest())
+    };
+    let cases: Vec<&str> = vec![
+        "an entry below a symbolic link",
+        "a block longer than a block can be",
+        "a block stored nowhere",
+        "a state digest that differs",
+        "an entry path that escapes",
+        "a missing parent",
+        "an unreadable manifest",
+        "a missing object",
+        "a corrupt block",
+    ];
+    for case in cases {
+        let work = tempfile::tempdir().expect("tempdir");
+        let repo = local_repo(&work.path().join("repo")).await;
+        match case {
+            "an entry below a symbolic link" => {
+                let (body, digest) = crafted(vec![
+                    Entry {
+                        path: EntryPath::new("link").expect("path"),
+                        kind: EntryKind::Symlink {
+                            target: "/tmp".into(),
+                        },
+                        meta: Metadata::default(),
+                    },
+                    dir_entry("link/below"),
+                ]);
+                commit_crafted(&repo, "neo4j", body, digest).await;
+            }
+            "a block longer than a block can be" => {
+                let (body, digest) = crafted(vec![file_entry("big", MAX_BLOCK_SIZE + 1)]);
+                commit_crafted(&repo, "neo4j", body, digest).await;
+            }
+            "a block stored nowhere" => {
+                let (body, digest) = crafted(vec![file_entry("f", 14)]);
+                commit_crafted(&repo, "neo4j", body, digest).await;
+            }
+            "a state digest that differs" => {
+                let (body, _) = crafted(vec![dir_entry("d")]);
+                commit_crafted(&repo, "neo4j", body, Sha256Digest::of(b"another")).await;
+            }
+            "an entry path that escapes" => {
+                let body = br#"{"changes":{"added":[{"path":"../x","kind":{"type":"directory"},"meta":{"mode":493,"mtime_ns":0}}],"changed":[],"removed":[]},"blocks":[]}"#;
+                commit_crafted(&repo, "neo4j", body.to_vec(), Sha256Digest::of(b"x")).await;
+            }
+            _ => {
+                let ids = chain_of_three(&repo, work.path()).await;
+                match case {
+                    "a missing parent" => {
+                        repo.store()
+                            .delete(&layout::manifest_key(&ids[1]))
+                            .await
+                            .expect("delete");
+                    }
+                    "an unreadable manifest" => {
+                        overwrite(&repo, &layout::manifest_key(&ids[2]), b"{".to_vec()).await;
+                    }
+                    "a missing object" => {
+                        repo.store()
+                            .delete(&layout::data_key(&ids[0]))
+                            .await
+                            .expect("delete");
+                    }
+                    _ => {
+                        let key = layout::data_key(&ids[0]);
+                        let mut bytes = repo
+                            .store()
+                            .get(&key)
+                            .await
+                            .expect("get")
+                            .bytes()
+                            .await
+                            .expect("b")
+                            .to_vec();
+                        bytes[200] ^= 0x40;
+                        overwrite(&repo, &key, bytes).await;
+                    }
+                }
+            }
+        }
+        let into = work.path().join("restored");
+        let refused = restore(
+            &repo,
+            &db("neo4j"),
+            &RestoreOptions::new(&into),
+            &progress(),
+        )
+        .await
+        .expect_err(case)
+        .to_string();
+        let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+            .await
+            .expect("check runs");
+        assert!(
+            !report.ok,
+            "{case}: restore refuses ({refused}) but check passes: {report:?}"
+        );
+    }
+}

@@ -537,7 +537,7 @@ async fn check_one(repo: &Repository) {
 // ---------------------------------------------------------------------------------------
 
 /// Commits a FULL whose index body is `body` (JSON, possibly invalid for Catena).
-async fn commit_crafted(
+pub(crate) async fn commit_crafted(
     repo: &Repository,
     name: &str,
     body: Vec<u8>,
