@@ -3,6 +3,8 @@
 
 #[path = "../storage-backends/tests/common/mod.rs"]
 mod common;
+#[path = "cli_cases/hostile.rs"]
+mod hostile;
 #[path = "cli_cases/operator.rs"]
 mod operator;
 #[path = "cli_cases/reliability.rs"]

@@ -301,6 +301,22 @@ fn decompress(codec: u8, payload: &[u8], raw_len: u64) -> Result<Vec<u8>, Decode
     }
 }
 
+/// A reader that hashes and counts what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    read: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Decodes one stored block (header and payload, exactly as the index locates it), checks
 /// it is the block `expected`, and returns its uncompressed bytes after verifying their
 /// SHA-256.
@@ -436,12 +452,22 @@ impl Index {
     }
 
     /// Decodes and validates an index object. Any input gives a value or an error, never a
-    /// panic, and never an allocation beyond the recorded length (at most 4 GiB).
+    /// panic; see [`Index::decode_within`] for what it allocates.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_within(bytes, MAX_INDEX_LEN)
+    }
+
+    /// Decodes and validates an index object whose body may be at most `limit` bytes (and
+    /// [`MAX_INDEX_LEN`]): a reader passes what the artifact's manifest allows
+    /// ([`Index::body_limit`]). The body is decompressed and parsed as a stream, hashed
+    /// on the way, so memory follows what the body really holds, never the length its
+    /// header claims: a small object that claims or inflates to gigabytes fails at its
+    /// first byte that is not the JSON of an index, or at the limit.
+    pub fn decode_within(bytes: &[u8], limit: u64) -> Result<Self, DecodeError> {
         let h = read_header(bytes, INDEX_MAGIC, "index", true)?;
-        if h.raw_len > MAX_INDEX_LEN {
+        if h.raw_len > MAX_INDEX_LEN.min(limit) {
             return Err(DecodeError::BadLength {
-                what: "index",
+                what: "index (more than its manifest allows)",
                 len: h.raw_len,
             });
         }
@@ -456,15 +482,59 @@ impl Index {
                 });
             }
         }
-        let body = decompress(h.codec, &bytes[INDEX_HEADER_LEN..], h.raw_len)?;
-        let actual = Sha256Digest::of(&body);
+        let payload = &bytes[INDEX_HEADER_LEN..];
+        let inner: Box<dyn std::io::Read + '_> = match h.codec {
+            CODEC_NONE => Box::new(payload),
+            _ => Box::new(
+                zstd::stream::read::Decoder::with_buffer(payload)
+                    .map_err(|e| DecodeError::Decompress(e.to_string()))?,
+            ),
+        };
+        // One byte past the recorded length shows a body longer than it says.
+        let mut body = HashingReader {
+            inner: std::io::Read::take(inner, h.raw_len.saturating_add(1)),
+            hasher: sha2::Sha256::new(),
+            read: 0,
+        };
+        let index: Index = serde_json::from_reader(std::io::BufReader::new(&mut body))
+            .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
+        if body.read != h.raw_len {
+            return Err(DecodeError::Decompress(format!(
+                "{}{} bytes, the header says {}",
+                body.read.min(h.raw_len),
+                if body.read > h.raw_len {
+                    " or more"
+                } else {
+                    ""
+                },
+                h.raw_len
+            )));
+        }
+        let actual = Sha256Digest(body.hasher.finalize().into());
         if actual != h.digest {
             return Err(DecodeError::Checksum {
                 expected: h.digest,
                 actual,
             });
         }
-        Self::decode_body(&body)
+        index
+            .validate()
+            .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
+        Ok(index)
+    }
+
+    /// The most bytes the body of an index can take for an artifact whose manifest records
+    /// `sizes` and `block_size`: 1 MiB, plus 16 KiB per entry of its state (a path of up to
+    /// 4,096 bytes, escaped, and metadata), plus 128 bytes per block its files can have,
+    /// plus 256 per block it stores. A manifest that understates its sizes gets its index
+    /// refused, not read.
+    pub fn body_limit(sizes: &crate::Sizes, block_size: u32) -> u64 {
+        let file_blocks = sizes.logical_bytes / u64::from(block_size.max(1)) + sizes.entries;
+        (1u64 << 20)
+            .saturating_add(sizes.entries.saturating_mul(16 << 10))
+            .saturating_add(file_blocks.saturating_mul(128))
+            .saturating_add(sizes.blocks.saturating_mul(256))
+            .min(MAX_INDEX_LEN)
     }
 
     /// Decodes and validates the JSON body of an index (what [`decode`](Self::decode) finds

@@ -99,7 +99,8 @@ pub async fn read_index(store: &dyn ObjectStore, manifest: &Manifest) -> Result<
             why: "the manifest lists no index object".into(),
         })?;
     let bytes = get_verified(store, object).await?;
-    tokio::task::spawn_blocking(move || Index::decode(&bytes))
+    let limit = Index::body_limit(&manifest.sizes, manifest.block_size);
+    tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit))
         .await
         .map_err(|e| Error::Task(e.to_string()))?
         .map_err(|e| Error::Corrupt {
