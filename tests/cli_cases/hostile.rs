@@ -78,8 +78,8 @@ fn measured(args: &[&str]) -> (Option<i32>, u64, String) {
     let out = text(&o);
     let kib = out
         .lines()
-        .filter_map(|l| l.strip_prefix("peak-rss-kib "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
         .and_then(|n| n.trim().parse().ok())
         .expect("GNU time's line");
     (o.status.code(), kib, out)
