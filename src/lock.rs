@@ -10,10 +10,12 @@
 //! directory; not s3s-fs, see `docs/DESIGN.md`). Older generations are deleted as the lock
 //! moves on; the highest one never is.
 //!
-//! A holder renews its lease every third of the lease. A lock is stale, and may be taken
-//! over, when its lease has run out, or when it was taken on this host by a process that no
-//! longer exists (as restic does): a killed backup does not block the next one. Before
-//! committing and before deleting, an operation checks that it still holds its lock.
+//! A holder renews its lease every third of the lease (default 5 minutes). A lock is stale,
+//! and may be taken over, when its lease has run out: never by host name and pid, which
+//! containers share and reuse; those are shown to a person deciding `catena unlock`. A
+//! command stopped by SIGTERM or SIGINT releases its lock; one killed outright holds it
+//! until the lease runs out (or `catena unlock`). Before committing and before deleting, an
+//! operation checks that it still holds its lock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,7 +56,7 @@ impl Default for LockOptions {
     fn default() -> Self {
         Self {
             wait: Duration::ZERO,
-            lease: Duration::from_secs(15 * 60),
+            lease: Duration::from_secs(5 * 60),
             cancel: storage_backends::CancellationToken::new(),
         }
     }
@@ -89,9 +91,11 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
-    /// Whether this record still keeps others out at `now`.
+    /// Whether this record still keeps others out at `now`: held, and its lease not run
+    /// out. Host name and pid are never the rule (containers share host names, a restarted
+    /// container's process is pid 1 again): they are shown to a person deciding `unlock`.
     pub fn live(&self, now: Timestamp) -> bool {
-        self.held && now < self.expires_at && !owner_is_gone(&self.owner)
+        self.held && now < self.expires_at
     }
 
     fn describe(&self) -> String {
@@ -120,18 +124,6 @@ fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether the owner ran on this host in a process that no longer exists. Only known where
-/// `/proc` exists; elsewhere the lease decides.
-fn owner_is_gone(owner: &LockOwner) -> bool {
-    if owner.host != host_name() || !std::path::Path::new("/proc/self/stat").exists() {
-        return false;
-    }
-    match process_start(owner.pid) {
-        None => true,
-        Some(start) => owner.start.is_some_and(|s| s != start),
-    }
 }
 
 /// Whether the owner is a process that exists on this host now (same host name, a live
@@ -601,31 +593,69 @@ mod tests {
             .expect("test");
     }
 
+    /// The lease is the rule, never host name and pid: a holder recorded with this host and
+    /// a pid that no longer exists, or with this very process's host and pid (another
+    /// container with the same host name, a restarted container's pid 1), keeps others
+    /// out until its lease runs out; then it is taken over.
     #[tokio::test]
-    async fn a_lock_of_a_process_that_is_gone_is_stale_on_its_host() {
-        let gone = LockRecord {
-            held: true,
-            owner: LockOwner {
+    async fn a_lock_is_judged_by_its_lease_not_by_host_and_pid() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let now = Timestamp::now();
+        let holders = [
+            // A pid that does not exist here.
+            LockOwner {
                 host: host_name(),
                 pid: u32::MAX - 1,
                 start: Some(1),
                 operation: "backup".into(),
-                token: "t".into(),
+                token: "gone".into(),
             },
-            written_at: Timestamp::now(),
-            expires_at: Timestamp::now() + jiff::SignedDuration::from_hours(1),
-        };
-        if std::path::Path::new("/proc/self/stat").exists() {
-            assert!(!gone.live(Timestamp::now()));
+            // The very host and pid of this process, another holder.
+            LockOwner {
+                host: host_name(),
+                pid: std::process::id(),
+                start: process_start(std::process::id()),
+                operation: "backup".into(),
+                token: "same-host-and-pid".into(),
+            },
+        ];
+        for (g, owner) in holders.into_iter().enumerate() {
+            let record = LockRecord {
+                held: true,
+                owner,
+                written_at: now,
+                expires_at: now + jiff::SignedDuration::from_hours(1),
+            };
+            assert!(record.live(now));
+            assert!(
+                write_generation(store.as_ref(), &db(), 2 * g as u64 + 1, &record)
+                    .await
+                    .expect("test")
+            );
+            let err =
+                DatabaseLock::acquire(Arc::clone(&store), &db(), "backup", &LockOptions::default())
+                    .await
+                    .expect_err("a live lease keeps others out")
+                    .to_string();
+            assert!(err.contains("locked by"), "{err}");
+            // The same record with its lease run out is taken over.
+            let expired = LockRecord {
+                expires_at: now - jiff::SignedDuration::from_secs(1),
+                ..record
+            };
+            assert!(!expired.live(now));
+            assert!(
+                write_generation(store.as_ref(), &db(), 2 * g as u64 + 2, &expired)
+                    .await
+                    .expect("test")
+            );
+            let taken =
+                DatabaseLock::acquire(Arc::clone(&store), &db(), "backup", &LockOptions::default())
+                    .await
+                    .expect("an expired lease is taken over");
+            taken.release().await;
+            prune(store.as_ref(), &db(), u64::MAX).await;
         }
-        let elsewhere = LockRecord {
-            owner: LockOwner {
-                host: "another-host".into(),
-                ..gone.owner.clone()
-            },
-            ..gone.clone()
-        };
-        assert!(elsewhere.live(Timestamp::now()));
     }
 
     #[tokio::test]
