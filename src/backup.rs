@@ -483,7 +483,7 @@ async fn fail_writer(
     let _ = commit::put_create(
         store.as_ref(),
         &note_key,
-        Bytes::from(serde_json::to_vec_pretty(&note).unwrap_or_default()),
+        Bytes::from(chain_core::sealed::seal(&note)),
     )
     .await;
     Some(note_key.to_string())

@@ -355,8 +355,10 @@ fn check_states(
     }
 }
 
-/// Opens every run record and every earlier check report of `db` and checks its seal: a
-/// record that was altered or damaged is a problem named by its key.
+/// Opens every record Catena writes outside the artifacts that concerns `db` or the whole
+/// repository (run records, `db`'s check reports and lock records, job history records,
+/// the notes of failed runs kept under `_failed/<db>/`) and checks its seal: a record that
+/// was altered or damaged is a problem named by its key, never trusted.
 async fn check_records(
     repo: &Repository,
     db: &DatabaseName,
@@ -365,8 +367,20 @@ async fn check_records(
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let report_prefix = format!("{}/check-{db}-", layout::REPORTS_PREFIX);
-    for prefix in [layout::RUNS_PREFIX, layout::REPORTS_PREFIX] {
-        let p = Path::from(prefix);
+    let prefixes = [
+        (Path::from(layout::RUNS_PREFIX), "run record"),
+        (Path::from(layout::REPORTS_PREFIX), "check report"),
+        (
+            Path::from_iter([layout::LOCKS_PREFIX, db.as_str()]),
+            "lock record",
+        ),
+        (Path::from(layout::JOBS_PREFIX), "job record"),
+        (
+            Path::from_iter([layout::FAILED_PREFIX, db.as_str()]),
+            "failed-run note",
+        ),
+    ];
+    for (p, what) in prefixes {
         let metas: Vec<object_store::ObjectMeta> = repo
             .store()
             .list(Some(&p))
@@ -375,8 +389,24 @@ async fn check_records(
             .map_err(|e| storage_backends::Error::store("listing", &p, e))?;
         for meta in metas {
             let key = meta.location.to_string();
-            let is_run = prefix == layout::RUNS_PREFIX;
-            if !is_run && !key.starts_with(&report_prefix) {
+            let relevant = match what {
+                "check report" => key.starts_with(&report_prefix),
+                "failed-run note" => key.ends_with(".error.json"),
+                _ => key.ends_with(".json"),
+            };
+            if !relevant {
+                continue;
+            }
+            if meta.size > chain_core::MAX_MANIFEST_LEN as u64 {
+                problems.push(problem(
+                    None,
+                    Some(key),
+                    None,
+                    format!(
+                        "this {what} is {} bytes, more than a record may be",
+                        meta.size
+                    ),
+                ));
                 continue;
             }
             let bytes = match repo.store().get(&meta.location).await {
@@ -390,13 +420,15 @@ async fn check_records(
                     return Err(storage_backends::Error::store("reading", &meta.location, e).into());
                 }
             };
-            let opened = if is_run {
-                chain_core::sealed::open::<crate::RunRecord>(&bytes).map(|_| ())
-            } else {
-                chain_core::sealed::open::<CheckReport>(&bytes).map(|_| ())
+            let opened = match what {
+                "run record" => chain_core::sealed::open::<crate::RunRecord>(&bytes).map(|_| ()),
+                "check report" => chain_core::sealed::open::<CheckReport>(&bytes).map(|_| ()),
+                "lock record" => {
+                    chain_core::sealed::open::<crate::lock::LockRecord>(&bytes).map(|_| ())
+                }
+                _ => chain_core::sealed::open::<serde_json::Value>(&bytes).map(|_| ()),
             };
             if let Err(e) = opened {
-                let what = if is_run { "run record" } else { "check report" };
                 problems.push(problem(
                     None,
                     Some(key),

@@ -17,7 +17,7 @@ use object_store::path::Path;
 
 use crate::{Ctx, ScheduleArgs, backup_command, job};
 
-const JOBS_PREFIX: &str = "_jobs";
+use catena::storage_backends::layout::JOBS_PREFIX;
 
 pub(crate) async fn schedule(args: ScheduleArgs, ctx: &Ctx) -> Result<bool, String> {
     let job = job(&args.backup, ctx)?;
@@ -116,12 +116,14 @@ async fn record(
             rand::random::<u32>()
         ),
     ]);
+    // Sealed like every record Catena writes (docs/FORMAT.md, "Job records"), so that
+    // `check` tells a damaged one.
     let body =
         serde_json::json!({"finished_at": now.to_string(), "status": status, "retries": retries});
     catena::storage_backends::commit::put_create(
         repo.store().as_ref(),
         &key,
-        Bytes::from(serde_json::to_vec_pretty(&body).unwrap_or_default()),
+        Bytes::from(catena::chain_core::sealed::seal(&body)),
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@
 //! _reports/<report-id>.json                check reports
 //! _probe/<random>/...                      the endpoint self-test's objects (removed after)
 //! _locks/<database>/<generation>.json      the database's writer lock, one record per generation
+//! _jobs/<time>-<status>-<random>.json      the job history of `catena schedule`
 //! ```
 //!
 //! Top-level names starting with `_` can never be database names, so they never collide.
@@ -34,6 +35,8 @@ pub const REPORTS_PREFIX: &str = "_reports";
 pub const PROBE_PREFIX: &str = "_probe";
 /// Prefix of database locks.
 pub const LOCKS_PREFIX: &str = "_locks";
+/// Prefix of the job history `catena schedule` keeps.
+pub const JOBS_PREFIX: &str = "_jobs";
 
 /// Whether a top-level name is one of Catena's own prefixes rather than a database.
 pub fn is_reserved(top: &str) -> bool {

@@ -609,3 +609,98 @@ async fn check_reports_every_chain_restore_refuses() {
         );
     }
 }
+
+/// Everything Catena writes outside the artifacts is sealed, and a damaged record under
+/// any of its prefixes is reported by check with its key, never trusted: run records,
+/// check reports, lock records, job records, failed-run notes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_damaged_record_under_every_prefix() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("f"), b"data").expect("write");
+    committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(report.ok, "{report:?}");
+    repo.lock(&db("neo4j"), "test")
+        .await
+        .expect("lock")
+        .release()
+        .await;
+    for (key, value) in [
+        (
+            "_jobs/20261202T000000.000000Z-succeeded-00000001.json",
+            serde_json::json!({"status": "succeeded"}),
+        ),
+        (
+            "_failed/neo4j/neo4j-20261202T000000.000000Z-0000000000000001.error.json",
+            serde_json::json!({"error": "x"}),
+        ),
+    ] {
+        repo.store()
+            .put(
+                &Key::from(key),
+                Bytes::from(chain_core::sealed::seal(&value)).into(),
+            )
+            .await
+            .expect("put");
+    }
+    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(report.ok, "every record verifies: {report:?}");
+
+    let mut keys = Vec::new();
+    for prefix in [
+        "_runs/",
+        "_reports/check-neo4j-",
+        "_locks/neo4j/",
+        "_jobs/",
+        "_failed/neo4j/",
+    ] {
+        let all: Vec<String> = {
+            use futures::TryStreamExt;
+            repo.store()
+                .list(None)
+                .map_ok(|m| m.location.to_string())
+                .try_collect::<Vec<_>>()
+                .await
+                .expect("list")
+        };
+        let key = all
+            .into_iter()
+            .find(|k| k.starts_with(prefix) && k.ends_with(".json"))
+            .unwrap_or_else(|| panic!("no record under {prefix}"));
+        let path = Key::from(key.as_str());
+        let mut bytes = repo
+            .store()
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("b")
+            .to_vec();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x01;
+        overwrite(&repo, &path, bytes).await;
+        keys.push(key);
+    }
+    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(!report.ok);
+    for key in &keys {
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.key.as_deref() == Some(key.as_str())),
+            "{key} not reported: {:?}",
+            report.problems
+        );
+    }
+}
