@@ -268,6 +268,7 @@ async fn run_one(
 
     let listing = source.list().await?;
     outcome.warnings = listing.skipped.clone();
+    let refused = listing.refused.clone();
     let expected: u64 = listing
         .entries
         .iter()
@@ -358,6 +359,17 @@ async fn run_one(
         stored_bytes: manifest.sizes.stored_bytes,
     });
     tracing::info!(database = %db, artifact = %id, kind = %manifest.kind, empty, stored = manifest.sizes.stored_bytes, "committed");
+    if !refused.is_empty() {
+        return Err(Error::Source {
+            path: std::path::PathBuf::from(db.as_str()),
+            why: format!(
+                "committed {id} without {} entr{}: {}",
+                refused.len(),
+                if refused.len() == 1 { "y" } else { "ies" },
+                refused.join("; ")
+            ),
+        });
+    }
     Ok(())
 }
 

@@ -300,6 +300,10 @@ async fn write_tree(
             }
             std::os::unix::fs::symlink(target, &p)
                 .map_err(|err| Error::restore(&p, err.to_string()))?;
+            // The link's own time, not its target's (std has no lutimes).
+            let mtime = filetime::FileTime::from_system_time(system_time(e.meta.mtime_ns));
+            filetime::set_symlink_file_times(&p, mtime, mtime)
+                .map_err(|err| Error::restore(&p, err.to_string()))?;
         }
     }
     for e in entries.iter().rev() {

@@ -49,6 +49,10 @@ pub struct SourceListing {
     pub entries: Vec<SourceEntry>,
     /// Entries not backed up (sockets, devices, FIFOs), with the reason.
     pub skipped: Vec<String>,
+    /// Entries that could not be backed up although they hold data (a file name that is
+    /// not UTF-8), each with its path and why: the rest is committed, and the database's
+    /// backup is reported failed, naming them.
+    pub refused: Vec<String>,
 }
 
 /// Which metadata a source records besides contents (the seed's `includeMetadata`).
@@ -89,7 +93,8 @@ pub trait BackupSource: Send + Sync + Debug {
 
 /// A directory tree: regular files, directories and symbolic links (stored as links), with
 /// permission bits and modification times; sockets, devices and FIFOs are skipped with a
-/// warning. File names must be UTF-8.
+/// warning. A file name that is not UTF-8 is refused alone: named, left out, and the
+/// database's backup reported failed, the rest committed.
 #[derive(Clone, Debug)]
 pub struct DirectorySource {
     root: PathBuf,
@@ -246,10 +251,15 @@ impl DirectorySource {
                 let item = item.map_err(|e| Error::source_io(&dir, e))?;
                 let full = item.path();
                 let name = item.file_name();
-                let name = name.to_str().ok_or_else(|| Error::Source {
-                    path: full.clone(),
-                    why: "the file name is not UTF-8; rename it to back it up".into(),
-                })?;
+                let Some(name) = name.to_str() else {
+                    // Entry paths are UTF-8 (docs/DESIGN.md): this one entry is refused,
+                    // named, and the rest backed up.
+                    listing.refused.push(format!(
+                        "{}: the name is not UTF-8, so it was not backed up; rename it",
+                        full.display()
+                    ));
+                    continue;
+                };
                 let child_rel = if rel.is_empty() {
                     name.to_owned()
                 } else {

@@ -8,11 +8,15 @@
 use crate::{ArtifactId, BlockRef, Compression, DatabaseName, Index, Manifest, Sha256Digest};
 
 /// Manifest JSON: decoding never panics; a decoded manifest re-encodes to JSON that decodes
-/// to the same manifest.
+/// to the same manifest. The bytes are tried as they are and resealed
+/// ([`crate::sealed::seal_bytes`]), so that mutations reach the checks past the seal (a
+/// fuzzer cannot forge a SHA-256).
 pub fn manifest(data: &[u8]) {
-    if let Ok(m) = Manifest::from_json(data) {
-        let again = Manifest::from_json(&m.to_json()).expect("a decoded manifest re-decodes");
-        assert_eq!(again, m, "manifest round trip changed it");
+    for bytes in [data.to_vec(), crate::sealed::seal_bytes(data.to_vec())] {
+        if let Ok(m) = Manifest::from_json(&bytes) {
+            let again = Manifest::from_json(&m.to_json()).expect("a decoded manifest re-decodes");
+            assert_eq!(again, m, "manifest round trip changed it");
+        }
     }
 }
 
@@ -35,7 +39,20 @@ pub fn artifact_id(data: &[u8]) {
 /// compression) to bytes that decode to the same index. The bytes are tried both as a
 /// whole index object and as its JSON body (past the checksum a fuzzer cannot forge).
 pub fn index(data: &[u8]) {
-    for decoded in [Index::decode(data), Index::decode_body(data)] {
+    // The bytes as a body under a header that records their true length and SHA-256
+    // (resealed), through the streaming decoder with a small limit and with none.
+    let mut resealed = Vec::with_capacity(crate::INDEX_HEADER_LEN + data.len());
+    resealed.extend_from_slice(&crate::INDEX_MAGIC);
+    resealed.extend_from_slice(&[crate::CONTAINER_VERSION, 0, 0, 0]);
+    resealed.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    resealed.extend_from_slice(&Sha256Digest::of(data).0);
+    resealed.extend_from_slice(data);
+    for decoded in [
+        Index::decode(data),
+        Index::decode_body(data),
+        Index::decode(&resealed),
+        Index::decode_within(&resealed, 4096),
+    ] {
         let Ok(index) = decoded else { continue };
         for c in [Compression::None, Compression::Zstd { level: 1 }] {
             let again = Index::decode(&index.encode(c).expect("a valid index encodes"))

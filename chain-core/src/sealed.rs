@@ -19,7 +19,17 @@ pub const SEAL_FIELD: &str = "sha256";
 /// Encodes `value` as sealed, pretty JSON. `value` must serialize to a JSON object without
 /// a field named `sha256`.
 pub fn seal<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut body = serde_json::to_vec_pretty(value).expect("a sealed value always serializes");
+    seal_bytes(serde_json::to_vec_pretty(value).expect("a sealed value always serializes"))
+}
+
+/// Seals `body`, bytes that end with the `}` of a pretty-printed JSON object, as [`seal`]
+/// seals a value's encoding: for tools and fuzzers that need sealed bytes of content no type
+/// produces (the fuzz targets reseal mutated manifests, so the checks past the seal are
+/// fuzzed too). Bytes that do not end with `}` get a `}` first.
+pub fn seal_bytes(mut body: Vec<u8>) -> Vec<u8> {
+    if body.last() != Some(&b'}') {
+        body.push(b'}');
+    }
     let digest = Sha256Digest::of(&body);
     // Pretty output of an object ends with "\n}"; an empty object is "{}".
     let close = body.pop();

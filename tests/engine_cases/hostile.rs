@@ -704,3 +704,51 @@ async fn check_reports_a_damaged_record_under_every_prefix() {
         );
     }
 }
+
+/// A file name that is not UTF-8 is refused alone: the backup commits everything else,
+/// names the path, and reports the database failed (before, the whole database failed
+/// without naming it). Symbolic links come back with their own modification time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_name_is_refused_alone_and_links_keep_their_times() {
+    use std::os::unix::ffi::OsStrExt;
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("good"), b"kept").expect("write");
+    let bad = src.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::write(&bad, b"not kept").expect("write");
+    std::os::unix::fs::symlink("good", src.join("link")).expect("symlink");
+    let old = filetime::FileTime::from_unix_time(1_600_000_000, 123_000_000);
+    filetime::set_symlink_file_times(src.join("link"), old, old).expect("link time");
+    let report = backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await;
+    assert!(!report.succeeded(), "the run is marked failed");
+    let outcome = &report.run.databases[0];
+    let error = outcome.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("not UTF-8") && error.contains("bad"),
+        "{error}"
+    );
+    let id = outcome.artifact.clone().expect("the rest is committed");
+    let into = work.path().join("restored");
+    let r = restore(
+        &repo,
+        &db("neo4j"),
+        &RestoreOptions::new(&into),
+        &progress(),
+    )
+    .await
+    .expect("restore");
+    assert_eq!(r.artifact, id);
+    assert_eq!(std::fs::read(into.join("good")).expect("read"), b"kept");
+    assert_eq!(
+        std::fs::read_link(into.join("link")).expect("link"),
+        Path::new("good")
+    );
+    let md = std::fs::symlink_metadata(into.join("link")).expect("lstat");
+    assert_eq!(
+        filetime::FileTime::from_last_modification_time(&md),
+        old,
+        "the link's own mtime"
+    );
+}
