@@ -15,9 +15,24 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
-use crate::{Ctx, ScheduleArgs, backup_command, job};
+use clap::Args;
+
+use crate::backup::{BackupArgs, backup_command, job};
+use crate::ctx::Ctx;
 
 use catena::storage_backends::layout::JOBS_PREFIX;
+
+/// What a signal that stops this command leaves behind, true at any moment.
+pub(crate) const INTERRUPTED: &str = "the scheduler stopped; a run in progress was cancelled like a stopped backup (nothing half-written is visible, its lock released)";
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ScheduleArgs {
+    #[command(flatten)]
+    pub(crate) backup: BackupArgs,
+    /// Stop after this many runs (tests).
+    #[arg(long, hide = true)]
+    pub(crate) max_runs: Option<u32>,
+}
 
 pub(crate) async fn schedule(args: ScheduleArgs, ctx: &Ctx) -> Result<bool, String> {
     let job = job(&args.backup, ctx)?;

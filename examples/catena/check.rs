@@ -1,0 +1,87 @@
+//! `catena check`, and the check after a backup.
+
+use catena::chain_core::DatabaseName;
+use catena::*;
+use clap::Args;
+
+use crate::ctx::{Ctx, Outcome, db_names, print_json, repository};
+use crate::output::Format;
+use crate::storage::StorageFlags;
+
+#[derive(Args, Debug)]
+pub(crate) struct CheckArgs {
+    /// Databases (default all).
+    pub(crate) databases: Vec<String>,
+    #[arg(long)]
+    pub(crate) from_path: String,
+    #[command(flatten)]
+    pub(crate) storage: StorageFlags,
+}
+
+/// `catena check`.
+pub(crate) async fn run(args: CheckArgs, ctx: &Ctx) -> Outcome {
+    let (_format, reporter) = (ctx.format, &ctx.reporter);
+    let _ = reporter;
+    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    check_databases(
+        &repo,
+        db_names(&args.databases)?,
+        &CheckOptions::default(),
+        ctx,
+    )
+    .await
+}
+
+pub(crate) async fn check_databases(
+    repo: &Repository,
+    mut dbs: Vec<DatabaseName>,
+    options: &CheckOptions,
+    ctx: &Ctx,
+) -> Outcome {
+    let (format, reporter) = (ctx.format, &ctx.reporter);
+    if dbs.is_empty() {
+        dbs = repo.databases().await.map_err(|e| e.to_string())?;
+    }
+    let mut all_ok = true;
+    let mut reports = Vec::new();
+    for db in dbs {
+        let (report, key) = check(repo, &db, options, reporter)
+            .await
+            .map_err(|e| e.to_string())?;
+        all_ok &= report.ok;
+        if format == Format::Tabular {
+            println!(
+                "check {}: {} ({} artifacts, {} objects, {} blocks verified; report {})",
+                report.database,
+                if report.ok {
+                    "OK".into()
+                } else {
+                    format!("{} PROBLEMS", report.problems.len())
+                },
+                report.artifacts,
+                report.objects_verified,
+                report.blocks_verified,
+                key.as_deref().unwrap_or("-")
+            );
+            for p in &report.problems {
+                println!(
+                    "  {}{}{}: {}",
+                    p.key.as_deref().unwrap_or("-"),
+                    p.offset
+                        .map(|o| format!(" at offset {o}"))
+                        .unwrap_or_default(),
+                    p.artifact
+                        .as_deref()
+                        .map(|a| format!(" ({a})"))
+                        .unwrap_or_default(),
+                    p.problem
+                );
+            }
+        }
+        reports.push(serde_json::json!({"report": report, "key": key}));
+    }
+    if format == Format::Json {
+        print_json(&reports);
+    }
+    Ok(all_ok)
+}

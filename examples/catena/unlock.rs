@@ -1,0 +1,42 @@
+//! `catena unlock`.
+
+use catena::chain_core::DatabaseName;
+use clap::Args;
+
+use crate::ctx::{Ctx, Outcome, repository};
+use crate::storage::StorageFlags;
+
+#[derive(Args, Debug)]
+pub(crate) struct UnlockArgs {
+    /// The database.
+    pub(crate) database: String,
+    #[arg(long)]
+    pub(crate) from_path: String,
+    /// Break the lock even if its holder is a process running on this host.
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) storage: StorageFlags,
+}
+
+/// `catena unlock`.
+pub(crate) async fn run(args: UnlockArgs, ctx: &Ctx) -> Outcome {
+    let (_format, reporter) = (ctx.format, &ctx.reporter);
+    let _ = reporter;
+    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
+    match catena::lock::break_lock(repo.store().as_ref(), &db, args.force)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(r) => println!(
+            "{db}: broke the lock of {} (pid {}, {}), taken {}",
+            r.owner.host,
+            r.owner.pid,
+            r.owner.operation,
+            r.written_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => println!("{db}: not locked"),
+    }
+    Ok(true)
+}
