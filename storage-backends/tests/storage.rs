@@ -367,8 +367,15 @@ async fn conformance(b: &Backend) {
         store.delete(&m.location).await.expect("delete");
     }
     if let Some(endpoint) = &b.moto_endpoint {
+        let prefix = b
+            .storage
+            .settings
+            .iter()
+            .find(|(k, _)| k == "prefix")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         assert_eq!(
-            moto_open_uploads(endpoint).await,
+            moto_open_uploads(endpoint, &prefix).await,
             0,
             "no multipart upload left open"
         );

@@ -187,9 +187,10 @@ pub fn data(len: usize, seed: u64, noisy: bool) -> Vec<u8> {
     }
 }
 
-/// Multipart uploads still open in the moto bucket (its ListMultipartUploads, unsigned).
-pub async fn moto_open_uploads(endpoint: &str) -> usize {
-    let body = reqwest::get(format!("{endpoint}/{BUCKET}?uploads"))
+/// Multipart uploads still open in the moto bucket under `prefix` (its ListMultipartUploads,
+/// unsigned). Scoped by prefix: tests running beside each other have uploads in flight.
+pub async fn moto_open_uploads(endpoint: &str, prefix: &str) -> usize {
+    let body = reqwest::get(format!("{endpoint}/{BUCKET}?uploads&prefix={prefix}/"))
         .await
         .expect("list uploads")
         .text()

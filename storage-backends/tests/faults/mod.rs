@@ -119,7 +119,8 @@ async fn every_call_of_an_upload_can_fail_on_moto() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let storage = s3_config(&endpoint, dir.path(), "k", "s", &unique("faults"))
+    let prefix = unique("faults");
+    let storage = s3_config(&endpoint, dir.path(), "k", "s", &prefix)
         .build()
         .await
         .expect("moto");
@@ -131,7 +132,7 @@ async fn every_call_of_an_upload_can_fail_on_moto() {
         one_run(Arc::clone(&inner), Some(k), Fault::Error, 2 + k).await;
         clear(&inner).await;
         assert_eq!(
-            moto_open_uploads(&endpoint).await,
+            moto_open_uploads(&endpoint, &prefix).await,
             0,
             "k={k}: a multipart upload was left open"
         );
@@ -141,7 +142,7 @@ async fn every_call_of_an_upload_can_fail_on_moto() {
 
 /// Cancels an upload in the middle (after 12 MiB of input) and checks that nothing is left:
 /// no object, and on moto no multipart upload open.
-async fn cancel_midway(store: Arc<dyn ObjectStore>, moto: Option<&str>) {
+async fn cancel_midway(store: Arc<dyn ObjectStore>, moto: Option<(&str, &str)>) {
     use bytes::Bytes;
     use storage_backends::upload::ArtifactWriter;
     use storage_backends::{CancellationToken, Error};
@@ -171,9 +172,9 @@ async fn cancel_midway(store: Arc<dyn ObjectStore>, moto: Option<&str>) {
     writer.abort().await;
     let left: Vec<_> = store.list(None).try_collect().await.expect("list");
     assert!(left.is_empty(), "a cancelled upload left {left:?}");
-    if let Some(endpoint) = moto {
+    if let Some((endpoint, prefix)) = moto {
         assert_eq!(
-            moto_open_uploads(endpoint).await,
+            moto_open_uploads(endpoint, prefix).await,
             0,
             "a cancelled upload left a multipart upload open"
         );
@@ -185,10 +186,11 @@ async fn cancelling_an_upload_leaves_nothing() {
     cancel_midway(Arc::new(object_store::memory::InMemory::new()), None).await;
     if let Some(endpoint) = server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") {
         let dir = tempfile::tempdir().expect("tempdir");
-        let storage = s3_config(&endpoint, dir.path(), "k", "s", &unique("cancel"))
+        let prefix = unique("cancel");
+        let storage = s3_config(&endpoint, dir.path(), "k", "s", &prefix)
             .build()
             .await
             .expect("moto");
-        cancel_midway(Arc::clone(&storage.store), Some(&endpoint)).await;
+        cancel_midway(Arc::clone(&storage.store), Some((&endpoint, &prefix))).await;
     }
 }
