@@ -148,6 +148,9 @@ pub struct ObjectWriter {
     /// own task, so that a caller dropping [`ObjectWriter::write_bytes`] mid-way (a cancel)
     /// cannot lose an upload the server has started; [`ObjectWriter::abort`] waits for it.
     starting: Option<tokio::task::JoinHandle<object_store::Result<Box<dyn MultipartUpload>>>>,
+    /// A part was being sent when the caller dropped the write (a cancel): its bytes left
+    /// the buffer, so the object can only be aborted, never completed.
+    torn: bool,
 }
 
 impl std::fmt::Debug for ObjectWriter {
@@ -183,6 +186,7 @@ impl ObjectWriter {
             hasher: Some(Sha256::new()),
             size: 0,
             starting: None,
+            torn: false,
         }
     }
 
@@ -243,6 +247,9 @@ impl ObjectWriter {
         if self.grow && (self.parts + 1).is_multiple_of(GROW_EVERY) {
             self.part_size *= 2;
         }
+        // Cleared when the part is handed over: a caller dropping this future in between
+        // leaves the flag set, and finish refuses.
+        self.torn = true;
         let part = self.take_hashed().await?;
         if self.upload.is_none() {
             if self.starting.is_none() {
@@ -272,6 +279,7 @@ impl ObjectWriter {
         let upload = self.upload.as_mut().expect("started above");
         self.in_flight.push(upload.put_part(part));
         self.parts += 1;
+        self.torn = false;
         Ok(())
     }
 
@@ -295,6 +303,9 @@ impl ObjectWriter {
     }
 
     async fn finish_inner(&mut self) -> Result<WrittenObject, Error> {
+        if self.torn {
+            return Err(Error::Cancelled);
+        }
         if self.upload.is_none() {
             let body = self.take_hashed().await?;
             let opts = PutOptions {
