@@ -364,7 +364,6 @@ async fn check_records(
     db: &DatabaseName,
     problems: &mut Vec<CheckProblem>,
 ) -> Result<(), Error> {
-    use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let report_prefix = format!("{}/check-{db}-", layout::REPORTS_PREFIX);
     let prefixes = [
@@ -381,13 +380,7 @@ async fn check_records(
         ),
     ];
     for (p, what) in prefixes {
-        let metas: Vec<object_store::ObjectMeta> = repo
-            .store()
-            .list(Some(&p))
-            .try_collect()
-            .await
-            .map_err(|e| storage_backends::Error::store("listing", &p, e))?;
-        for meta in metas {
+        for meta in repo.list(&p).await? {
             let key = meta.location.to_string();
             let relevant = match what {
                 "check report" => key.starts_with(&report_prefix),

@@ -183,6 +183,15 @@ impl Repository {
             .collect())
     }
 
+    /// Every object under `prefix`, with a listing error named by the prefix.
+    pub(crate) async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>, Error> {
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| storage_backends::Error::store("listing", prefix, e).into())
+    }
+
     /// Reads one database's manifests and object listing, and what the newest check report
     /// found damaged (such artifacts are unusable until a check passes again).
     pub async fn catalog(&self, db: &DatabaseName) -> Result<CatalogView, Error> {
@@ -196,13 +205,7 @@ impl Repository {
     }
 
     async fn catalog_with(&self, db: &DatabaseName, reports: bool) -> Result<CatalogView, Error> {
-        let prefix = layout::database_prefix(db);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| storage_backends::Error::store("listing", &prefix, e))?;
+        let metas = self.list(&layout::database_prefix(db)).await?;
         let mut objects = BTreeMap::new();
         let mut manifests = Vec::new();
         let mut unreadable = Vec::new();
@@ -307,14 +310,8 @@ impl Repository {
     /// nothing, or there is none). A report that does not open is ignored here: `check`
     /// reports it, and it cannot make anything usable that is not.
     async fn reported_damage(&self, db: &DatabaseName) -> Result<Vec<Damage>, Error> {
-        let prefix = Path::from(layout::REPORTS_PREFIX);
         let wanted = format!("check-{db}-");
-        let metas: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| storage_backends::Error::store("listing", &prefix, e))?;
+        let metas = self.list(&Path::from(layout::REPORTS_PREFIX)).await?;
         let Some(newest) = metas
             .iter()
             .filter(|m| {
