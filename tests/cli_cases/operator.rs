@@ -682,66 +682,71 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
     }
 
     // aggregate, mid-upload of the new FULL: nothing committed, chain intact.
-    let child = cmd(&["aggregate", "neo4j", "--from-path", &url])
-        .spawn()
-        .expect("spawn");
-    let (code, took, out) = signal_when(
-        child,
-        "aggregate neo4j: started",
-        std::time::Duration::from_millis(300),
-        "TERM",
-    );
-    check("aggregate", "TERM", code, took, &out);
-    let o = run(&[
-        "inspect",
-        "--from-path",
-        &url,
-        "--s3-endpoint",
-        &moto,
-        "--secret-name",
-        "awscreds",
-        "--secrets-dir",
-        secrets.to_str().expect("utf8"),
-        "--format",
-        "json",
-    ]);
-    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect json");
-    assert_eq!(
-        listed.as_array().map_or(0, Vec::len),
-        2,
-        "the chain is as it was: {listed}"
-    );
+    for signal in ["TERM", "INT"] {
+        let child = cmd(&["aggregate", "neo4j", "--from-path", &url])
+            .spawn()
+            .expect("spawn");
+        let (code, took, out) = signal_when(
+            child,
+            "aggregate neo4j: started",
+            std::time::Duration::from_millis(300),
+            signal,
+        );
+        check("aggregate", signal, code, took, &out);
+        let o = run(&[
+            "inspect",
+            "--from-path",
+            &url,
+            "--s3-endpoint",
+            &moto,
+            "--secret-name",
+            "awscreds",
+            "--secrets-dir",
+            secrets.to_str().expect("utf8"),
+            "--format",
+            "json",
+        ]);
+        let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect json");
+        assert_eq!(
+            listed.as_array().map_or(0, Vec::len),
+            2,
+            "the chain is as it was: {listed}"
+        );
+    }
 
     // restore, mid-download: the destination is not created, no staging directory stays.
-    let dest = t.path().join("restored/neo4j");
-    let child = cmd(&[
-        "restore",
-        "neo4j",
-        "--from-path",
-        &url,
-        "--to",
-        dest.to_str().expect("utf8"),
-    ])
-    .spawn()
-    .expect("spawn");
-    let (code, took, out) = signal_when(
-        child,
-        "restore neo4j: started",
-        std::time::Duration::from_millis(50),
-        "TERM",
-    );
-    check("restore", "TERM", code, took, &out);
-    assert!(!dest.exists(), "restore left a destination");
-    let left: Vec<_> = std::fs::read_dir(t.path().join("restored"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "restore left {left:?}");
+    for signal in ["TERM", "INT"] {
+        let dest = t.path().join("restored/neo4j");
+        let child = cmd(&[
+            "restore",
+            "neo4j",
+            "--from-path",
+            &url,
+            "--to",
+            dest.to_str().expect("utf8"),
+        ])
+        .spawn()
+        .expect("spawn");
+        let (code, took, out) = signal_when(
+            child,
+            "restore neo4j: started",
+            std::time::Duration::from_millis(50),
+            signal,
+        );
+        check("restore", signal, code, took, &out);
+        assert!(!dest.exists(), "restore left a destination");
+        let left: Vec<_> = std::fs::read_dir(t.path().join("restored"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "restore left {left:?}");
+    }
 
     // expire and gc, waiting for a lock another pod holds: the wait ends at the signal.
     hold_lock_elsewhere(&moto, &prefix, "neo4j");
-    for (what, args) in [
+    for (what, signal, args) in [
         (
             "expire",
+            "TERM",
             &[
                 "expire",
                 "--from-path",
@@ -754,10 +759,30 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
         ),
         (
             "gc",
+            "INT",
+            &["gc", "--from-path", &url, "--retry-lock", "10m"][..],
+        ),
+        (
+            "expire",
+            "INT",
+            &[
+                "expire",
+                "--from-path",
+                &url,
+                "--keep-last",
+                "1",
+                "--retry-lock",
+                "10m",
+            ][..],
+        ),
+        (
+            "gc",
+            "TERM",
             &["gc", "--from-path", &url, "--retry-lock", "10m"][..],
         ),
         (
             "backup",
+            "TERM",
             &[
                 "backup",
                 "--from",
@@ -776,11 +801,11 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
             child,
             "waiting for the lock",
             std::time::Duration::from_millis(200),
-            "TERM",
+            signal,
         );
         check(
             &format!("{what} (waiting for a lock)"),
-            "TERM",
+            signal,
             code,
             took,
             &out,
