@@ -591,3 +591,38 @@ fn fuzz_corpus_values_replays_clean() {
     }
     assert!(n >= 5, "only {n} inputs");
 }
+
+/// The examples for library users run (they are built by `cargo test` beside this one).
+#[test]
+fn library_examples_run() {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("examples");
+    let o = Command::new(dir.join("backup_directory"))
+        .output()
+        .expect("backup_directory runs");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("full_first_backup") && text(&o).contains("verified"),
+        "{}",
+        text(&o)
+    );
+    let repo = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(dir.join("upload_throughput"))
+        .arg("8")
+        .arg(format!("file://{}", repo.path().display()))
+        .output()
+        .expect("upload_throughput runs");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("MiB/s"), "{}", text(&o));
+    let left: Vec<_> = std::fs::read_dir(repo.path().join("throughput"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "the uncommitted object is removed: {left:?}"
+    );
+}
