@@ -390,7 +390,7 @@ async fn check_records(
             if !relevant {
                 continue;
             }
-            if meta.size > chain_core::MAX_MANIFEST_LEN as u64 {
+            if meta.size > chain_core::sealed::MAX_RECORD_LEN as u64 {
                 problems.push(problem(
                     None,
                     Some(key),

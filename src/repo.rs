@@ -323,7 +323,7 @@ impl Repository {
         else {
             return Ok(Vec::new());
         };
-        if newest.size > chain_core::MAX_MANIFEST_LEN as u64 * 16 {
+        if newest.size > chain_core::sealed::MAX_RECORD_LEN as u64 {
             return Ok(Vec::new());
         }
         let bytes = match self.store.get(&newest.location).await {

@@ -13,6 +13,11 @@ use serde::de::DeserializeOwned;
 
 use crate::Sha256Digest;
 
+/// The most bytes a sealed record may have (a check report of a badly damaged repository
+/// lists many problems; manifests have their own, smaller limit). Readers compare an
+/// object's listed size with it before reading the object.
+pub const MAX_RECORD_LEN: usize = 64 << 20;
+
 /// The name of the seal field.
 pub const SEAL_FIELD: &str = "sha256";
 
@@ -71,6 +76,12 @@ pub enum SealError {
 /// object closed again) must match. Any changed byte is caught, including ones that would
 /// still decode to the same value (whitespace, a misspelt optional field).
 pub fn open<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, SealError> {
+    if bytes.len() > MAX_RECORD_LEN {
+        return Err(SealError::Syntax(format!(
+            "it is {} bytes, more than the {MAX_RECORD_LEN} a sealed record may have",
+            bytes.len()
+        )));
+    }
     let text =
         std::str::from_utf8(bytes).map_err(|_| SealError::Syntax("it is not UTF-8 text".into()))?;
     let Some((body, recorded)) = split_seal(text) else {

@@ -638,18 +638,8 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
             rows.push(format!("{what} SIG{signal}: exit {wanted} in {took:.1?}"));
         };
 
-    // backup, mid-upload: nothing committed, then the next backup takes the lock at once.
-    for signal in ["TERM", "INT"] {
-        let child = cmd(&["backup", "--from", data_s, "--to-path", &url])
-            .spawn()
-            .expect("spawn");
-        let (code, took, out) = signal_when(
-            child,
-            "backup neo4j: started",
-            std::time::Duration::from_millis(300),
-            signal,
-        );
-        check("backup", signal, code, took, &out);
+    // How many artifacts inspect lists, and its output.
+    let committed = || {
         let o = run(&[
             "inspect",
             "--from-path",
@@ -664,12 +654,23 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
             "json",
         ]);
         let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        assert_eq!(
-            rows.as_array().map_or(0, Vec::len),
-            0,
-            "nothing committed: {}",
-            text(&o)
+        (rows.as_array().map_or(usize::MAX, Vec::len), o)
+    };
+
+    // backup, mid-upload: nothing committed, then the next backup takes the lock at once.
+    for signal in ["TERM", "INT"] {
+        let child = cmd(&["backup", "--from", data_s, "--to-path", &url])
+            .spawn()
+            .expect("spawn");
+        let (code, took, out) = signal_when(
+            child,
+            "backup neo4j: started",
+            std::time::Duration::from_millis(300),
+            signal,
         );
+        check("backup", signal, code, took, &out);
+        let (listed, o) = committed();
+        assert_eq!(listed, 0, "nothing committed: {}", text(&o));
     }
     // The lock was released: a backup now succeeds without waiting; then a second one,
     // so that aggregate has a chain.
@@ -693,25 +694,8 @@ fn every_writing_command_stops_cleanly_on_sigterm_and_sigint() {
             signal,
         );
         check("aggregate", signal, code, took, &out);
-        let o = run(&[
-            "inspect",
-            "--from-path",
-            &url,
-            "--s3-endpoint",
-            &moto,
-            "--secret-name",
-            "awscreds",
-            "--secrets-dir",
-            secrets.to_str().expect("utf8"),
-            "--format",
-            "json",
-        ]);
-        let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect json");
-        assert_eq!(
-            listed.as_array().map_or(0, Vec::len),
-            2,
-            "the chain is as it was: {listed}"
-        );
+        let (listed, o) = committed();
+        assert_eq!(listed, 2, "the chain is as it was: {}", text(&o));
     }
 
     // restore, mid-download: the destination is not created, no staging directory stays.
