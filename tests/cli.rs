@@ -3,6 +3,8 @@
 
 #[path = "../storage-backends/tests/common/mod.rs"]
 mod common;
+#[path = "cli_cases/format1.rs"]
+mod format1;
 #[path = "cli_cases/hostile.rs"]
 mod hostile;
 #[path = "cli_cases/operator.rs"]

@@ -428,6 +428,45 @@ impl Index {
         Ok(())
     }
 
+    /// Checks what format 2 pins (`docs/FORMAT.md`, "Format 2"): the records this index
+    /// lists lie back to back from offset 0 and end exactly at `data_size`, the data
+    /// object's size (0 when there is none), and they are as many as `blocks` and hold
+    /// `block_bytes` uncompressed bytes, as the manifest says. With every record verified
+    /// by its own header and digest, a missing, extra, truncated, reordered or misplaced
+    /// record is then found without a digest of the whole object.
+    pub fn check_layout(&self, data_size: u64, blocks: u64, block_bytes: u64) -> Result<(), Error> {
+        let mut end = 0u64;
+        let mut bytes = 0u64;
+        for b in &self.blocks {
+            if b.offset != end {
+                return Err(Error::InvalidIndex {
+                    why: format!(
+                        "block {} starts at {} but the one before it ends at {end}: the records of a data object lie back to back",
+                        b.digest, b.offset
+                    ),
+                });
+            }
+            end = b.range().end;
+            bytes = bytes.saturating_add(u64::from(b.len));
+        }
+        if end != data_size {
+            return Err(Error::InvalidIndex {
+                why: format!(
+                    "its records end at byte {end} but the data object has {data_size} bytes"
+                ),
+            });
+        }
+        if self.blocks.len() as u64 != blocks || bytes != block_bytes {
+            return Err(Error::InvalidIndex {
+                why: format!(
+                    "it lists {} blocks of {bytes} bytes but the manifest records {blocks} of {block_bytes}",
+                    self.blocks.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Encodes the index object: header, then the JSON body, zstd-compressed when asked.
     pub fn encode(&self, compression: Compression) -> Result<Vec<u8>, Error> {
         let body = serde_json::to_vec(self).expect("an index always serializes");
@@ -667,6 +706,38 @@ mod tests {
                 assert!(Index::decode(&bytes[..cut]).is_err(), "cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn format_2_layout_finds_missing_extra_truncated_reordered_and_misplaced_records() {
+        let idx = index();
+        let size = idx
+            .blocks
+            .iter()
+            .map(|b| u64::from(b.stored_len))
+            .sum::<u64>();
+        let bytes = idx.blocks.iter().map(|b| u64::from(b.len)).sum::<u64>();
+        idx.check_layout(size, 2, bytes).expect("as written");
+        // Extra bytes after the records, or a truncated object.
+        assert!(idx.check_layout(size + 1, 2, bytes).is_err());
+        assert!(idx.check_layout(size - 1, 2, bytes).is_err());
+        // A record missing from the index (the object still holds it).
+        let mut missing = idx.clone();
+        missing.blocks.remove(0);
+        assert!(missing.check_layout(size, 1, bytes - 5).is_err());
+        // Reordered or misplaced records: offsets no longer back to back from 0.
+        let mut reordered = idx.clone();
+        reordered.blocks.swap(0, 1);
+        assert!(reordered.check_layout(size, 2, bytes).is_err());
+        let mut misplaced = idx.clone();
+        misplaced.blocks[1].offset += 1;
+        assert!(misplaced.check_layout(size, 2, bytes).is_err());
+        // The manifest's counts disagree.
+        assert!(idx.check_layout(size, 3, bytes).is_err());
+        assert!(idx.check_layout(size, 2, bytes + 1).is_err());
+        Index::default()
+            .check_layout(0, 0, 0)
+            .expect("no blocks, no data");
     }
 
     #[test]

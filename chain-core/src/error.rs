@@ -9,6 +9,20 @@ use crate::{ArtifactId, DatabaseName, SkippedParent, Unusable};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Part limits of a store that no plan can satisfy.
+    #[error("invalid part limits: {why}")]
+    InvalidPartLimits {
+        /// What is wrong with them.
+        why: String,
+    },
+    /// Records that cannot be assembled into one object as given.
+    #[error(
+        "the new FULL cannot be assembled from the chain's records: {why}; aggregate with `--copy reencode` instead"
+    )]
+    InvalidAssembly {
+        /// What is wrong.
+        why: String,
+    },
     /// A database name that is not allowed.
     #[error(
         "invalid database name {name:?}: {why}; use 1-63 ASCII letters, digits, '.', '_' or '-'"

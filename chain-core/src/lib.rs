@@ -34,6 +34,8 @@
 //!   before a position or a time.
 //! - [`plan_aggregate`]: the chain to collapse into one FULL, and what may be deleted after.
 //! - [`plan_expire`]: what a retention policy deletes, never orphaning anything.
+//! - [`plan_assembly`]: a new FULL's data object as byte ranges of the chain's data
+//!   objects, cut into parts a store copies on its side (aggregation by server-side copy).
 //!
 //! ## Example
 //!
@@ -67,6 +69,7 @@
 //! ```
 
 mod aggregate;
+mod assemble;
 mod catalog;
 mod container;
 mod decide;
@@ -85,6 +88,7 @@ pub use aggregate::{
     AggregatePlan, AggregateTarget, DeleteReason, KeepReason, PlannedDeletion, PlannedKeep,
     SupersededPlan, plan_aggregate, plan_superseded,
 };
+pub use assemble::{AssemblyPlan, Part, PartLimits, Segment, SourceRecord, plan_assembly};
 pub use catalog::{Catalog, CatalogProblem, Damage, DamageKind, Unusable};
 pub use container::{
     BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockLocation, CONTAINER_VERSION, DecodeError, EncodedBlock,
@@ -101,7 +105,8 @@ pub use expire::{ExpirePlan, ExpirePolicy, plan_expire};
 pub use id::{ArtifactId, DatabaseName, MAX_DATABASE_NAME_LEN};
 pub use manifest::{
     ArtifactKind, Compression, DEFAULT_BLOCK_SIZE, MANIFEST_FORMAT_VERSION, MAX_KEY_LEN,
-    MAX_MANIFEST_LEN, Manifest, ManifestBuilder, ObjectRef, ObjectRole, Sizes,
+    MAX_MANIFEST_LEN, Manifest, ManifestBuilder, OLDEST_MANIFEST_FORMAT_VERSION, ObjectRef,
+    ObjectRole, Sizes,
 };
 pub use position::{Position, PositionRange};
 pub use restore::{RestorePlan, RestoreTarget, plan_restore};

@@ -20,8 +20,15 @@ use crate::decide::BackupDecision;
 use crate::id::truncate_for_message;
 use crate::{ArtifactId, DatabaseName, Error, Position, PositionRange, Sha256Digest};
 
-/// The manifest format version this crate writes and the newest it reads.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// The manifest format version this crate writes and the newest it reads. Version 2
+/// (`docs/FORMAT.md`, "Format 2") records no SHA-256 of the data object, which a store
+/// may have assembled by server-side copy: each record is verified by its own digest and
+/// the index pins the object's exact record list. Version 1 manifests, with that
+/// SHA-256, stay readable.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+
+/// The oldest manifest format version this crate reads.
+pub const OLDEST_MANIFEST_FORMAT_VERSION: u32 = 1;
 
 /// The largest manifest accepted, in bytes. Real manifests are a few KiB.
 pub const MAX_MANIFEST_LEN: usize = 4 << 20;
@@ -95,8 +102,10 @@ pub struct ObjectRef {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
-    /// The SHA-256 of its bytes.
-    pub sha256: Sha256Digest,
+    /// The SHA-256 of its bytes: for every object in format 1; for the index only in
+    /// format 2, whose data object is verified record by record against its index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
 }
 
 /// Sizes recorded for reports and listings.
@@ -220,7 +229,9 @@ impl Manifest {
             artifact: self.id.clone(),
             why,
         };
-        if self.format_version == 0 || self.format_version > MANIFEST_FORMAT_VERSION {
+        if self.format_version < OLDEST_MANIFEST_FORMAT_VERSION
+            || self.format_version > MANIFEST_FORMAT_VERSION
+        {
             return Err(invalid(format!(
                 "format_version {} is not one this version reads",
                 self.format_version
@@ -304,6 +315,22 @@ impl Manifest {
             }
             if roles.contains(&object.role) {
                 return Err(invalid(format!("it names two {:?} objects", object.role)));
+            }
+            // Format 1 hashes every object; format 2 the index only (its data object
+            // may be assembled by the store, and is pinned by its index instead).
+            let hashed = self.format_version == 1 || object.role == ObjectRole::Index;
+            if object.sha256.is_some() != hashed {
+                return Err(invalid(format!(
+                    "its {:?} object {} a SHA-256, which format {} {}",
+                    object.role,
+                    if object.sha256.is_some() {
+                        "has"
+                    } else {
+                        "lacks"
+                    },
+                    self.format_version,
+                    if hashed { "requires" } else { "does not have" }
+                )));
             }
             roles.push(object.role);
             total = total
@@ -419,6 +446,17 @@ impl ManifestBuilder {
             stored_bytes: stored,
             ..sizes
         };
+        self
+    }
+
+    /// Sets the block counts (`sizes.blocks`, `sizes.block_bytes`) from the records the
+    /// artifact's index lists, which format 2 requires them to match.
+    pub fn block_records(mut self, records: &[crate::BlockLocation]) -> Self {
+        self.manifest.sizes.blocks = records.len() as u64;
+        self.manifest.sizes.block_bytes = records
+            .iter()
+            .map(|b| u64::from(b.len))
+            .fold(0, u64::saturating_add);
         self
     }
 

@@ -27,7 +27,7 @@ pub async fn put_create(
     let written = WrittenObject {
         key: key.clone(),
         size: bytes.len() as u64,
-        sha256: chain_core::Sha256Digest::of(&bytes),
+        sha256: Some(chain_core::Sha256Digest::of(&bytes)),
     };
     let opts = PutOptions {
         mode: PutMode::Create,
@@ -142,6 +142,7 @@ async fn commit_inner(
     objects.push(index_obj.to_ref(ObjectRole::Index));
     let manifest = builder
         .objects(objects)
+        .block_records(&index.blocks)
         .build()
         .map_err(|e| absent(e.into()))?;
     let bytes = Bytes::from(manifest.to_json());

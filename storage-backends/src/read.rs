@@ -42,19 +42,22 @@ pub async fn get_verified(store: &dyn ObjectStore, object: &ObjectRef) -> Result
             ),
         });
     }
-    let actual = Sha256Digest::of(&bytes);
-    if actual != object.sha256 {
-        return Err(Error::Corrupt {
-            key: object.key.clone(),
-            offset: 0,
-            why: format!("SHA-256 {actual}, the manifest records {}", object.sha256),
-        });
+    if let Some(expected) = object.sha256 {
+        let actual = Sha256Digest::of(&bytes);
+        if actual != expected {
+            return Err(Error::Corrupt {
+                key: object.key.clone(),
+                offset: 0,
+                why: format!("SHA-256 {actual}, the manifest records {expected}"),
+            });
+        }
     }
     Ok(bytes)
 }
 
 /// Streams a whole object through SHA-256 and checks size and digest (for `check`, without
-/// holding the object in memory).
+/// holding the object in memory). A format-2 data object has no recorded digest: its size
+/// is checked here, its records by [`read_blocks`] and their layout by [`read_index`].
 pub async fn verify_object(store: &dyn ObjectStore, object: &ObjectRef) -> Result<(), Error> {
     let key = path_of(object)?;
     let mut stream = store
@@ -77,17 +80,18 @@ pub async fn verify_object(store: &dyn ObjectStore, object: &ObjectRef) -> Resul
         });
     }
     let actual = Sha256Digest(hasher.finalize().into());
-    if actual != object.sha256 {
-        return Err(Error::Corrupt {
+    match object.sha256 {
+        Some(expected) if actual != expected => Err(Error::Corrupt {
             key: object.key.clone(),
             offset: 0,
-            why: format!("SHA-256 {actual}, the manifest records {}", object.sha256),
-        });
+            why: format!("SHA-256 {actual}, the manifest records {expected}"),
+        }),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-/// Reads and decodes an artifact's index, verified against the manifest.
+/// Reads and decodes an artifact's index, verified against the manifest: size and SHA-256
+/// of the object, and (format 2) that its records cover the data object exactly.
 pub async fn read_index(store: &dyn ObjectStore, manifest: &Manifest) -> Result<Index, Error> {
     let object = manifest
         .objects
@@ -100,14 +104,26 @@ pub async fn read_index(store: &dyn ObjectStore, manifest: &Manifest) -> Result<
         })?;
     let bytes = get_verified(store, object).await?;
     let limit = Index::body_limit(&manifest.sizes, manifest.block_size);
-    tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit))
+    let index = tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit))
         .await
         .map_err(|e| Error::Task(e.to_string()))?
         .map_err(|e| Error::Corrupt {
             key: object.key.clone(),
             offset: 0,
             why: e.to_string(),
-        })
+        })?;
+    if manifest.format_version >= 2 {
+        // Format 2 pins the data object by its record list instead of a digest.
+        let data_size = data_object(manifest).map_or(0, |d| d.size);
+        index
+            .check_layout(data_size, manifest.sizes.blocks, manifest.sizes.block_bytes)
+            .map_err(|e| Error::Corrupt {
+                key: object.key.clone(),
+                offset: 0,
+                why: e.to_string(),
+            })?;
+    }
+    Ok(index)
 }
 
 /// The data object of an artifact, if it has one.

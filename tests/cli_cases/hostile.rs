@@ -29,7 +29,7 @@ fn plant(root: &Path, db: &str, index: Vec<u8>, sizes: Sizes) -> ArtifactId {
             role: ObjectRole::Index,
             key: index_key,
             size: index.len() as u64,
-            sha256: Sha256Digest::of(&index),
+            sha256: Some(Sha256Digest::of(&index)),
         }])
         .sizes(sizes)
         .build()

@@ -82,7 +82,7 @@ impl Forest {
                 role: ObjectRole::Index,
                 key: format!("{}/{}.index", self.db, id),
                 size: 100,
-                sha256: digest,
+                sha256: Some(digest),
             }])
             .build()
             .expect("valid test manifest");
