@@ -10,7 +10,8 @@ use chain_core::{
 };
 use futures::StreamExt;
 use serde::Serialize;
-use storage_backends::upload::{ArtifactWriter, UploadOptions};
+use storage_backends::assemble::{self, AssemblyJob};
+use storage_backends::upload::{ArtifactWriter, StoredData, UploadOptions};
 use storage_backends::{CancellationToken, layout, read};
 
 use crate::lock::DatabaseLock;
@@ -28,6 +29,8 @@ pub struct AggregateOptions {
     pub upload: UploadOptions,
     /// Blocks read at once.
     pub blocks_in_flight: usize,
+    /// How the new FULL's data object is made (see [`CopyMode`]).
+    pub copy: CopyMode,
     /// Cancels; nothing is committed or deleted.
     pub cancel: CancellationToken,
 }
@@ -39,6 +42,7 @@ impl Default for AggregateOptions {
             keep_old_backup: false,
             upload: UploadOptions::default(),
             blocks_in_flight: 8,
+            copy: CopyMode::Auto,
             cancel: CancellationToken::new(),
         }
     }
@@ -61,6 +65,62 @@ pub struct AggregateReport {
     pub kept: Vec<String>,
     /// Artifacts an earlier, interrupted aggregate had promised to delete, deleted first.
     pub finished_interrupted: Vec<String>,
+    /// How the new FULL was made and what passed through the client (`None` when no FULL
+    /// was written).
+    pub copy: Option<CopyReport>,
+}
+
+/// How an aggregation makes the new FULL's data object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// The store's ranged server-side copy where it has one, else [`CopyMode::Client`].
+    #[default]
+    Auto,
+    /// The store's ranged server-side copy; an error where the store has none.
+    Server,
+    /// The records are read and uploaded as they are, by the client (no decoding).
+    Client,
+    /// The first wave's way: every block is read, decoded, verified, compressed and
+    /// uploaded again (kept for comparison, and to rewrite records with new settings).
+    Reencode,
+}
+
+impl std::str::FromStr for CopyMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "server" => Ok(Self::Server),
+            "client" => Ok(Self::Client),
+            "reencode" => Ok(Self::Reencode),
+            other => Err(Error::Options(format!(
+                "copy {other:?}: use auto, server, client or reencode"
+            ))),
+        }
+    }
+}
+
+/// How the new FULL was made, and the bytes that moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CopyReport {
+    /// `server` (with the method), `client` or `reencode`.
+    pub method: String,
+    /// Bytes of the new data object.
+    pub data_bytes: u64,
+    /// Bytes the store copied itself.
+    pub server_bytes: u64,
+    /// Bytes the client read from the store (sent parts and verification included).
+    pub client_read_bytes: u64,
+    /// Bytes the client sent to the store.
+    pub client_sent_bytes: u64,
+    /// Parts of the new data object (0 for a re-encode, whose upload cuts its own).
+    pub parts: usize,
+    /// Records read back and verified before the commit.
+    pub verified_records: usize,
+    /// Why `auto` fell back from the store's copy to the client's, if it did.
+    pub fallback: Option<String>,
 }
 
 /// Aggregates every database matching `pattern` (globs `*`, `?`; comma lists).
@@ -136,6 +196,7 @@ async fn aggregate_locked(
         deleted: Vec::new(),
         kept: Vec::new(),
         finished_interrupted: finished.deleted,
+        copy: None,
     };
     if plan.already_full {
         return Ok(report);
@@ -148,48 +209,24 @@ async fn aggregate_locked(
     });
 
     let id = ArtifactId::new(db.clone(), jiff::Timestamp::now(), rand::random());
-    let mut writer = ArtifactWriter::new(
-        Arc::clone(repo.store()),
-        layout::data_key(&id),
-        HashSet::new(),
-        options.upload.clone(),
-        Some(cs.state.logical_bytes()),
-    )?
-    .with_cancellation(options.cancel.clone());
-    for e in cs.state.entries() {
-        let EntryKind::File { blocks, .. } = &e.kind else {
-            continue;
-        };
-        let located = cs.locate(blocks, e.path.as_str())?;
-        let (database, p) = (db.to_string(), Arc::clone(progress));
-        let stream =
-            read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight)
-                .inspect(move |b| {
-                    if let Ok(b) = b {
-                        p.event(ProgressEvent::Bytes {
-                            database: database.clone(),
-                            bytes: b.len() as u64,
-                        });
-                    }
-                });
-        let written = writer.write_blocks(stream).await;
-        match written {
-            Ok(refs) if refs == *blocks => {}
-            Ok(_) => {
-                writer.abort().await;
-                return Err(Error::Inconsistent {
-                    what: e.path.to_string(),
-                    why: "its blocks changed while aggregating".into(),
-                });
-            }
-            Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
-            Err(err) => {
-                writer.abort().await;
-                return Err(err.into());
-            }
-        }
-    }
-    let stored = writer.finish().await?;
+    // Records keep the block size they were written with: the new FULL's manifest states
+    // the chain's smallest, which bounds its index as the chain's own manifests did.
+    let block_size = plan
+        .chain
+        .iter()
+        .filter_map(|a| view.catalog.get(a))
+        .map(|m| m.block_size)
+        .min()
+        .unwrap_or(options.upload.block_size);
+    let upload = UploadOptions {
+        block_size,
+        ..options.upload.clone()
+    };
+    let (stored, copy) = match options.copy {
+        CopyMode::Reencode => reencode(repo, db, &cs, &id, options, progress).await?,
+        mode => assemble_full(repo, db, &plan.chain, &cs, &id, mode, options, progress).await?,
+    };
+    report.copy = Some(copy);
     let decision = crate::backup::aggregated_decision(
         plan.positions,
         format!(
@@ -212,7 +249,7 @@ async fn aggregate_locked(
         &cs.state,
         ChangeSet::full(&cs.state),
         &stored,
-        &options.upload,
+        &upload,
     )
     .await?;
     report.artifact = Some(id.to_string());
@@ -279,4 +316,223 @@ pub(crate) async fn finish_superseded(
         }
     }
     Ok(Finished { deleted, kept })
+}
+
+/// Writes the new FULL's data object by copying the chain's records as they are: by the
+/// store itself where it can ([`CopyMode::Auto`], [`CopyMode::Server`]), else through the
+/// client; then verifies it before anything names it.
+#[allow(clippy::too_many_arguments)]
+async fn assemble_full(
+    repo: &Repository,
+    db: &DatabaseName,
+    chain: &[ArtifactId],
+    cs: &crate::ChainState,
+    id: &ArtifactId,
+    mode: CopyMode,
+    options: &AggregateOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<(StoredData, CopyReport), Error> {
+    let mut server = match (mode, repo.server_copy()) {
+        (CopyMode::Client, _) | (CopyMode::Auto, None) => None,
+        (_, Some(copy)) => Some(Arc::clone(copy)),
+        (_, None) => {
+            return Err(Error::Options(format!(
+                "--copy server: {} has no ranged server-side copy (Catena has it for S3 and S3-compatible stores, local directories and memory); use --copy auto, which copies through the client here",
+                repo.description()
+            )));
+        }
+    };
+    let sources: Vec<object_store::path::Path> = chain.iter().map(layout::data_key).collect();
+    let number: std::collections::HashMap<&object_store::path::Path, usize> =
+        sources.iter().enumerate().map(|(i, p)| (p, i)).collect();
+    // Every block of the state once, where the chain stores it.
+    let mut seen = HashSet::new();
+    let mut records = Vec::new();
+    for e in cs.state.entries() {
+        let EntryKind::File { blocks, .. } = &e.kind else {
+            continue;
+        };
+        for (key, location) in cs.locate(blocks, e.path.as_str())? {
+            if !seen.insert(location.digest) {
+                continue;
+            }
+            let source = *number.get(&key).ok_or_else(|| Error::Inconsistent {
+                what: e.path.to_string(),
+                why: format!(
+                    "block {} is stored in {key}, outside the chain",
+                    location.digest
+                ),
+            })?;
+            records.push(chain_core::SourceRecord { source, location });
+        }
+    }
+    let limits = server
+        .as_ref()
+        .map_or(chain_core::PartLimits::NONE, |c| c.limits());
+    let plan = chain_core::plan_assembly(records, &limits)?;
+    let mut method = match &server {
+        Some(c) => format!("server ({})", c.method()),
+        None => "client (records copied as they are)".to_owned(),
+    };
+    if plan.blocks.is_empty() {
+        // Only empty files and directories: no data object.
+        let stored = StoredData {
+            object: None,
+            locations: Vec::new(),
+            block_bytes: 0,
+        };
+        let copy = CopyReport {
+            method,
+            ..CopyReport::default()
+        };
+        return Ok((stored, copy));
+    }
+    let dest = layout::data_key(id);
+    let job = AssemblyJob {
+        store: repo.store(),
+        dest: &dest,
+        sources: &sources,
+        plan: &plan,
+        cancel: &options.cancel,
+    };
+    let discard_on_error = |r: Result<assemble::AssemblyCheck, storage_backends::Error>| async {
+        if r.is_err() {
+            assemble::discard(repo.store().as_ref(), &dest).await;
+        }
+        r
+    };
+    let first =
+        discard_on_error(assemble_and_verify(repo, server.as_deref(), &job, &options.upload).await)
+            .await;
+    let mut fallback = None;
+    let check = match first {
+        Ok(check) => check,
+        Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
+        Err(e) if mode == CopyMode::Auto && server.is_some() => {
+            // `auto` copies where the store can; where its copy fails, the client does.
+            tracing::warn!(database = %db, error = %e, "the store's server-side copy failed; copying through the client");
+            fallback = Some(format!(
+                "the store's server-side copy failed ({e}); the records were copied through the client"
+            ));
+            server = None;
+            method = "client (records copied as they are)".to_owned();
+            match discard_on_error(assemble_and_verify(repo, None, &job, &options.upload).await)
+                .await
+            {
+                Ok(check) => check,
+                Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    progress.event(ProgressEvent::Bytes {
+        database: db.to_string(),
+        bytes: cs.state.logical_bytes(),
+    });
+    let (server_bytes, client_bytes) = match &server {
+        Some(_) => (plan.server_bytes, plan.client_bytes),
+        None => (0, plan.size),
+    };
+    let copy = CopyReport {
+        method,
+        data_bytes: plan.size,
+        server_bytes,
+        client_read_bytes: client_bytes + check.bytes,
+        client_sent_bytes: client_bytes,
+        parts: plan.parts.len(),
+        verified_records: check.records,
+        fallback,
+    };
+    let stored = StoredData {
+        object: Some(assemble::assembled_object(&dest, &plan)),
+        block_bytes: plan.blocks.iter().map(|b| u64::from(b.len)).sum(),
+        locations: plan.blocks,
+    };
+    Ok((stored, copy))
+}
+
+/// Writes the new FULL by reading, decoding and verifying every block of the state and
+/// compressing and uploading it again ([`CopyMode::Reencode`]).
+async fn reencode(
+    repo: &Repository,
+    db: &DatabaseName,
+    cs: &crate::ChainState,
+    id: &ArtifactId,
+    options: &AggregateOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<(StoredData, CopyReport), Error> {
+    let mut writer = ArtifactWriter::new(
+        Arc::clone(repo.store()),
+        layout::data_key(id),
+        HashSet::new(),
+        options.upload.clone(),
+        Some(cs.state.logical_bytes()),
+    )?
+    .with_cancellation(options.cancel.clone());
+    let mut read_bytes = 0u64;
+    for e in cs.state.entries() {
+        let EntryKind::File { blocks, .. } = &e.kind else {
+            continue;
+        };
+        let located = cs.locate(blocks, e.path.as_str())?;
+        read_bytes += located
+            .iter()
+            .map(|(_, l)| u64::from(l.stored_len))
+            .sum::<u64>();
+        let (database, p) = (db.to_string(), Arc::clone(progress));
+        let stream =
+            read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight)
+                .inspect(move |b| {
+                    if let Ok(b) = b {
+                        p.event(ProgressEvent::Bytes {
+                            database: database.clone(),
+                            bytes: b.len() as u64,
+                        });
+                    }
+                });
+        let written = writer.write_blocks(stream).await;
+        match written {
+            Ok(refs) if refs == *blocks => {}
+            Ok(_) => {
+                writer.abort().await;
+                return Err(Error::Inconsistent {
+                    what: e.path.to_string(),
+                    why: "its blocks changed while aggregating".into(),
+                });
+            }
+            Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
+            Err(err) => {
+                writer.abort().await;
+                return Err(err.into());
+            }
+        }
+    }
+    let stored = writer.finish().await?;
+    let size = stored.object.as_ref().map_or(0, |o| o.size);
+    let copy = CopyReport {
+        method: "reencode".into(),
+        data_bytes: size,
+        server_bytes: 0,
+        client_read_bytes: read_bytes,
+        client_sent_bytes: size,
+        parts: 0,
+        verified_records: 0,
+        fallback: None,
+    };
+    Ok((stored, copy))
+}
+
+/// Assembles `job` by `copy` (the client's raw copy when `None`) and verifies the result.
+async fn assemble_and_verify(
+    repo: &Repository,
+    copy: Option<&dyn storage_backends::assemble::ServerCopy>,
+    job: &AssemblyJob<'_>,
+    upload: &UploadOptions,
+) -> Result<assemble::AssemblyCheck, storage_backends::Error> {
+    match copy {
+        Some(copy) => copy.assemble(job).await?,
+        None => assemble::client_copy(job, upload).await?,
+    }
+    assemble::verify_assembled(repo.store(), job.dest, job.plan).await
 }

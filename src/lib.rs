@@ -57,7 +57,9 @@ mod repo;
 mod restore;
 mod source;
 
-pub use aggregate::{AggregateOptions, AggregateReport, aggregate, aggregate_one};
+pub use aggregate::{
+    AggregateOptions, AggregateReport, CopyMode, CopyReport, aggregate, aggregate_one,
+};
 pub use backup::{
     BackupOptions, BackupReport, CHANGED_FILE_RETRIES, DatabaseOutcome, RunRecord, backup,
 };

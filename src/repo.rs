@@ -23,6 +23,7 @@ pub struct Repository {
     description: String,
     local_root: Option<std::path::PathBuf>,
     lock_options: LockOptions,
+    server_copy: Option<Arc<dyn storage_backends::assemble::ServerCopy>>,
 }
 
 /// A manifest that could not be read, with why.
@@ -101,6 +102,7 @@ impl Repository {
             description: storage.description,
             local_root: storage.local_root,
             lock_options: LockOptions::default(),
+            server_copy: storage.server_copy,
         }
     }
 
@@ -111,6 +113,7 @@ impl Repository {
             description: description.into(),
             local_root: None,
             lock_options: LockOptions::default(),
+            server_copy: None,
         }
     }
 
@@ -124,6 +127,22 @@ impl Repository {
     /// How locks are taken.
     pub fn lock_options(&self) -> &LockOptions {
         &self.lock_options
+    }
+
+    /// The store's ranged server-side copy, if it has one (see
+    /// [`storage_backends::assemble`]).
+    pub fn server_copy(&self) -> Option<&Arc<dyn storage_backends::assemble::ServerCopy>> {
+        self.server_copy.as_ref()
+    }
+
+    /// Sets the store's ranged server-side copy (a repository built by [`Self::from_store`]
+    /// has none; tests give one, or a [`storage_backends::assemble::FaultCopy`]).
+    pub fn with_server_copy(
+        mut self,
+        copy: Option<Arc<dyn storage_backends::assemble::ServerCopy>>,
+    ) -> Self {
+        self.server_copy = copy;
+        self
     }
 
     /// The directory of a local-directory store (where interrupted uploads leave staging

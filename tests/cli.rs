@@ -203,6 +203,50 @@ fn every_command_works_with_exit_codes_and_json() {
     assert!(o.status.success(), "{}", text(&o));
     let a: serde_json::Value = serde_json::from_slice(&o.stdout).expect("aggregate JSON");
     assert_eq!(a[0]["chain"].as_array().expect("chain").len(), 2);
+    // A local directory assembles the new FULL by a kernel copy, and the report says so.
+    let copy = &a[0]["copy"];
+    assert!(
+        copy["method"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("server")),
+        "{copy}"
+    );
+    assert_eq!(copy["client_sent_bytes"], 0, "{copy}");
+    assert!(
+        copy["verified_records"].as_u64().is_some_and(|n| n > 0),
+        "{copy}"
+    );
+    // Another DIFF, aggregated by the client's copy in text form; a bad mode is refused.
+    std::fs::write(data.join("neo4j/more"), b"xy").expect("write");
+    assert!(
+        run(&["backup", "--from", data_s, "--to-path", repo_s])
+            .status
+            .success()
+    );
+    let o = run(&[
+        "aggregate",
+        "neo4j",
+        "--from-path",
+        repo_s,
+        "--copy",
+        "fast",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("reencode"), "{}", text(&o));
+    let o = run(&[
+        "aggregate",
+        "neo4j",
+        "--from-path",
+        repo_s,
+        "--copy",
+        "client",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("copy: client (records copied as they are)"),
+        "{}",
+        text(&o)
+    );
 
     let o = run(&[
         "expire",

@@ -24,6 +24,11 @@ pub(crate) struct AggregateArgs {
     /// Keep the old chain.
     #[arg(long)]
     pub(crate) keep_old_backup: bool,
+    /// How the new FULL is made: auto (the store copies the records itself where it can,
+    /// else the client copies them as they are), server (fail where the store cannot),
+    /// client, or reencode (decode and compress every block again).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "server", "client", "reencode"])]
+    pub(crate) copy: String,
     /// Optional spool directory (accepted; not needed).
     #[arg(long)]
     pub(crate) temp_path: Option<PathBuf>,
@@ -54,6 +59,10 @@ pub(crate) async fn aggregate_command(args: AggregateArgs, ctx: &Ctx) -> Outcome
     let options = AggregateOptions {
         keep_old_backup: args.keep_old_backup || a.keep_old_backup.unwrap_or(false),
         target: AggregateTarget::Latest,
+        copy: args
+            .copy
+            .parse()
+            .map_err(|e: catena::Error| e.to_string())?,
         upload: ctx.upload.clone(),
         cancel: ctx.cancel.clone(),
         ..AggregateOptions::default()
@@ -76,15 +85,43 @@ pub(crate) async fn aggregate_print(
     } else {
         for r in &reports {
             match &r.artifact {
-                Some(a) => println!(
-                    "{}: {} artifacts aggregated into {a}; deleted {}",
-                    r.database,
-                    r.chain.len(),
-                    r.deleted.len()
-                ),
+                Some(a) => {
+                    println!(
+                        "{}: {} artifacts aggregated into {a}; deleted {}",
+                        r.database,
+                        r.chain.len(),
+                        r.deleted.len()
+                    );
+                    if let Some(c) = &r.copy {
+                        println!(
+                            "  copy: {}; {} copied by the server, {} read and {} sent by the client, {} records verified before the commit",
+                            c.method,
+                            bytes(c.server_bytes),
+                            bytes(c.client_read_bytes),
+                            bytes(c.client_sent_bytes),
+                            c.verified_records
+                        );
+                    }
+                }
                 None => println!("{}: already a single FULL", r.database),
             }
         }
     }
     Ok(true)
+}
+
+/// Bytes for people: `1.5 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }

@@ -24,9 +24,10 @@ pub(crate) async fn run(args: ProbeArgs, ctx: &Ctx) -> Outcome {
     let storage = config.build().await.map_err(|e| e.to_string())?;
     let report = catena::storage_backends::probe(Arc::clone(&storage.store)).await;
     let addressing = catena::storage_backends::probe_addressing(&config).await;
+    let server_copy = catena::storage_backends::probe_server_copy(&storage).await;
     if format == Format::Json {
         print_json(
-            &serde_json::json!({"store": storage.description, "settings": storage.settings, "report": report, "addressing": addressing}),
+            &serde_json::json!({"store": storage.description, "settings": storage.settings, "report": report, "addressing": addressing, "server_copy": server_copy}),
         );
     } else {
         println!("{}", storage.description);
@@ -44,6 +45,7 @@ pub(crate) async fn run(args: ProbeArgs, ctx: &Ctx) -> Outcome {
             println!("  virtual-hosted addressing: {}", show(&a.virtual_hosted));
             println!("  path-style addressing: {}", show(&a.path_style));
         }
+        println!("  {}", server_copy.line());
         let mut problems = report.problems();
         problems.extend(addressing.iter().flat_map(|a| a.problems()));
         if problems.is_empty() {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::client::HttpConnector;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -299,7 +300,7 @@ impl StorageConfig {
 
 /// A built store: scoped to the configured prefix, with a description that is safe to
 /// print, and the warnings the configuration earned (also logged with `tracing`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Storage {
     /// The store; keys are relative to the configured prefix.
     pub store: Arc<dyn ObjectStore>,
@@ -313,6 +314,23 @@ pub struct Storage {
     /// The directory of a local-directory store, `None` for other stores: interrupted
     /// uploads leave staging files there that no listing shows (see [`crate::staging`]).
     pub local_root: Option<std::path::PathBuf>,
+    /// The store's ranged server-side copy, where it has one (see [`crate::assemble`]):
+    /// S3 and S3-compatible stores, the local directory, memory. `None` for GCS and Azure,
+    /// where aggregation copies through the client.
+    pub server_copy: Option<Arc<dyn crate::assemble::ServerCopy>>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("description", &self.description)
+            .field("settings", &self.settings)
+            .field(
+                "server_copy",
+                &self.server_copy.as_ref().map(|c| c.method()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// The seed writes unset values as `""`: treat them as absent.
@@ -802,8 +820,12 @@ impl StorageConfig {
                 _ => self.provider_name().to_owned(),
             },
         )];
+        let mut server_copy: Option<Arc<dyn crate::assemble::ServerCopy>> = None;
         let (store, description): (Arc<dyn ObjectStore>, String) = match self.cloud_provider {
-            CloudProvider::Memory => (Arc::new(InMemory::new()), "memory://".to_owned()),
+            CloudProvider::Memory => {
+                server_copy = Some(Arc::new(crate::assemble::InProcessCopy));
+                (Arc::new(InMemory::new()), "memory://".to_owned())
+            }
             CloudProvider::Local => {
                 let path = &self.local_path;
                 std::fs::create_dir_all(path).map_err(|e| {
@@ -870,13 +892,44 @@ impl StorageConfig {
                     ),
                 ));
                 let endpoint = self.s3_endpoint(&mut Vec::new())?;
+                let region = b
+                    .get_config_value(&K::Region)
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                let virtual_hosted = b
+                    .get_config_value(&K::VirtualHostedStyleRequest)
+                    .is_some_and(|v| v == "true");
+                let request_endpoint = b.get_config_value(&K::Endpoint);
                 let store = b.build().map_err(|e| {
                     Error::config(format!(
                         "the S3 client could not be built ({e}); check s3Endpoint, s3Region and the CA given by s3CACert / s3CASecretName"
                     ))
                 })?;
                 let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
-                (Arc::new(store), format!("s3://{}{at}", self.bucket_name))
+                let store = Arc::new(store);
+                // The copy requests go through a client built as the store's is.
+                let http_options = self
+                    .client_options(self.s3_ca()?.as_deref(), &mut Vec::new())?
+                    .with_allow_http(
+                        request_endpoint
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("http://")),
+                    );
+                let http = crate::fail_fast::FailFastTls
+                    .connect(&http_options)
+                    .map_err(|e| {
+                        Error::config(format!("the S3 client could not be built ({e})"))
+                    })?;
+                let prefix = self.prefix.trim_matches('/');
+                server_copy = Some(Arc::new(crate::assemble::S3Copy::new(
+                    Arc::clone(&store),
+                    http,
+                    self.bucket_name.trim(),
+                    &region,
+                    request_endpoint.as_deref(),
+                    virtual_hosted,
+                    (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix)),
+                )));
+                (store, format!("s3://{}{at}", self.bucket_name))
             }
             CloudProvider::Gcp => {
                 let bucket = self.require_bucket()?;
@@ -990,12 +1043,16 @@ impl StorageConfig {
             }
             root
         });
+        if let Some(root) = &local_root {
+            server_copy = Some(Arc::new(crate::assemble::LocalCopy::new(root)?));
+        }
         Ok(Storage {
             store: Arc::new(NamedStore::new(store, description.clone())),
             description,
             warnings,
             settings,
             local_root,
+            server_copy,
         })
     }
 }

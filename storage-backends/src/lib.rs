@@ -12,6 +12,8 @@
 //! - [`upload`]: the streaming pipeline: blocks hashed and compressed on every core, parts
 //!   uploaded with N in flight, memory bounded by configuration.
 //! - [`commit()`]: index, then manifest, create-only, last.
+//! - [`assemble`]: a new object from byte ranges of stored ones, copied by the server where
+//!   the store can (aggregation planning).
 //! - [`read`]: whole objects and ranged blocks, verified before they are handed out.
 //! - [`probe()`]: the endpoint self-test.
 //! - [`FaultStore`]: fails a chosen call, for failure tests.
@@ -50,6 +52,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod assemble;
 pub mod commit;
 mod config;
 pub mod credentials;
@@ -70,5 +73,7 @@ pub use config::{Addressing, CloudProvider, Storage, StorageConfig, StorageOverr
 pub use error::Error;
 pub use fault::{Fault, FaultStore};
 pub use named::NamedStore;
-pub use probe::{AddressingReport, ProbeReport, probe, probe_addressing};
+pub use probe::{
+    AddressingReport, ProbeReport, ServerCopyReport, probe, probe_addressing, probe_server_copy,
+};
 pub use tokio_util::sync::CancellationToken;

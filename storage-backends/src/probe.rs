@@ -341,3 +341,100 @@ pub async fn probe_addressing(config: &crate::StorageConfig) -> Option<Addressin
         path_style,
     })
 }
+
+/// Whether the store's ranged server-side copy (see [`crate::assemble`]) works.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServerCopyReport {
+    /// How the store copies (`S3 UploadPartCopy`), `None` where Catena has no server copy
+    /// for it (aggregate then copies through the client).
+    pub method: Option<String>,
+    /// Two ranges of a probe object, swapped by the server copy, read back exactly.
+    pub outcome: CheckOutcome,
+}
+
+impl ServerCopyReport {
+    /// The line `catena probe` prints.
+    pub fn line(&self) -> String {
+        match (&self.method, &self.outcome) {
+            (None, _) => "ranged server-side copy: none for this store; aggregate copies the records through the client".into(),
+            (Some(m), CheckOutcome::Ok) => format!("ranged server-side copy: works ({m}); aggregate copies on the server"),
+            (Some(m), CheckOutcome::Failed(d) | CheckOutcome::Ignored(d)) => format!("ranged server-side copy ({m}) does not work: {d}; `aggregate --copy auto` falls back to the client only where the store has none, so use `--copy client` here"),
+        }
+    }
+}
+
+/// Tests `storage`'s server copy: writes a probe object of a little more than one S3
+/// minimum part, has the store assemble a new object from two of its ranges in swapped
+/// order (the first part at the minimum part size, the last short), reads it back and
+/// compares; removes both objects.
+pub async fn probe_server_copy(storage: &crate::Storage) -> ServerCopyReport {
+    let Some(copy) = &storage.server_copy else {
+        return ServerCopyReport {
+            method: None,
+            outcome: CheckOutcome::Ok,
+        };
+    };
+    let store = &storage.store;
+    let base = Path::from(format!(
+        "{}/{:016x}",
+        crate::layout::PROBE_PREFIX,
+        rand::random::<u64>()
+    ));
+    let (source, dest) = (base.clone().join("copy-source"), base.join("copy-dest"));
+    let min = chain_core::PartLimits::S3.min_part;
+    let payload: Vec<u8> = (0..min + 1000).map(|i| (i % 253) as u8).collect();
+    let (first, second) = (1000..min + 1000, 0..1000);
+    let mut expected = payload[1000..].to_vec();
+    expected.extend_from_slice(&payload[..1000]);
+    let plan = chain_core::AssemblyPlan {
+        blocks: Vec::new(),
+        segments: Vec::new(),
+        parts: vec![
+            chain_core::Part::Copy {
+                source: 0,
+                range: first,
+            },
+            chain_core::Part::Copy {
+                source: 0,
+                range: second,
+            },
+        ],
+        size: expected.len() as u64,
+        server_bytes: expected.len() as u64,
+        client_bytes: 0,
+    };
+    let outcome = match store.put(&source, PutPayload::from(payload)).await {
+        Err(e) => failed(e),
+        Ok(_) => {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let job = crate::assemble::AssemblyJob {
+                store,
+                dest: &dest,
+                sources: std::slice::from_ref(&source),
+                plan: &plan,
+                cancel: &cancel,
+            };
+            match copy.assemble(&job).await {
+                Err(e) => failed(e),
+                Ok(()) => match store.get(&dest).await {
+                    Ok(r) => match r.bytes().await {
+                        Ok(b) if b.as_ref() == expected.as_slice() => CheckOutcome::Ok,
+                        Ok(b) => failed(format!(
+                            "the copied object holds {} bytes other than the ranges asked for",
+                            b.len()
+                        )),
+                        Err(e) => failed(e),
+                    },
+                    Err(e) => failed(e),
+                },
+            }
+        }
+    };
+    for key in [&source, &dest] {
+        let _ = store.delete(key).await;
+    }
+    ServerCopyReport {
+        method: Some(copy.method().to_owned()),
+        outcome,
+    }
+}

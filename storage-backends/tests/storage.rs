@@ -2,6 +2,7 @@
 //! directory, moto, s3s-fs, Azurite), the seed's storage keys, credentials files, secrets
 //! staying out of output, and fault injection at every call of an upload.
 
+mod assemble;
 mod common;
 mod config_keys;
 mod faults;
@@ -373,20 +374,7 @@ async fn conformance(b: &Backend) {
     for m in all {
         store.delete(&m.location).await.expect("delete");
     }
-    if let Some(endpoint) = &b.moto_endpoint {
-        let prefix = b
-            .storage
-            .settings
-            .iter()
-            .find(|(k, _)| k == "prefix")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        assert_eq!(
-            moto_open_uploads(endpoint, &prefix).await,
-            0,
-            "no multipart upload left open"
-        );
-    }
+    b.assert_no_open_uploads().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

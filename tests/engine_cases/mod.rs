@@ -458,6 +458,202 @@ async fn aggregate_replaces_the_chain_with_an_identical_full() {
     }
 }
 
+/// A FULL and five DIFFs, aggregated by the store's copy, by the client's raw copy and by
+/// re-encoding: each new FULL restores byte-identically with the chain's state digest, and
+/// the report says how it was made and what passed through the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_by_server_copy_client_copy_and_reencode_restore_identically() {
+    let mut all = repos().await;
+    let memory = StorageConfig::from_url("memory://")
+        .expect("url")
+        .build()
+        .await
+        .expect("memory");
+    let dir = tempfile::tempdir().expect("tempdir");
+    all.push(TestRepo {
+        name: "memory",
+        repo: Repository::new(memory),
+        _dir: dir,
+    });
+    for r in &all {
+        let repo = &r.repo;
+        assert!(
+            repo.server_copy().is_some(),
+            "{}: has a server copy",
+            r.name
+        );
+        let name = "sixlinks";
+        let work = tempfile::tempdir().expect("tempdir");
+        let src = work.path().join("src");
+        std::fs::create_dir_all(src.join("d")).expect("mkdir");
+        // 16 MiB: the runs of the FULL that the DIFFs leave are longer than S3's 5 MiB part
+        // minimum, so that S3 copies them on the server.
+        std::fs::write(src.join("d/big"), data(16 << 20, 1, true)).expect("write");
+        std::fs::write(src.join("text"), data(1 << 20, 2, false)).expect("write");
+        let mut last = committed(&backup_dir(repo, name, &src, auto()).await).0;
+        for round in 0..5u64 {
+            mutate(&src, round + 20);
+            last = committed(&backup_dir(repo, name, &src, auto()).await).0;
+        }
+        let expected = snapshot(&src);
+        let digest = repo
+            .catalog(&db(name))
+            .await
+            .expect("catalog")
+            .catalog
+            .get(&last)
+            .expect("last")
+            .state_digest;
+        for mode in [CopyMode::Server, CopyMode::Client, CopyMode::Reencode] {
+            let options = AggregateOptions {
+                target: AggregateTarget::Artifact(last.clone()),
+                keep_old_backup: true,
+                copy: mode,
+                ..AggregateOptions::default()
+            };
+            let report = aggregate_one(repo, &db(name), &options, &progress())
+                .await
+                .unwrap_or_else(|e| panic!("{} {mode:?}: {e}", r.name));
+            assert_eq!(report.chain.len(), 6, "{} {mode:?}", r.name);
+            let copy = report.copy.clone().expect("a copy report");
+            let new: ArtifactId = report.artifact.expect("new full").parse().expect("id");
+            match mode {
+                CopyMode::Server => {
+                    assert!(copy.method.starts_with("server"), "{copy:?}");
+                    assert!(
+                        copy.server_bytes > 0 && copy.verified_records > 0,
+                        "{copy:?}"
+                    );
+                    assert_eq!(copy.server_bytes + copy.client_sent_bytes, copy.data_bytes);
+                }
+                CopyMode::Client => {
+                    assert!(copy.method.starts_with("client"), "{copy:?}");
+                    assert_eq!(
+                        (copy.server_bytes, copy.client_sent_bytes),
+                        (0, copy.data_bytes)
+                    );
+                }
+                _ => assert_eq!(copy.method, "reencode"),
+            }
+            eprintln!("{} {mode:?}: {copy:?}", r.name);
+            let into = work.path().join(format!("restored-{mode:?}"));
+            let restored =
+                restore_to(repo, name, RestoreTarget::Artifact(new.clone()), &into).await;
+            assert_eq!(
+                restored.chain.len(),
+                1,
+                "{} {mode:?}: the new FULL alone",
+                r.name
+            );
+            assert_same(&format!("{} {mode:?}", r.name), &expected, &snapshot(&into));
+            let view = repo.catalog(&db(name)).await.expect("catalog");
+            assert_eq!(view.catalog.get(&new).expect("new").state_digest, digest);
+        }
+        let (report, _) = check(repo, &db(name), &CheckOptions::default(), &progress())
+            .await
+            .expect("check");
+        assert!(report.ok, "{}: {report:?}", r.name);
+    }
+}
+
+/// A server copy that goes wrong (a range one byte off, an error after writing, a copy that
+/// never ends and is cancelled) leaves the repository as it was: no new artifact, no new
+/// object, the old chain whole, even with `keepOldBackup: false`; `auto` then copies
+/// through the client instead, and says so. Where the store has no server copy,
+/// `--copy server` says so and what to use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_cancelled_server_copy_leaves_the_chain_and_nothing_else() {
+    use storage_backends::assemble::{CopyFault, FaultCopy, ServerCopy};
+    for r in repos().await.into_iter().take(2) {
+        let name = "badcopy";
+        let work = tempfile::tempdir().expect("tempdir");
+        let src = work.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("big"), data(12 << 20, 3, true)).expect("write");
+        committed(&backup_dir(&r.repo, name, &src, auto()).await);
+        mutate(&src, 0);
+        std::fs::write(src.join("more"), data(6 << 20, 4, true)).expect("write");
+        let last = committed(&backup_dir(&r.repo, name, &src, auto()).await).0;
+        let before = keys(&r.repo).await;
+        let inner = Arc::clone(r.repo.server_copy().expect("server copy"));
+        for fault in [CopyFault::ShiftRange, CopyFault::FailAfter, CopyFault::Hang] {
+            let copy: Arc<dyn ServerCopy> = Arc::new(FaultCopy::new(Arc::clone(&inner), fault));
+            let repo = r.repo.clone().with_server_copy(Some(copy));
+            let cancel = storage_backends::CancellationToken::new();
+            if fault == CopyFault::Hang {
+                let c = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    c.cancel();
+                });
+            }
+            let options = AggregateOptions {
+                keep_old_backup: false,
+                copy: CopyMode::Server,
+                cancel,
+                ..AggregateOptions::default()
+            };
+            let e = aggregate_one(&repo, &db(name), &options, &progress())
+                .await
+                .expect_err("a bad copy is not committed");
+            let what = format!("{} {fault:?}: {e}", r.name);
+            match fault {
+                CopyFault::ShiftRange => assert!(
+                    e.to_string().contains("not what was planned")
+                        || e.to_string().contains("assembled something else")
+                        || e.to_string().contains("UploadPartCopy"),
+                    "{what}"
+                ),
+                CopyFault::FailAfter => assert!(e.to_string().contains("injected"), "{what}"),
+                CopyFault::Hang => assert!(matches!(e, catena::Error::Cancelled), "{what}"),
+            }
+            assert_eq!(
+                keys(&r.repo).await,
+                before,
+                "{what}: the repository changed"
+            );
+        }
+        // `auto` falls back to the client's copy when the store's copy fails, and says so.
+        let copy: Arc<dyn ServerCopy> =
+            Arc::new(FaultCopy::new(Arc::clone(&inner), CopyFault::ShiftRange));
+        let repo = r.repo.clone().with_server_copy(Some(copy));
+        let options = AggregateOptions {
+            keep_old_backup: true,
+            ..AggregateOptions::default()
+        };
+        let report = aggregate_one(&repo, &db(name), &options, &progress())
+            .await
+            .expect("auto falls back to the client");
+        let copy = report.copy.expect("copy report");
+        assert!(
+            copy.method.starts_with("client") && copy.fallback.is_some(),
+            "{}: {copy:?}",
+            r.name
+        );
+        let into = work.path().join("restored");
+        restore_to(&r.repo, name, RestoreTarget::Latest, &into).await;
+        assert_same(
+            &format!("{} fallback", r.name),
+            &snapshot(&src),
+            &snapshot(&into),
+        );
+        let before = keys(&r.repo).await;
+        // Without a server copy, `server` is refused and says what to use.
+        let plain = Repository::from_store(Arc::clone(r.repo.store()), "plain");
+        let options = AggregateOptions {
+            copy: CopyMode::Server,
+            target: AggregateTarget::Artifact(last),
+            keep_old_backup: true,
+            ..AggregateOptions::default()
+        };
+        let e = aggregate_one(&plain, &db(name), &options, &progress())
+            .await
+            .expect_err("no server copy");
+        assert!(e.to_string().contains("--copy auto"), "{e}");
+        assert_eq!(keys(&r.repo).await, before);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Check.
 // ---------------------------------------------------------------------------------------

@@ -126,7 +126,11 @@ async fn clone_prefix(root: &Arc<dyn ObjectStore>, from: &str, to: &str) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Backup,
+    /// Aggregate copying through the client (a repository without a server copy).
     Aggregate,
+    /// Aggregate by server copy (the in-process copy, whose every call goes through the
+    /// fault-injecting store).
+    AggregateServerCopy,
     Expire,
 }
 
@@ -146,20 +150,30 @@ async fn run_op(op: Op, repo: &Repository, seed: &Seed) -> Result<bool, String> 
             .map(|r| r.succeeded())
             .map_err(|e| e.to_string())
         }
-        Op::Aggregate => aggregate_one(
-            repo,
-            &db("rel"),
-            &AggregateOptions {
-                target: AggregateTarget::Artifact(seed.ids[2].clone()),
-                keep_old_backup: false,
-                upload: fault_options().upload,
-                ..AggregateOptions::default()
-            },
-            &progress(),
-        )
-        .await
-        .map(|_| true)
-        .map_err(|e| e.to_string()),
+        Op::Aggregate | Op::AggregateServerCopy => {
+            let (repo, copy) = if op == Op::AggregateServerCopy {
+                let copy: Arc<dyn storage_backends::assemble::ServerCopy> =
+                    Arc::new(storage_backends::assemble::InProcessCopy);
+                (repo.clone().with_server_copy(Some(copy)), CopyMode::Server)
+            } else {
+                (repo.clone(), CopyMode::Auto)
+            };
+            aggregate_one(
+                &repo,
+                &db("rel"),
+                &AggregateOptions {
+                    target: AggregateTarget::Artifact(seed.ids[2].clone()),
+                    keep_old_backup: false,
+                    upload: fault_options().upload,
+                    copy,
+                    ..AggregateOptions::default()
+                },
+                &progress(),
+            )
+            .await
+            .map(|_| true)
+            .map_err(|e| e.to_string())
+        }
         Op::Expire => expire(
             repo,
             &db("rel"),
@@ -197,7 +211,7 @@ async fn assert_intact(op: Op, repo: &Repository, seed: &Seed, max_new: usize, w
     );
     match op {
         Op::Backup => assert!(gone.is_empty(), "{what}: backup lost {gone:?}"),
-        Op::Aggregate => assert!(
+        Op::Aggregate | Op::AggregateServerCopy => assert!(
             gone.is_empty() || !new.is_empty(),
             "{what}: old artifacts {gone:?} deleted without their replacement"
         ),
@@ -291,7 +305,10 @@ async fn faults_at_every_call(
                 .is_some();
             let again = run_op(op, &healthy, &seed).await;
             assert!(
-                again == Ok(true) || (op == Op::Aggregate && !target_left && again.is_err()),
+                again == Ok(true)
+                    || (matches!(op, Op::Aggregate | Op::AggregateServerCopy)
+                        && !target_left
+                        && again.is_err()),
                 "{what}: running it again failed: {again:?}"
             );
             assert_intact(op, &healthy, &seed, 2, &format!("{what}, then again")).await;
@@ -309,7 +326,12 @@ const ALL_FAULTS: [Fault; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_at_every_call_of_backup_aggregate_and_expire_in_memory() {
-    for op in [Op::Backup, Op::Aggregate, Op::Expire] {
+    for op in [
+        Op::Backup,
+        Op::Aggregate,
+        Op::AggregateServerCopy,
+        Op::Expire,
+    ] {
         let root: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let (total, runs, failed) = faults_at_every_call(root, op, &ALL_FAULTS, None, "").await;
         eprintln!(

@@ -89,6 +89,25 @@ impl Backend {
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.storage.store)
     }
+
+    /// On moto: no multipart upload is open under this backend's prefix.
+    pub async fn assert_no_open_uploads(&self) {
+        if let Some(endpoint) = &self.moto_endpoint {
+            let prefix = self
+                .storage
+                .settings
+                .iter()
+                .find(|(k, _)| k == "prefix")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            assert_eq!(
+                moto_open_uploads(endpoint, &prefix).await,
+                0,
+                "{}: no multipart upload left open",
+                self.name
+            );
+        }
+    }
 }
 
 /// Every backend available here, each under a fresh prefix.
