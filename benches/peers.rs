@@ -4,6 +4,8 @@
 //! cargo bench --bench peers -- gen FILE MIB SEED        # the mixed data set
 //! cargo bench --bench peers -- mutate FILE PERCENT SEED # change PERCENT of it in place
 //! cargo bench --bench peers -- ceiling FILE KEY         # raw object_store put, then get
+//! cargo bench --bench peers -- sha256 FILE              # the whole-file hash format 1 paid
+//! cargo bench --bench peers -- rm KEY...                # delete objects (benchmark cleanup)
 //! ```
 //!
 //! `gen` writes alternating 1 MiB blocks: incompressible noise (unique everywhere, so
@@ -192,6 +194,51 @@ async fn ceiling(path: &str, key: &str) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
+/// The SHA-256 of a whole file, as format 1 computed it of every data object it sent: the
+/// client CPU format 2 saves. Prints bytes, CPU seconds and MiB/s.
+fn sha256_file(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 8 * MIB];
+    let mut hasher = sha2::Sha256::new();
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let digest = hasher.finalize();
+    let (cpu, wall) = (cpu_seconds() - cpu0, start.elapsed().as_secs_f64());
+    println!(
+        "{{\"tool\":\"sha256\",\"bytes\":{bytes},\"cpu_s\":{cpu:.2},\"wall_s\":{wall:.2},\"mib_s\":{:.0},\"first_byte\":{}}}",
+        bytes as f64 / MIB as f64 / wall,
+        digest[0]
+    );
+    Ok(())
+}
+
+/// Deletes `keys` from the benchmark's S3 bucket.
+async fn remove(keys: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let var = |n: &str| std::env::var(format!("CATENA_BENCH_{n}"));
+    let (store, _secrets) = common::s3_store(
+        var("ENDPOINT")?,
+        &var("ACCESS_KEY")?,
+        &var("SECRET_KEY")?,
+        var("BUCKET")?,
+        &var("REGION")?,
+        String::new(),
+    )
+    .await?;
+    for key in keys {
+        store.delete(&Path::parse(key)?).await?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args()
@@ -210,9 +257,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{changed}");
         }
         Some("ceiling") => ceiling(&arg(1)?, &arg(2)?).await?,
+        Some("sha256") => sha256_file(&arg(1)?)?,
+        Some("rm") => remove(&args[1..]).await?,
         _ => {
             return Err(
-                "usage: peers gen FILE MIB SEED | mutate FILE PERCENT SEED | ceiling FILE KEY"
+                "usage: peers gen FILE MIB SEED | mutate FILE PERCENT SEED | ceiling FILE KEY | sha256 FILE | rm KEY..."
                     .into(),
             );
         }

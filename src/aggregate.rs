@@ -119,6 +119,8 @@ pub struct CopyReport {
     pub parts: usize,
     /// Records read back and verified before the commit.
     pub verified_records: usize,
+    /// Bytes of those records (included in `client_read_bytes`).
+    pub verified_bytes: u64,
     /// Why `auto` fell back from the store's copy to the client's, if it did.
     pub fallback: Option<String>,
 }
@@ -442,6 +444,7 @@ async fn assemble_full(
         client_sent_bytes: client_bytes,
         parts: plan.parts.len(),
         verified_records: check.records,
+        verified_bytes: check.bytes,
         fallback,
     };
     let stored = StoredData {
@@ -518,6 +521,7 @@ async fn reencode(
         client_sent_bytes: size,
         parts: 0,
         verified_records: 0,
+        verified_bytes: 0,
         fallback: None,
     };
     Ok((stored, copy))
