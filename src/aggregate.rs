@@ -224,9 +224,16 @@ async fn aggregate_locked(
         block_size,
         ..options.upload.clone()
     };
-    let (stored, copy) = match options.copy {
-        CopyMode::Reencode => reencode(repo, db, &cs, &id, options, progress).await?,
-        mode => assemble_full(repo, db, &plan.chain, &cs, &id, mode, options, progress).await?,
+    let made = match options.copy {
+        CopyMode::Reencode => reencode(repo, db, &cs, &id, options, progress).await,
+        mode => assemble_full(repo, db, &plan.chain, &cs, &id, mode, options, progress).await,
+    };
+    let (stored, copy) = match made {
+        Ok(made) => made,
+        Err(Error::Cancelled) => return Err(Error::Cancelled),
+        // A source that went away after the catalog was read (deleted by someone else)
+        // explains any failure better than the store's words for it.
+        Err(e) => return Err(gone_source(repo, &plan.chain).await.unwrap_or(e)),
     };
     report.copy = Some(copy);
     let decision = crate::backup::aggregated_decision(
@@ -411,6 +418,10 @@ async fn assemble_full(
         Ok(check) => check,
         Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
         Err(e) if mode == CopyMode::Auto && server.is_some() => {
+            // A source that is gone is as gone for the client: no second try.
+            if let Some(gone) = gone_source(repo, chain).await {
+                return Err(gone);
+            }
             // `auto` copies where the store can; where its copy fails, the client does.
             tracing::warn!(database = %db, error = %e, "the store's server-side copy failed; copying through the client");
             fallback = Some(format!(
@@ -525,6 +536,23 @@ async fn reencode(
         fallback: None,
     };
     Ok((stored, copy))
+}
+
+/// The error for the first data object of `chain` that is no longer in the store, if any.
+async fn gone_source(repo: &Repository, chain: &[ArtifactId]) -> Option<Error> {
+    for id in chain {
+        let key = layout::data_key(id);
+        let found = object_store::ObjectStoreExt::head(repo.store().as_ref(), &key).await;
+        if let Err(object_store::Error::NotFound { .. }) = found {
+            return Some(Error::Inconsistent {
+                what: key.to_string(),
+                why: format!(
+                    "this data object of {id}, on the chain being aggregated, is gone: it was there when aggregate read the catalog, so someone deleted it meanwhile; nothing was committed or deleted"
+                ),
+            });
+        }
+    }
+    None
 }
 
 /// Assembles `job` by `copy` (the client's raw copy when `None`) and verifies the result.

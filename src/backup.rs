@@ -269,6 +269,7 @@ async fn run_one(
     let listing = source.list().await?;
     outcome.warnings = listing.skipped.clone();
     let refused = listing.refused.clone();
+    let listing_root = listing.root.clone();
     let expected: u64 = listing
         .entries
         .iter()
@@ -330,7 +331,10 @@ async fn run_one(
         return Err(Error::Cancelled);
     }
 
-    let state = State::from_entries(entries);
+    // A root recorded before stays recorded when this source records none (a change set
+    // cannot unrecord it), so the digest is that of the state a restore composes.
+    let root = listing_root.or_else(|| base.root().cloned());
+    let state = State::from_entries(entries).with_root(root);
     let changes = ChangeSet::between(&base, &state);
     let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
     let mut builder = ManifestBuilder::new(id.clone(), decision).empty(empty);
@@ -386,6 +390,9 @@ async fn read_entry(
     let kind = match &entry.kind {
         SourceKind::Directory => EntryKind::Directory,
         SourceKind::Symlink { target } => EntryKind::Symlink {
+            target: target.clone(),
+        },
+        SourceKind::HardLink { target } => EntryKind::HardLink {
             target: target.clone(),
         },
         SourceKind::File { .. } => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use chain_core::{DatabaseName, Entry, EntryKind, EntryPath, RestoreTarget};
+use chain_core::{DatabaseName, Entry, EntryKind, EntryPath, Metadata, RestoreTarget};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use storage_backends::CancellationToken;
@@ -270,8 +270,8 @@ async fn write_tree(
     options: &RestoreOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<(u64, u64), Error> {
-    // Directories first (parents before children: path order), then files, then links,
-    // then directory metadata deepest first.
+    // Directories first (parents before children: path order), then files, then hard links
+    // to them, then symbolic links, then directory metadata deepest first, the root last.
     let entries: Vec<&Entry> = cs.state.entries().collect();
     for e in &entries {
         if matches!(e.kind, EntryKind::Directory) {
@@ -292,6 +292,18 @@ async fn write_tree(
         .try_collect()
         .await?;
     for e in &entries {
+        if let EntryKind::HardLink { target } = &e.kind {
+            // check_restorable made sure the target is a file of this state, written above.
+            let p = join(root, &e.path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|err| Error::restore(parent, err.to_string()))?;
+            }
+            std::fs::hard_link(join(root, target), &p)
+                .map_err(|err| Error::restore(&p, format!("linking to {target}: {err}")))?;
+        }
+    }
+    for e in &entries {
         if let EntryKind::Symlink { target } = &e.kind {
             let p = join(root, &e.path);
             if let Some(parent) = p.parent() {
@@ -309,17 +321,22 @@ async fn write_tree(
     for e in entries.iter().rev() {
         if matches!(e.kind, EntryKind::Directory) {
             let p = join(root, &e.path);
-            set_meta(&p, e)?;
+            set_meta(&p, &e.meta)?;
         }
+    }
+    // The root last: everything above changed its mtime. The staging directory keeps both
+    // through the rename into place.
+    if let Some(meta) = cs.state.root() {
+        set_meta(root, meta)?;
     }
     Ok((totals.len() as u64, totals.iter().sum()))
 }
 
-fn set_meta(p: &Path, e: &Entry) -> Result<(), Error> {
+fn set_meta(p: &Path, meta: &Metadata) -> Result<(), Error> {
     let file = std::fs::File::open(p).map_err(|err| Error::restore(p, err.to_string()))?;
-    file.set_modified(system_time(e.meta.mtime_ns))
+    file.set_modified(system_time(meta.mtime_ns))
         .map_err(|err| Error::restore(p, err.to_string()))?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.meta.mode))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(meta.mode))
         .map_err(|err| Error::restore(p, err.to_string()))?;
     Ok(())
 }
@@ -382,7 +399,7 @@ async fn restore_file(
             why: format!("restored {written} bytes, the index records {size}"),
         });
     }
-    set_meta(&p, e)?;
+    set_meta(&p, &e.meta)?;
     Ok(written)
 }
 

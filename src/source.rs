@@ -1,6 +1,6 @@
 //! Backup sources: the [`BackupSource`] trait, and [`DirectorySource`] for a directory tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,12 @@ pub enum SourceKind {
         /// Its target.
         target: String,
     },
+    /// Another name of a regular file the listing also holds (a hard link): not read,
+    /// restored as a hard link to `target`.
+    HardLink {
+        /// The listed file entry this name links to.
+        target: EntryPath,
+    },
 }
 
 /// One entry of a source's listing.
@@ -53,6 +59,8 @@ pub struct SourceListing {
     /// not UTF-8), each with its path and why: the rest is committed, and the database's
     /// backup is reported failed, naming them.
     pub refused: Vec<String>,
+    /// The metadata of the database's root directory, when the source has one to restore.
+    pub root: Option<Metadata>,
 }
 
 /// Which metadata a source records besides contents (the seed's `includeMetadata`).
@@ -198,23 +206,7 @@ impl DirectorySource {
             path: full.to_owned(),
             why: e.to_string(),
         })?;
-        let mtime_ns = md
-            .modified()
-            .ok()
-            .and_then(|t| match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => i64::try_from(d.as_nanos()).ok(),
-                Err(e) => i64::try_from(e.duration().as_nanos()).ok().map(|n| -n),
-            })
-            .unwrap_or(0);
-        let meta = Metadata {
-            mode: md.permissions().mode() & 0o7777,
-            mtime_ns,
-            owner: (self.level == MetadataLevel::Ownership).then(|| Owner {
-                uid: md.uid(),
-                gid: md.gid(),
-            }),
-            xattrs: BTreeMap::new(),
-        };
+        let meta = self.meta_of(md);
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             SourceKind::Directory
@@ -235,6 +227,26 @@ impl DirectorySource {
         Ok(Some(SourceEntry { path, kind, meta }))
     }
 
+    fn meta_of(&self, md: &std::fs::Metadata) -> Metadata {
+        let mtime_ns = md
+            .modified()
+            .ok()
+            .and_then(|t| match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_nanos()).ok(),
+                Err(e) => i64::try_from(e.duration().as_nanos()).ok().map(|n| -n),
+            })
+            .unwrap_or(0);
+        Metadata {
+            mode: md.permissions().mode() & 0o7777,
+            mtime_ns,
+            owner: (self.level == MetadataLevel::Ownership).then(|| Owner {
+                uid: md.uid(),
+                gid: md.gid(),
+            }),
+            xattrs: BTreeMap::new(),
+        }
+    }
+
     fn list_blocking(&self) -> Result<SourceListing, Error> {
         let mut listing = SourceListing::default();
         let root_md = std::fs::metadata(&self.root).map_err(|e| Error::source_io(&self.root, e))?;
@@ -244,6 +256,9 @@ impl DirectorySource {
                 why: "not a directory".into(),
             });
         }
+        listing.root = Some(self.meta_of(&root_md));
+        // Regular files with more than one name: (device, inode) to their listing indexes.
+        let mut inodes: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
         let mut stack: Vec<(PathBuf, String)> = vec![(self.root.clone(), String::new())];
         while let Some((dir, rel)) = stack.pop() {
             let read = std::fs::read_dir(&dir).map_err(|e| Error::source_io(&dir, e))?;
@@ -272,6 +287,12 @@ impl DirectorySource {
                         if entry.kind == SourceKind::Directory {
                             stack.push((full.clone(), child_rel.clone()));
                         }
+                        if md.is_file() && md.nlink() > 1 {
+                            inodes
+                                .entry((md.dev(), md.ino()))
+                                .or_default()
+                                .push(listing.entries.len());
+                        }
                         listing.entries.push(entry);
                     }
                     None => {
@@ -282,6 +303,17 @@ impl DirectorySource {
                         ));
                     }
                 }
+            }
+        }
+        // Of a file's names inside the database, the first in byte order is stored as the
+        // file, the others as hard links to it: read once, restored as one inode.
+        for mut group in inodes.into_values().filter(|g| g.len() > 1) {
+            group.sort_by(|a, b| listing.entries[*a].path.cmp(&listing.entries[*b].path));
+            let target = listing.entries[group[0]].path.clone();
+            for &i in &group[1..] {
+                listing.entries[i].kind = SourceKind::HardLink {
+                    target: target.clone(),
+                };
             }
         }
         Ok(listing)

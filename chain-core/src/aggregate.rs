@@ -101,7 +101,21 @@ pub fn plan_aggregate(
         AggregateTarget::Latest => RestoreTarget::Latest,
         AggregateTarget::Artifact(id) => RestoreTarget::Artifact(id.clone()),
     };
-    let restore = crate::plan_restore(catalog, &restore_target)?;
+    let restore = crate::plan_restore(catalog, &restore_target).map_err(|e| match e {
+        // Restore's advice (`--restore-until`) is not aggregate's.
+        Error::NewestUnusable {
+            database,
+            artifact,
+            why,
+            ..
+        } => Error::NewestUnusable {
+            database,
+            artifact,
+            why,
+            hint: "Aggregate refuses rather than aggregate an older chain: run `catena check` to see the damage and the points still usable; `catena restore` says how to restore the newest usable one".to_owned(),
+        },
+        e => e,
+    })?;
     let chain = restore.chain;
     let already_full = chain.len() == 1
         && catalog

@@ -191,9 +191,10 @@ pub enum Error {
         /// The artifact whose manifest is unreadable.
         artifact: ArtifactId,
     },
-    /// The newest backup cannot be restored; an older point is not restored unasked.
+    /// The newest backup cannot be used; an older point is not restored (or aggregated)
+    /// unasked.
     #[error(
-        "the newest backup of {database}, {artifact}, cannot be restored: {why}; restoring an older point without being asked would not be what was asked. {hint}"
+        "the newest backup of {database}, {artifact}, cannot be used: {why}; using an older point without being asked would not be what was asked. {hint}"
     )]
     NewestUnusable {
         /// The database.

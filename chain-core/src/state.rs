@@ -180,6 +180,14 @@ pub enum EntryKind {
         /// The link's target, as the source recorded it.
         target: String,
     },
+    /// Another name of a regular file of the same state (a hard link): restored as a hard
+    /// link to `target`, which must be a [`EntryKind::File`] entry. Of the names a file has
+    /// inside the database, the first in byte order is the file, the others are hard links
+    /// to it (format 2).
+    HardLink {
+        /// The path of the file entry this name links to.
+        target: EntryPath,
+    },
 }
 
 /// One entry of a state: a path, what it is, and its metadata.
@@ -196,8 +204,13 @@ pub struct Entry {
 
 impl Entry {
     /// Checks what serde cannot: a file's size equals the sum of its blocks, no block is
-    /// empty.
+    /// empty, a hard link does not name itself.
     pub fn validate(&self) -> Result<(), Error> {
+        if let EntryKind::HardLink { target } = &self.kind
+            && *target == self.path
+        {
+            return Err(self.invalid("a hard link names itself"));
+        }
         if let EntryKind::File { size, blocks } = &self.kind {
             if blocks.iter().any(|b| b.len == 0) {
                 return Err(self.invalid("a block has length 0"));
@@ -218,10 +231,12 @@ impl Entry {
     }
 }
 
-/// The complete set of entries of a database at one point in its history.
+/// The complete set of entries of a database at one point in its history, and the
+/// metadata of the database's root directory when the source records it (format 2).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct State {
     entries: BTreeMap<EntryPath, Entry>,
+    root: Option<Metadata>,
 }
 
 impl State {
@@ -234,7 +249,20 @@ impl State {
     pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
         Self {
             entries: entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
+            root: None,
         }
+    }
+
+    /// The same state with the root directory's metadata recorded (`None`: not recorded,
+    /// a restore leaves the root directory's mode and mtime as it creates them).
+    pub fn with_root(mut self, root: Option<Metadata>) -> Self {
+        self.root = root;
+        self
+    }
+
+    /// The root directory's metadata, when recorded.
+    pub fn root(&self) -> Option<&Metadata> {
+        self.root.as_ref()
     }
 
     /// The entries in path order.
@@ -290,6 +318,9 @@ impl State {
         for entry in changes.added.iter().chain(&changes.changed) {
             self.entries.insert(entry.path.clone(), entry.clone());
         }
+        if let Some(root) = &changes.root {
+            self.root = Some(root.clone());
+        }
         Ok(())
     }
 
@@ -317,24 +348,38 @@ impl State {
                     h.update([2u8]);
                     put_bytes(&mut h, target.as_bytes());
                 }
-            }
-            h.update(e.meta.mode.to_be_bytes());
-            h.update(e.meta.mtime_ns.to_be_bytes());
-            match e.meta.owner {
-                None => h.update([0u8]),
-                Some(o) => {
-                    h.update([1u8]);
-                    h.update(o.uid.to_be_bytes());
-                    h.update(o.gid.to_be_bytes());
+                EntryKind::HardLink { target } => {
+                    h.update([3u8]);
+                    put_bytes(&mut h, target.as_str().as_bytes());
                 }
             }
-            h.update((e.meta.xattrs.len() as u64).to_be_bytes());
-            for (name, value) in &e.meta.xattrs {
-                put_bytes(&mut h, name.as_bytes());
-                put_bytes(&mut h, value);
-            }
+            put_meta(&mut h, &e.meta);
+        }
+        // Recorded root metadata follows the entries; a state without it hashes as it did
+        // before format 2, so that format-1 digests stay valid.
+        if let Some(root) = &self.root {
+            h.update(b"root");
+            put_meta(&mut h, root);
         }
         Sha256Digest(h.finalize().into())
+    }
+}
+
+fn put_meta(h: &mut Sha256, meta: &Metadata) {
+    h.update(meta.mode.to_be_bytes());
+    h.update(meta.mtime_ns.to_be_bytes());
+    match meta.owner {
+        None => h.update([0u8]),
+        Some(o) => {
+            h.update([1u8]);
+            h.update(o.uid.to_be_bytes());
+            h.update(o.gid.to_be_bytes());
+        }
+    }
+    h.update((meta.xattrs.len() as u64).to_be_bytes());
+    for (name, value) in &meta.xattrs {
+        put_bytes(h, name.as_bytes());
+        put_bytes(h, value);
     }
 }
 
@@ -368,6 +413,10 @@ pub struct ChangeSet {
     /// Paths that existed and are gone.
     #[serde(default)]
     pub removed: Vec<EntryPath>,
+    /// The root directory's metadata, when it is recorded and differs from the parent's
+    /// (a FULL records it whenever the state has it). Format 2; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Metadata>,
 }
 
 impl ChangeSet {
@@ -377,10 +426,13 @@ impl ChangeSet {
             added: state.entries().cloned().collect(),
             changed: Vec::new(),
             removed: Vec::new(),
+            root: state.root.clone(),
         }
     }
 
-    /// What turns `old` into `new`.
+    /// What turns `old` into `new`. The root's metadata, once recorded, stays recorded: when
+    /// `new` records none, the change set leaves `old`'s in place (a source that stops
+    /// recording it changes nothing there).
     pub fn between(old: &State, new: &State) -> Self {
         let mut cs = ChangeSet::default();
         for (path, entry) in &new.entries {
@@ -396,12 +448,18 @@ impl ChangeSet {
             .filter(|p| !new.entries.contains_key(*p))
             .cloned()
             .collect();
+        if new.root != old.root {
+            cs.root.clone_from(&new.root);
+        }
         cs
     }
 
     /// Whether nothing changed (an EMPTY artifact).
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.root.is_none()
     }
 
     /// Blocks that the change set's entries use and that `base` does not have: what an
@@ -510,7 +568,8 @@ pub fn compose<'a>(
 
 /// Checks, before anything is written, everything about a composed state that would make a
 /// restore refuse it or write something else than it records: an entry below a symbolic
-/// link (writing it would go through the link, possibly outside the destination); a file
+/// link (writing it would go through the link, possibly outside the destination); a hard
+/// link whose target is not a regular file of the state; a file
 /// block that is empty or longer than [`crate::MAX_BLOCK_SIZE`]; blocks that do not add up
 /// to their file's size; a block stored nowhere on the chain, or stored with another
 /// length than the file records (`stored` gives the stored length of a block, `None` when
@@ -541,6 +600,24 @@ pub fn check_restorable(
                 ));
             }
             ancestor = a.parent();
+        }
+        if let EntryKind::HardLink { target } = &e.kind {
+            match state.get(target).map(|t| &t.kind) {
+                Some(EntryKind::File { .. }) => {}
+                Some(_) => {
+                    return Err(refuse(
+                        &e.path,
+                        format!("it is a hard link to {target}, which is not a regular file"),
+                    ));
+                }
+                None => {
+                    return Err(refuse(
+                        &e.path,
+                        format!("it is a hard link to {target}, which is not in the state"),
+                    ));
+                }
+            }
+            continue;
         }
         let EntryKind::File { size, blocks } = &e.kind else {
             continue;

@@ -644,6 +644,104 @@ fn expire_orders_trees_by_their_newest_artifact() {
     assert!(plan.keep.iter().any(|k| k.artifact == old_d2));
 }
 
+/// The state digest is the byte encoding FORMAT.md gives ("State digest"), written out here
+/// by hand: a hard link is kind 0x03 with its target, the recorded root follows the entries,
+/// and a state without hard links or root hashes as format 1 did (its digests stay valid).
+#[test]
+fn the_state_digest_is_the_documented_encoding() {
+    fn put(v: &mut Vec<u8>, b: &[u8]) {
+        v.extend((b.len() as u64).to_be_bytes());
+        v.extend(b);
+    }
+    fn meta(v: &mut Vec<u8>, mode: u32, mtime: i64) {
+        v.extend(mode.to_be_bytes());
+        v.extend(mtime.to_be_bytes());
+        v.push(0); // no owner
+        v.extend(0u64.to_be_bytes()); // no xattrs
+    }
+    let block = BlockRef {
+        digest: Sha256Digest::of(b"content"),
+        len: 7,
+    };
+    let path = |p: &str| EntryPath::new(p).expect("path");
+    let m = |mode, mtime_ns| Metadata {
+        mode,
+        mtime_ns,
+        ..Metadata::default()
+    };
+    let entries = vec![
+        Entry {
+            path: path("a"),
+            kind: EntryKind::File {
+                size: 7,
+                blocks: vec![block],
+            },
+            meta: m(0o644, 1),
+        },
+        Entry {
+            path: path("b"),
+            kind: EntryKind::HardLink { target: path("a") },
+            meta: m(0o644, 1),
+        },
+    ];
+    let mut v = b"catena-state-v1\n".to_vec();
+    v.extend(2u64.to_be_bytes());
+    put(&mut v, b"a");
+    v.push(1);
+    v.extend(7u64.to_be_bytes());
+    v.extend(1u64.to_be_bytes());
+    v.extend(block.digest.0);
+    v.extend(7u32.to_be_bytes());
+    meta(&mut v, 0o644, 1);
+    put(&mut v, b"b");
+    v.push(3);
+    put(&mut v, b"a");
+    meta(&mut v, 0o644, 1);
+    let without_root = State::from_entries(entries.clone());
+    assert_eq!(without_root.digest(), Sha256Digest::of(&v));
+    v.extend(b"root");
+    meta(&mut v, 0o750, -5);
+    let with_root = State::from_entries(entries).with_root(Some(m(0o750, -5)));
+    assert_eq!(with_root.digest(), Sha256Digest::of(&v));
+    assert_ne!(with_root.digest(), without_root.digest());
+}
+
+/// A hard link must name a regular file of the same state: one validation refuses the
+/// others for restore and check alike.
+#[test]
+fn a_hard_link_must_name_a_file_of_the_state() {
+    let path = |p: &str| EntryPath::new(p).expect("path");
+    let entry = |p: &str, kind| Entry {
+        path: path(p),
+        kind,
+        meta: Metadata::default(),
+    };
+    let link = |t: &str| entry("l", EntryKind::HardLink { target: path(t) });
+    let file = entry(
+        "f",
+        EntryKind::File {
+            size: 0,
+            blocks: vec![],
+        },
+    );
+    let ok = State::from_entries([file.clone(), link("f")]);
+    assert!(check_restorable(&ok, |_| None).is_ok());
+    for (state, why) in [
+        (State::from_entries([link("f")]), "not in the state"),
+        (
+            State::from_entries([entry("f", EntryKind::Directory), link("f")]),
+            "not a regular file",
+        ),
+        (State::from_entries([file, link("l")]), "not a regular file"),
+    ] {
+        let err = check_restorable(&state, |_| None)
+            .expect_err(why)
+            .to_string();
+        assert!(err.contains(why) && err.contains('l'), "{err}");
+    }
+    assert!(link("l").validate().is_err(), "a link naming itself");
+}
+
 // ---------------------------------------------------------------------------------------
 // Catalog validation
 // ---------------------------------------------------------------------------------------

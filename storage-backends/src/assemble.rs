@@ -329,6 +329,9 @@ pub enum CopyFault {
     FailAfter,
     /// Never finishes (a timeout); only cancellation ends it.
     Hang,
+    /// Deletes the job's first source object, then copies: another writer that deleted a
+    /// data object of the chain while the copy ran.
+    RemoveSource,
 }
 
 impl FaultCopy {
@@ -381,6 +384,15 @@ impl ServerCopy for FaultCopy {
             CopyFault::Hang => {
                 job.cancel.cancelled().await;
                 Err(Error::Cancelled)
+            }
+            CopyFault::RemoveSource => {
+                if let Some(first) = job.sources.first() {
+                    job.store
+                        .delete(first)
+                        .await
+                        .map_err(|e| Error::store("delete", first, e))?;
+                }
+                self.inner.assemble(job).await
             }
         }
     }

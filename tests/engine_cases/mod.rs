@@ -385,7 +385,7 @@ async fn decisions_end_to_end_mirror_chain_core() {
 // ---------------------------------------------------------------------------------------
 
 /// Every key, but the lock records (generations come and go with every writer).
-async fn keys(repo: &Repository) -> std::collections::BTreeSet<String> {
+pub(crate) async fn keys(repo: &Repository) -> std::collections::BTreeSet<String> {
     repo.store()
         .list(None)
         .try_collect::<Vec<_>>()
@@ -606,6 +606,7 @@ async fn a_failed_or_cancelled_server_copy_leaves_the_chain_and_nothing_else() {
                 ),
                 CopyFault::FailAfter => assert!(e.to_string().contains("injected"), "{what}"),
                 CopyFault::Hang => assert!(matches!(e, catena::Error::Cancelled), "{what}"),
+                CopyFault::RemoveSource => unreachable!("not among the faults of this test"),
             }
             assert_eq!(
                 keys(&r.repo).await,

@@ -240,21 +240,44 @@ fn entry_kind() -> impl Strategy<Value = EntryKind> {
         prop_oneof![Just("target"), Just("../escape")].prop_map(|t| EntryKind::Symlink {
             target: t.to_owned()
         }),
+        // Targets never generated as paths, so a link never names itself.
+        prop_oneof![Just("z"), Just("a/z")].prop_map(|t| EntryKind::HardLink {
+            target: EntryPath::new(t).expect("valid path")
+        }),
     ]
 }
 
 fn state() -> impl Strategy<Value = State> {
-    prop::collection::vec((entry_path(), entry_kind(), 0u32..3, 0i64..3), 0..12).prop_map(|v| {
-        State::from_entries(v.into_iter().map(|(path, kind, mode, mtime)| Entry {
-            path,
-            kind,
-            meta: Metadata {
-                mode: 0o600 + mode,
-                mtime_ns: mtime,
-                ..Metadata::default()
-            },
-        }))
-    })
+    let root = prop::option::of((0u32..2, 0i64..2)).prop_map(|r| {
+        r.map(|(mode, mtime)| Metadata {
+            mode: 0o700 + mode,
+            mtime_ns: mtime,
+            ..Metadata::default()
+        })
+    });
+    (
+        prop::collection::vec((entry_path(), entry_kind(), 0u32..3, 0i64..3), 0..12),
+        root,
+    )
+        .prop_map(|(v, root)| {
+            State::from_entries(v.into_iter().map(|(path, kind, mode, mtime)| Entry {
+                path,
+                kind,
+                meta: Metadata {
+                    mode: 0o600 + mode,
+                    mtime_ns: mtime,
+                    ..Metadata::default()
+                },
+            }))
+            .with_root(root)
+        })
+}
+
+/// What `ChangeSet::between(a, b)` turns `a` into: `b`, keeping `a`'s recorded root
+/// metadata when `b` records none (a change set cannot unrecord it).
+fn reached(a: &State, b: &State) -> State {
+    let root = b.root().or(a.root()).cloned();
+    b.clone().with_root(root)
 }
 
 fn ids(n: usize) -> Vec<ArtifactId> {
@@ -415,6 +438,7 @@ proptest! {
         prop_assert!(cs.validate().is_ok());
         let mut s = a.clone();
         s.apply(&cs).expect("between() applies to its base");
+        let b = reached(&a, &b);
         prop_assert_eq!(&s, &b);
         prop_assert_eq!(s.digest(), b.digest());
         prop_assert_eq!(cs.is_empty(), a == b);
@@ -430,6 +454,10 @@ proptest! {
 
     #[test]
     fn compose_is_associative(states in prop::collection::vec(state(), 1..6), cut in any::<usize>()) {
+        let mut states = states;
+        for i in 1..states.len() {
+            states[i] = reached(&states[i - 1], &states[i]);
+        }
         let mut changes = vec![ChangeSet::full(&states[0])];
         for w in states.windows(2) {
             changes.push(ChangeSet::between(&w[0], &w[1]));
