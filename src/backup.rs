@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chain_core::{
     ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSet, DatabaseName, Entry,
-    EntryKind, Index, ManifestBuilder, PositionRange, ReasonCode, Sizes, State,
+    EntryKind, FileStamp, Index, ManifestBuilder, PositionRange, ReasonCode, Sizes, State,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -41,6 +41,9 @@ pub struct BackupOptions {
     /// What the caller found and does not back up (see [`crate::DirectorySource::scan`]):
     /// recorded in the run record; an entry that `fails_run` makes the run fail.
     pub skipped: Vec<crate::SkippedEntry>,
+    /// Read every file, even those whose size, mtime, inode, device and ctime show them
+    /// unchanged since the parent (`--force-read`; see docs/DESIGN.md for when to).
+    pub force_read: bool,
 }
 
 impl Default for BackupOptions {
@@ -52,6 +55,7 @@ impl Default for BackupOptions {
             dry_run: false,
             cancel: CancellationToken::new(),
             skipped: Vec::new(),
+            force_read: false,
         }
     }
 }
@@ -69,6 +73,10 @@ pub struct DatabaseOutcome {
     pub empty: bool,
     /// Bytes of file content read.
     pub bytes_read: u64,
+    /// Bytes of files not read because the source shows them unchanged since the parent
+    /// (same size, mtime, device, inode and ctime): their blocks are the parent's.
+    #[serde(default)]
+    pub unchanged_bytes: u64,
     /// Bytes stored in the bucket for this artifact.
     pub stored_bytes: u64,
     /// Entries passed over by the source, with why.
@@ -88,6 +96,7 @@ impl DatabaseOutcome {
             artifact: None,
             empty: false,
             bytes_read: 0,
+            unchanged_bytes: 0,
             stored_bytes: 0,
             warnings: Vec::new(),
             error: None,
@@ -296,6 +305,15 @@ async fn run_one(
 
     let mut entries = Vec::with_capacity(listing.entries.len());
     for entry in listing.entries {
+        if let Some(trusted) = unchanged(&base, &entry, options.force_read) {
+            outcome.unchanged_bytes += trusted.0;
+            progress.event(ProgressEvent::Bytes {
+                database: db.to_string(),
+                bytes: trusted.0,
+            });
+            entries.push(trusted.1);
+            continue;
+        }
         match read_entry(
             &mut writer,
             source,
@@ -377,6 +395,28 @@ async fn run_one(
     Ok(())
 }
 
+/// A listed file that the parent's state records with the same size, mtime and stamp
+/// (device, inode, ctime): the entry as listed with the parent's blocks, and its size;
+/// `None` when it must be read.
+fn unchanged(base: &State, entry: &SourceEntry, force_read: bool) -> Option<(u64, Entry)> {
+    let SourceKind::File { size } = entry.kind else {
+        return None;
+    };
+    let recorded = base.get(&entry.path)?;
+    if force_read || !FileStamp::unchanged(recorded, size, entry.meta.mtime_ns, entry.stamp) {
+        return None;
+    }
+    Some((
+        size,
+        Entry {
+            path: entry.path.clone(),
+            kind: recorded.kind.clone(),
+            meta: entry.meta.clone(),
+            stamp: entry.stamp,
+        },
+    ))
+}
+
 /// Reads one listed entry into the artifact: a file's content goes through the writer,
 /// re-read when it changed while being read.
 async fn read_entry(
@@ -428,7 +468,9 @@ async fn read_entry(
                 *bytes_read += size;
                 let now = source.stat(&entry.path).await?;
                 let unchanged = now.as_ref().is_some_and(|n| {
-                    n.kind == (SourceKind::File { size }) && n.meta.mtime_ns == entry.meta.mtime_ns
+                    n.kind == (SourceKind::File { size })
+                        && n.meta.mtime_ns == entry.meta.mtime_ns
+                        && n.stamp == entry.stamp
                 }) && entry.kind == (SourceKind::File { size });
                 if unchanged {
                     break EntryKind::File { size, blocks };
@@ -457,6 +499,7 @@ async fn read_entry(
         path: entry.path,
         kind,
         meta: entry.meta,
+        stamp: entry.stamp,
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chain_core::{DatabaseName, EntryPath, Metadata, Owner, SourceCapability};
+use chain_core::{DatabaseName, EntryPath, FileStamp, Metadata, Owner, SourceCapability};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -46,6 +46,10 @@ pub struct SourceEntry {
     pub kind: SourceKind,
     /// Metadata to restore.
     pub meta: Metadata,
+    /// For a regular file, its device, inode and ctime, when the source has them: a DIFF
+    /// trusts the parent's blocks for a file whose size, mtime and stamp are all unchanged.
+    /// `None` makes the file be read every time.
+    pub stamp: Option<FileStamp>,
 }
 
 /// A source's listing: its entries, and what it passed over (with why).
@@ -224,7 +228,20 @@ impl DirectorySource {
         } else {
             return Ok(None);
         };
-        Ok(Some(SourceEntry { path, kind, meta }))
+        let stamp = matches!(kind, SourceKind::File { .. }).then(|| FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            ctime_ns: md
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.ctime_nsec()),
+        });
+        Ok(Some(SourceEntry {
+            path,
+            kind,
+            meta,
+            stamp,
+        }))
     }
 
     fn meta_of(&self, md: &std::fs::Metadata) -> Metadata {
@@ -314,6 +331,7 @@ impl DirectorySource {
                 listing.entries[i].kind = SourceKind::HardLink {
                     target: target.clone(),
                 };
+                listing.entries[i].stamp = None;
             }
         }
         Ok(listing)

@@ -663,11 +663,13 @@ mod tests {
         ];
         let state = State::from_entries([
             Entry {
+                stamp: None,
                 path: EntryPath::new("d").expect("path"),
                 kind: EntryKind::Directory,
                 meta: Metadata::default(),
             },
             Entry {
+                stamp: None,
                 path: EntryPath::new("d/f").expect("path"),
                 kind: EntryKind::File {
                     size: 3005,

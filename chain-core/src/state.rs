@@ -190,6 +190,36 @@ pub enum EntryKind {
     },
 }
 
+/// What the source showed of a regular file when it was read, besides what is restored: the
+/// device, inode and status-change time (format 2). A DIFF whose source shows the same
+/// size, mtime and stamp trusts the parent's blocks for the file instead of reading it
+/// (see [`FileStamp::unchanged`]). Not part of the state digest: a restore does not bring it
+/// back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStamp {
+    /// Device number (`st_dev`).
+    pub dev: u64,
+    /// Inode number (`st_ino`).
+    pub ino: u64,
+    /// Status-change time (`st_ctime`), nanoseconds since the Unix epoch.
+    pub ctime_ns: i64,
+}
+
+impl FileStamp {
+    /// Whether a file the source lists with `size`, `mtime_ns` and `stamp` can be taken as
+    /// `recorded` without reading it: a regular file of the same size, modification time and
+    /// stamp (device, inode and ctime all equal), as restic and rsync judge it. A recorded
+    /// entry without a stamp (written before format 2, or by a source without stamps) is
+    /// never trusted.
+    pub fn unchanged(recorded: &Entry, size: u64, mtime_ns: i64, stamp: Option<FileStamp>) -> bool {
+        matches!(recorded.kind, EntryKind::File { size: s, .. } if s == size)
+            && recorded.meta.mtime_ns == mtime_ns
+            && recorded.stamp.is_some()
+            && recorded.stamp == stamp
+    }
+}
+
 /// One entry of a state: a path, what it is, and its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +230,12 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Its metadata.
     pub meta: Metadata,
+    /// For a regular file, what the source showed when it was read (format 2; `None`
+    /// before, and for sources without it). A change of it alone is a change of the entry,
+    /// recorded by the next DIFF (its blocks are not stored again), so that the DIFF after
+    /// that can trust it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<FileStamp>,
 }
 
 impl Entry {

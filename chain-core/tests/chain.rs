@@ -671,6 +671,7 @@ fn the_state_digest_is_the_documented_encoding() {
     };
     let entries = vec![
         Entry {
+            stamp: None,
             path: path("a"),
             kind: EntryKind::File {
                 size: 7,
@@ -679,6 +680,7 @@ fn the_state_digest_is_the_documented_encoding() {
             meta: m(0o644, 1),
         },
         Entry {
+            stamp: None,
             path: path("b"),
             kind: EntryKind::HardLink { target: path("a") },
             meta: m(0o644, 1),
@@ -712,6 +714,7 @@ fn the_state_digest_is_the_documented_encoding() {
 fn a_hard_link_must_name_a_file_of_the_state() {
     let path = |p: &str| EntryPath::new(p).expect("path");
     let entry = |p: &str, kind| Entry {
+        stamp: None,
         path: path(p),
         kind,
         meta: Metadata::default(),
@@ -1035,6 +1038,7 @@ fn write_fuzz_seeds() {
         });
         offset += e.bytes.len() as u64;
         entries.push(Entry {
+            stamp: None,
             path: EntryPath::new(&format!("dir/file-{i}")).expect("path"),
             kind: EntryKind::File {
                 size: raw.len() as u64,
@@ -1048,18 +1052,32 @@ fn write_fuzz_seeds() {
         });
     }
     entries.push(Entry {
+        stamp: None,
         path: EntryPath::new("dir").expect("path"),
         kind: EntryKind::Directory,
         meta: Metadata::default(),
     });
     entries.push(Entry {
+        stamp: None,
         path: EntryPath::new("link").expect("path"),
         kind: EntryKind::Symlink {
             target: "dir/file-0".into(),
         },
         meta: Metadata::default(),
     });
-    let state = State::from_entries(entries);
+    entries.push(Entry {
+        stamp: None,
+        path: EntryPath::new("hard").expect("path"),
+        kind: EntryKind::HardLink {
+            target: EntryPath::new("dir/file-0").expect("path"),
+        },
+        meta: Metadata::default(),
+    });
+    let state = State::from_entries(entries).with_root(Some(Metadata {
+        mode: 0o750,
+        mtime_ns: 1,
+        ..Metadata::default()
+    }));
     let full = Index {
         changes: ChangeSet::full(&state),
         blocks: locations,

@@ -41,6 +41,11 @@ pub(crate) struct BackupArgs {
     /// Keep a failed run's pieces under _failed/.
     #[arg(long)]
     pub(crate) keep_failed: bool,
+    /// Read every file on a DIFF, even those whose size, mtime, inode, device and ctime
+    /// show them unchanged since the parent (for sources that rewrite files keeping all of
+    /// these; see docs/DESIGN.md).
+    #[arg(long)]
+    pub(crate) force_read: bool,
     /// Optional local spool directory (accepted; Catena streams and needs none).
     #[arg(long)]
     pub(crate) temp_path: Option<PathBuf>,
@@ -126,6 +131,7 @@ pub(crate) fn job(args: &BackupArgs, ctx: &Ctx) -> Result<Job, String> {
         upload: ctx.upload.clone(),
         cancel: ctx.cancel.clone(),
         skipped: Vec::new(),
+        force_read: args.force_read || values.backup.force_read.unwrap_or(false),
     };
     let metadata = values.metadata();
     Ok(Job {
@@ -205,9 +211,14 @@ pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {
             match &d.error {
                 None if args.dry_run => println!("{}: would take {decision}", d.database),
                 None => println!(
-                    "{}: {decision}: {} bytes read, {} stored, artifact {}{}",
+                    "{}: {decision}: {} bytes read{}, {} stored, artifact {}{}",
                     d.database,
                     d.bytes_read,
+                    if d.unchanged_bytes > 0 {
+                        format!(" ({} unchanged, not read)", d.unchanged_bytes)
+                    } else {
+                        String::new()
+                    },
                     d.stored_bytes,
                     d.artifact.as_deref().unwrap_or("-"),
                     if d.empty { " (EMPTY)" } else { "" }

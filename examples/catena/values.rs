@@ -60,6 +60,7 @@ const BACKUP: &[(&str, Shape)] = &[
     ("includeMetadata", Leaf),
     ("type", Leaf),
     ("keepFailed", Leaf),
+    ("forceRead", Leaf),
     ("parallelRecovery", Leaf),
     ("verbose", Leaf),
     ("heapSize", Leaf),
@@ -217,6 +218,8 @@ pub struct BackupValues {
     #[serde(rename = "type")]
     pub backup_type: Option<String>,
     pub keep_failed: Option<bool>,
+    /// Catena's own key (not the chart's): read every file on a DIFF.
+    pub force_read: Option<bool>,
     pub parallel_recovery: Option<bool>,
     pub verbose: Option<bool>,
     pub heap_size: Option<String>,

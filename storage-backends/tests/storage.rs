@@ -80,6 +80,7 @@ pub async fn write_artifact(
             }
         };
         entries.push(Entry {
+            stamp: None,
             path: EntryPath::new(f.path)?,
             kind: EntryKind::File {
                 size: f.bytes.len() as u64,

@@ -480,6 +480,7 @@ async fn objects_missing_or_of_another_size_make_their_artifact_unusable() {
 async fn check_reports_every_chain_restore_refuses() {
     use crate::engine_cases::commit_crafted;
     let dir_entry = |path: &str| Entry {
+        stamp: None,
         path: EntryPath::new(path).expect("path"),
         kind: EntryKind::Directory,
         meta: Metadata {
@@ -488,6 +489,7 @@ async fn check_reports_every_chain_restore_refuses() {
         },
     };
     let file_entry = |path: &str, len: u32| Entry {
+        stamp: None,
         path: EntryPath::new(path).expect("path"),
         kind: EntryKind::File {
             size: u64::from(len),
@@ -529,6 +531,7 @@ async fn check_reports_every_chain_restore_refuses() {
             "an entry below a symbolic link" => {
                 let (body, digest) = crafted(vec![
                     Entry {
+                        stamp: None,
                         path: EntryPath::new("link").expect("path"),
                         kind: EntryKind::Symlink {
                             target: "/tmp".into(),
@@ -551,6 +554,7 @@ async fn check_reports_every_chain_restore_refuses() {
                 let (body, digest) = crafted(vec![
                     dir_entry("d"),
                     Entry {
+                        stamp: None,
                         path: EntryPath::new("link").expect("path"),
                         kind: EntryKind::HardLink {
                             target: EntryPath::new(if case.ends_with("directory") {

@@ -803,6 +803,7 @@ async fn restore_refuses_entries_that_escape_the_destination() {
     std::fs::create_dir(&outside).expect("mkdir");
     let state = State::from_entries([
         Entry {
+            stamp: None,
             path: EntryPath::new("link").expect("path"),
             kind: EntryKind::Symlink {
                 target: outside.display().to_string(),
@@ -810,6 +811,7 @@ async fn restore_refuses_entries_that_escape_the_destination() {
             meta: Metadata::default(),
         },
         Entry {
+            stamp: None,
             path: EntryPath::new("link/planted").expect("path"),
             kind: EntryKind::Directory,
             meta: Metadata {
@@ -1516,4 +1518,90 @@ async fn restore_removes_an_interrupted_restores_staging_and_names_a_set_aside_d
         report.notes
     );
     assert_eq!(std::fs::read(into.join("neo4j/f")).expect("read"), b"data");
+}
+
+/// A DIFF reads only the files whose size, mtime, device, inode or ctime changed since the
+/// parent; the others keep the parent's blocks unread. A write that puts the old mtime back
+/// is still read (its ctime moved). `force_read` reads everything. A tree restored
+/// elsewhere (new inodes) is read once, recorded, and then skipped again. Before, every DIFF
+/// read every byte of every file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_reads_only_files_that_changed() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    for i in 0..20u64 {
+        std::fs::write(src.join(format!("d/f{i}")), data(64 << 10, i, true)).expect("write");
+    }
+    std::fs::write(src.join("big"), data(1 << 20, 99, true)).expect("write");
+    let total = 20 * (64 << 10) + (1 << 20);
+    let run = |options: BackupOptions, from: PathBuf| {
+        let repo = &repo;
+        async move {
+            let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(from));
+            let report = backup(repo, vec![(db("skip"), source)], &options, &progress())
+                .await
+                .expect("backup");
+            committed(&report);
+            report.run.databases[0].clone()
+        }
+    };
+    let diff = || crate::options(BackupRequest::default());
+
+    let full = run(diff(), src.clone()).await;
+    assert_eq!((full.bytes_read, full.unchanged_bytes), (total, 0));
+
+    let same = run(diff(), src.clone()).await;
+    assert_eq!((same.bytes_read, same.unchanged_bytes), (0, total));
+    assert!(same.empty, "nothing changed: an EMPTY DIFF");
+
+    // One file rewritten: only it is read.
+    std::fs::write(src.join("d/f3"), data(64 << 10, 1003, true)).expect("write");
+    let one = run(diff(), src.clone()).await;
+    assert_eq!(
+        (one.bytes_read, one.unchanged_bytes),
+        (64 << 10, total - (64 << 10))
+    );
+
+    // Same size, and the old mtime put back: the ctime still tells.
+    let f7 = src.join("d/f7");
+    let mtime =
+        filetime::FileTime::from_last_modification_time(&std::fs::metadata(&f7).expect("stat"));
+    let mut sneaky = std::fs::read(&f7).expect("read");
+    sneaky[10] ^= 0xff;
+    std::fs::write(&f7, &sneaky).expect("write");
+    filetime::set_file_mtime(&f7, mtime).expect("mtime back");
+    let kept = run(diff(), src.clone()).await;
+    assert_eq!(
+        kept.bytes_read,
+        64 << 10,
+        "read although size and mtime are the old ones"
+    );
+
+    let forced = run(
+        BackupOptions {
+            force_read: true,
+            ..diff()
+        },
+        src.clone(),
+    )
+    .await;
+    assert_eq!((forced.bytes_read, forced.unchanged_bytes), (total, 0));
+
+    // Restored elsewhere: new inodes, so read once, then skipped again.
+    let into = work.path().join("restored");
+    restore(&repo, &db("skip"), &RestoreOptions::new(&into), &progress())
+        .await
+        .expect("restore");
+    assert_eq!(std::fs::read(into.join("d/f7")).expect("read"), sneaky);
+    let moved = run(diff(), into.clone()).await;
+    assert_eq!(moved.bytes_read, total, "new inodes: every file read once");
+    assert!(moved.stored_bytes < 64 << 10, "and no block stored again");
+    let again = run(diff(), into.clone()).await;
+    assert_eq!((again.bytes_read, again.unchanged_bytes), (0, total));
+    let (report, _) = check(&repo, &db("skip"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(report.ok, "{report:?}");
 }

@@ -256,11 +256,25 @@ fn state() -> impl Strategy<Value = State> {
         })
     });
     (
-        prop::collection::vec((entry_path(), entry_kind(), 0u32..3, 0i64..3), 0..12),
+        prop::collection::vec(
+            (
+                entry_path(),
+                entry_kind(),
+                0u32..3,
+                0i64..3,
+                prop::option::of(0u64..2),
+            ),
+            0..12,
+        ),
         root,
     )
         .prop_map(|(v, root)| {
-            State::from_entries(v.into_iter().map(|(path, kind, mode, mtime)| Entry {
+            State::from_entries(v.into_iter().map(|(path, kind, mode, mtime, ino)| Entry {
+                stamp: ino.map(|ino| FileStamp {
+                    dev: 1,
+                    ino,
+                    ctime_ns: 0,
+                }),
                 path,
                 kind,
                 meta: Metadata {
