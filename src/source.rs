@@ -373,21 +373,58 @@ impl BackupSource for DirectorySource {
         &self,
         path: &EntryPath,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, Error> {
+        // A small file is opened, measured and read in one trip to the blocking pool, into
+        // a buffer of its size: per file, one hop instead of four, and no 1 MiB read
+        // buffer to fault in for 8 KiB of data. Larger files are streamed.
         let full = self.full_path(path);
-        let file = tokio::fs::File::open(&full)
-            .await
-            .map_err(|e| Error::source_io(&full, e))?;
-        Ok(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed())
+        let at = full.clone();
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
+            use std::io::Read;
+            let mut file = std::fs::File::open(&at)?;
+            let len = file.metadata()?.len();
+            if len > WHOLE_READ_MAX {
+                return Ok(Opened::Stream(file));
+            }
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf)?;
+            Ok(Opened::Whole(Bytes::from(buf)))
+        })
+        .await
+        .map_err(|e| Error::Source {
+            path: full.clone(),
+            why: format!("reading task failed: {e}"),
+        })?
+        .map_err(|e| Error::source_io(&full, e))?;
+        Ok(match opened {
+            Opened::Whole(bytes) if bytes.is_empty() => futures::stream::empty().boxed(),
+            Opened::Whole(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+            Opened::Stream(file) => tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                1 << 20,
+            )
+            .boxed(),
+        })
     }
 
     async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, Error> {
         let full = self.full_path(path);
-        match tokio::fs::symlink_metadata(&full).await {
+        // One lstat of a file just read (its inode is cached): cheaper done here than the
+        // two thread switches of a trip to the blocking pool, once per file.
+        match std::fs::symlink_metadata(&full) {
             Ok(md) => self.entry_for(path.as_str(), &full, &md),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::source_io(&full, e)),
         }
     }
+}
+
+/// Files up to this size are read whole in one blocking call (see `DirectorySource::open`).
+const WHOLE_READ_MAX: u64 = 1 << 20;
+
+/// A file opened for reading: read whole already, or to be streamed.
+enum Opened {
+    Whole(Bytes),
+    Stream(std::fs::File),
 }
 
 /// What [`DirectorySource::scan`] found under a root of databases.

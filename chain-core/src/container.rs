@@ -132,6 +132,13 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, reused: a context per block was an
+    /// allocation and a free of ~100 KiB for every block restored or checked.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn with_compressor<T>(
     level: i32,
     f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
@@ -288,7 +295,15 @@ fn decompress(codec: u8, payload: &[u8], raw_len: u64) -> Result<Vec<u8>, Decode
         _ => {
             // The capacity bounds the output: a payload that inflates past the recorded
             // length is an error, not an allocation.
-            let out = zstd::bulk::decompress(payload, raw_len as usize)
+            let out = DECOMPRESSOR
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    let decompressor = slot.as_mut().expect("set above");
+                    decompressor.decompress(payload, raw_len as usize)
+                })
                 .map_err(|e| DecodeError::Decompress(e.to_string()))?;
             if out.len() as u64 != raw_len {
                 return Err(DecodeError::Decompress(format!(

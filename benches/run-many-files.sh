@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Many small files on the local directory store (issue "Many files"): a FULL of FILES files
+# of 1-16 KiB, then RUNS rounds of two DIFFs, each after its own rewrite of 1% of the files,
+# alternating which goes first: one by default (unchanged files are skipped by size, mtime,
+# device, inode and ctime) and one with --force-read (every file read, the behaviour before
+# the skip). Then a restore of the last point. When restic is installed, its backup after
+# each change is measured too. The restore is measured RUNS times.
+#
+#   benches/run-many-files.sh [FILES] [RUNS]
+#   benches/run-many-files.sh 100000 3        # the defaults
+#
+# Every measurement is one process under /usr/bin/time: wall seconds, user and system CPU
+# seconds, peak RSS. One JSON line per measurement goes to target/bench-many-files.jsonl,
+# and a table of medians is printed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files="${1:-100000}"
+runs="${2:-3}"
+# CATENA_BIN: the binary to measure (default: this tree's release build); CATENA_BEFORE:
+# another build whose restore is measured beside it, alternating (a change's before/after).
+if [ -z "${CATENA_BIN:-}" ]; then cargo build --release --example catena 2>/dev/null; fi
+CATENA="${CATENA_BIN:-$PWD/target/release/examples/catena}"
+BEFORE="${CATENA_BEFORE:-}"
+W="$(mktemp -d /tmp/catena-many.XXXXXX)"
+OUT="$PWD/target/bench-many-files.jsonl"
+: >"$OUT"
+trap 'rm -rf "$W"' EXIT
+
+# The data: FILES files of 1-16 KiB in directories of 1,000, half compressible.
+python3 - "$W/data/neo4j" "$files" <<'EOF'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(1)
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:04d}")
+    if i % 1000 == 0:
+        os.makedirs(d, exist_ok=True)
+    size = rng.randint(1024, 16384)
+    body = os.urandom(size) if i % 2 else (b"node %d;" % i) * (size // 8 + 1)
+    with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
+        f.write(body[:size])
+EOF
+change() {
+  python3 - "$W/data/neo4j" "$files" "$1" <<'EOF'
+import os, random, sys
+root, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+for i in rng.sample(range(n), max(1, n // 100)):
+    p = os.path.join(root, f"d{i // 1000:04d}", f"f{i:07d}")
+    with open(p, "r+b") as f:
+        f.write(os.urandom(512))
+EOF
+}
+
+measure() { # name, then the command
+  local name="$1"; shift
+  /usr/bin/time -f '%e %U %S %M' -o "$W/time" "$@" >"$W/out" 2>&1 || { cat "$W/out"; exit 1; }
+  read -r wall user sys rss <"$W/time"
+  local read_bytes
+  read_bytes=$(grep -o '[0-9]* bytes read' "$W/out" | head -n 1 | cut -d' ' -f1 || true)
+  printf '{"name": "%s", "files": %s, "wall_s": %s, "user_s": %s, "sys_s": %s, "rss_kib": %s, "bytes_read": %s}\n' \
+    "$name" "$files" "$wall" "$user" "$sys" "$rss" "${read_bytes:-null}" | tee -a "$OUT"
+}
+
+repo="$W/repo"
+sync
+measure full "$CATENA" backup --from "$W/data" --to-path "$repo" --type FULL
+if command -v restic >/dev/null; then
+  export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic"
+  restic init >/dev/null
+  measure restic-first restic backup --quiet "$W/data"
+fi
+for run in $(seq 1 "$runs"); do
+  # Each DIFF meets its own fresh 1% change; the order alternates so that neither way
+  # always meets a warm cache first.
+  if (( run % 2 )); then order="skip force-read"; else order="force-read skip"; fi
+  for way in $order; do
+    change "$((run * 10 + ${#way}))"
+    if [ "$way" = skip ]; then
+      measure diff-skip "$CATENA" backup --from "$W/data" --to-path "$repo" --type DIFF
+    else
+      measure diff-force-read "$CATENA" backup --from "$W/data" --to-path "$repo" --type DIFF --force-read
+    fi
+    if command -v restic >/dev/null; then
+      measure restic-diff restic backup --quiet "$W/data"
+    fi
+  done
+done
+restore_with() { # name, binary
+  rm -rf "$W/restored"; sync
+  measure "$1" "$2" restore neo4j --from-path "$repo" --to "$W/restored"
+}
+for run in $(seq 1 "$runs"); do
+  if [ -z "$BEFORE" ]; then restore_with restore "$CATENA"
+  elif (( run % 2 )); then restore_with restore "$CATENA"; restore_with restore-before "$BEFORE"
+  else restore_with restore-before "$BEFORE"; restore_with restore "$CATENA"
+  fi
+done
+
+python3 - "$OUT" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\n{'measurement':<18}{'n':>3}{'wall s':>9}{'user s':>9}{'sys s':>9}{'RSS MiB':>9}{'bytes read':>14}")
+for name in dict.fromkeys(r["name"] for r in rows):
+    rs = [r for r in rows if r["name"] == name]
+    med = lambda k: statistics.median(r[k] for r in rs)
+    br = rs[-1]["bytes_read"]
+    print(f"{name:<18}{len(rs):>3}{med('wall_s'):>9.2f}{med('user_s'):>9.2f}{med('sys_s'):>9.2f}{med('rss_kib')/1024:>9.0f}{br if br is not None else '-':>14}")
+EOF
