@@ -255,8 +255,8 @@ async fn aggregate_locked(
         lock,
         &id,
         builder,
-        &cs.state,
-        ChangeSet::full(&cs.state),
+        &crate::backup::StateSummary::of(&cs.state),
+        ChangeSet::between_owned(&chain_core::State::new(), cs.state),
         &stored,
         &upload,
     )

@@ -353,7 +353,9 @@ async fn run_one(
     // cannot unrecord it), so the digest is that of the state a restore composes.
     let root = listing_root.or_else(|| base.root().cloned());
     let state = State::from_entries(entries).with_root(root);
-    let changes = ChangeSet::between(&base, &state);
+    let summary = StateSummary::of(&state);
+    // The entries move into the change set: a FULL of many files holds them once.
+    let changes = ChangeSet::between_owned(&base, state);
     let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
     let mut builder = ManifestBuilder::new(id.clone(), decision).empty(empty);
     for (k, v) in source.describe() {
@@ -364,7 +366,7 @@ async fn run_one(
         lock,
         &id,
         builder,
-        &state,
+        &summary,
         changes,
         &stored,
         &options.upload,
@@ -553,6 +555,24 @@ async fn fail_writer(
 
 use object_store::ObjectStoreExt;
 
+/// What a manifest records of the state an artifact restores to.
+pub(crate) struct StateSummary {
+    digest: chain_core::Sha256Digest,
+    logical_bytes: u64,
+    entries: u64,
+}
+
+impl StateSummary {
+    /// The summary of `state`.
+    pub(crate) fn of(state: &State) -> Self {
+        Self {
+            digest: state.digest(),
+            logical_bytes: state.logical_bytes(),
+            entries: state.len() as u64,
+        }
+    }
+}
+
 /// Commits an artifact whose blocks are stored: the index (its change set and block
 /// locations), then the manifest with the state's digest and sizes and the upload's
 /// settings. Shared by backup and aggregate.
@@ -565,7 +585,7 @@ pub(crate) async fn commit_state(
     lock: &DatabaseLock,
     id: &ArtifactId,
     builder: ManifestBuilder,
-    state: &State,
+    state: &StateSummary,
     changes: ChangeSet,
     stored: &StoredData,
     upload: &UploadOptions,
@@ -582,11 +602,11 @@ pub(crate) async fn commit_state(
     let builder = builder
         .compression(upload.compression)
         .block_size(upload.block_size)
-        .state_digest(state.digest())
+        .state_digest(state.digest)
         .sizes(Sizes {
-            logical_bytes: state.logical_bytes(),
+            logical_bytes: state.logical_bytes,
             block_bytes: stored.block_bytes,
-            entries: state.len() as u64,
+            entries: state.entries,
             blocks: stored.locations.len() as u64,
             ..Sizes::default()
         })

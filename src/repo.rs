@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chain_core::{
-    ArtifactId, BlockLocation, Catalog, ChangeSet, Damage, DamageKind, DatabaseName, Index,
-    Manifest, Sha256Digest, State,
+    ArtifactId, BlockLocation, Catalog, Damage, DamageKind, DatabaseName, Index, Manifest,
+    Sha256Digest, State,
 };
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -421,9 +421,10 @@ impl Repository {
                 });
             }
         }
+        // The indexes' entries move into the state: each entry is held once.
         let ids: Vec<&ArtifactId> = chain.iter().map(|m| &m.id).collect();
-        let changes: Vec<&ChangeSet> = indexes.iter().map(|i| &i.changes).collect();
-        let state = chain_core::compose(ids.into_iter().zip(changes))?;
+        let changes = indexes.into_iter().map(|i| i.changes);
+        let state = chain_core::compose_owned(ids.into_iter().zip(changes))?;
         let last = chain
             .last()
             .ok_or_else(|| Error::Options("an empty chain".into()))?;

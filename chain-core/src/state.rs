@@ -360,6 +360,23 @@ impl State {
         Ok(())
     }
 
+    /// Like [`State::apply`], moving the change set's entries into the state instead of
+    /// copying them: composing a chain whose indexes are not needed afterwards holds each
+    /// entry once.
+    pub fn apply_owned(&mut self, changes: ChangeSet) -> Result<(), ChangeConflict> {
+        changes.check_conflicts(self)?;
+        for path in &changes.removed {
+            self.entries.remove(path);
+        }
+        for entry in changes.added.into_iter().chain(changes.changed) {
+            self.entries.insert(entry.path.clone(), entry);
+        }
+        if let Some(root) = changes.root {
+            self.root = Some(root);
+        }
+        Ok(())
+    }
+
     /// The deterministic digest of the state: SHA-256 over the canonical encoding described
     /// in `docs/FORMAT.md` ("State digest"). Equal states have equal digests; any difference
     /// in a path, kind, metadata or block changes it.
@@ -490,6 +507,31 @@ impl ChangeSet {
         cs
     }
 
+    /// Like [`ChangeSet::between`], moving `new`'s entries into the change set instead of
+    /// copying them (a backup's new state is not needed once its change set is made).
+    pub fn between_owned(old: &State, new: State) -> Self {
+        let mut cs = ChangeSet {
+            removed: old
+                .entries
+                .keys()
+                .filter(|p| !new.entries.contains_key(*p))
+                .cloned()
+                .collect(),
+            ..ChangeSet::default()
+        };
+        if new.root != old.root {
+            cs.root.clone_from(&new.root);
+        }
+        for (path, entry) in new.entries {
+            match old.entries.get(&path) {
+                None => cs.added.push(entry),
+                Some(before) if *before != entry => cs.changed.push(entry),
+                Some(_) => {}
+            }
+        }
+        cs
+    }
+
     /// Whether nothing changed (an EMPTY artifact).
     pub fn is_empty(&self) -> bool {
         self.added.is_empty()
@@ -594,6 +636,22 @@ pub fn compose<'a>(
     for (artifact, changes) in chain {
         state
             .apply(changes)
+            .map_err(|conflict| Error::ComposeConflict {
+                artifact: artifact.clone(),
+                conflict,
+            })?;
+    }
+    Ok(state)
+}
+
+/// Like [`compose`], consuming the change sets (see [`State::apply_owned`]).
+pub fn compose_owned<'a>(
+    chain: impl IntoIterator<Item = (&'a ArtifactId, ChangeSet)>,
+) -> Result<State, Error> {
+    let mut state = State::new();
+    for (artifact, changes) in chain {
+        state
+            .apply_owned(changes)
             .map_err(|conflict| Error::ComposeConflict {
                 artifact: artifact.clone(),
                 conflict,

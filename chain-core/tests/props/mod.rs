@@ -449,10 +449,14 @@ proptest! {
     #[test]
     fn change_sets_between_states_apply_exactly(a in state(), b in state()) {
         let cs = ChangeSet::between(&a, &b);
+        prop_assert_eq!(&ChangeSet::between_owned(&a, b.clone()), &cs, "the owned form is the same");
+        let mut owned = a.clone();
+        owned.apply_owned(cs.clone()).expect("applies");
         prop_assert!(cs.validate().is_ok());
         let mut s = a.clone();
         s.apply(&cs).expect("between() applies to its base");
         let b = reached(&a, &b);
+        prop_assert_eq!(&owned, &b);
         prop_assert_eq!(&s, &b);
         prop_assert_eq!(s.digest(), b.digest());
         prop_assert_eq!(cs.is_empty(), a == b);
@@ -478,6 +482,8 @@ proptest! {
         }
         let ids = ids(changes.len());
         let whole = compose(ids.iter().zip(&changes)).expect("whole chain composes");
+        let owned = compose_owned(ids.iter().zip(changes.iter().cloned())).expect("composes");
+        prop_assert_eq!(&owned, &whole);
         prop_assert_eq!(&whole, states.last().expect("non-empty"));
 
         // Aggregate a prefix into one FULL, then compose with the rest.
