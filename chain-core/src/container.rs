@@ -125,6 +125,53 @@ fn looks_compressible(raw: &[u8], level: i32) -> bool {
     })
 }
 
+/// A writer that hashes and counts what passes through it (the index body, on its way into
+/// the compressor).
+struct HashingWriter<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// Writes `value` as JSON through a 64 KiB buffer (the hash is updated per buffer, not
+    /// per token); returns the inner writer, the bytes written and their SHA-256.
+    fn serialize(self, value: &impl Serialize) -> Result<(W, u64, Sha256Digest), Error> {
+        let failed = |why: String| Error::Compression { why };
+        let mut buffered = std::io::BufWriter::with_capacity(64 << 10, self);
+        serde_json::to_writer(&mut buffered, value).map_err(|e| failed(e.to_string()))?;
+        let this = buffered
+            .into_inner()
+            .map_err(|e| failed(e.error().to_string()))?;
+        Ok((
+            this.inner,
+            this.len,
+            Sha256Digest(this.hasher.finalize().into()),
+        ))
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 thread_local! {
     /// One zstd context per thread and level, reused: creating one per block costs more
     /// than compressing a small block.
@@ -483,25 +530,31 @@ impl Index {
     }
 
     /// Encodes the index object: header, then the JSON body, zstd-compressed when asked.
+    /// The JSON is serialized straight into the compressor, hashed and counted on the way,
+    /// and the header's length and digest are filled in at the end: the uncompressed body
+    /// (670 bytes per file of a many-file FULL, 67 MB for 100,000 files) is never held.
     pub fn encode(&self, compression: Compression) -> Result<Vec<u8>, Error> {
-        let body = serde_json::to_vec(self).expect("an index always serializes");
-        let digest = Sha256Digest::of(&body);
-        let (codec, payload) = match compression {
-            Compression::None => (CODEC_NONE, body.clone()),
-            Compression::Zstd { level } => (
-                CODEC_ZSTD,
-                zstd::bulk::compress(&body, level)
-                    .map_err(|e| Error::Compression { why: e.to_string() })?,
-            ),
-        };
-        let mut out = Vec::with_capacity(INDEX_HEADER_LEN + payload.len());
+        let mut out = Vec::with_capacity(INDEX_HEADER_LEN + 4096);
         out.extend_from_slice(&INDEX_MAGIC);
         out.push(CONTAINER_VERSION);
-        out.push(codec);
+        out.push(match compression {
+            Compression::None => CODEC_NONE,
+            Compression::Zstd { .. } => CODEC_ZSTD,
+        });
         out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-        out.extend_from_slice(&digest.0);
-        out.extend_from_slice(&payload);
+        out.resize(INDEX_HEADER_LEN, 0); // length and digest, filled in below
+        let compress_error = |e: std::io::Error| Error::Compression { why: e.to_string() };
+        let (mut out, len, digest) = match compression {
+            Compression::None => HashingWriter::new(out).serialize(self)?,
+            Compression::Zstd { level } => {
+                let encoder =
+                    zstd::stream::write::Encoder::new(out, level).map_err(compress_error)?;
+                let (encoder, len, digest) = HashingWriter::new(encoder).serialize(self)?;
+                (encoder.finish().map_err(compress_error)?, len, digest)
+            }
+        };
+        out[8..16].copy_from_slice(&len.to_be_bytes());
+        out[16..48].copy_from_slice(&digest.0);
         Ok(out)
     }
 
