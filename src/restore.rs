@@ -277,6 +277,16 @@ async fn sync_tree(root: &Path) -> Result<(), Error> {
     .map_err(|e| Error::restore(Path::new("."), e.to_string()))?
 }
 
+/// Where `path` is written under `root`, its parent directory created if a (crafted) state
+/// lacks the directory entry.
+fn place_for(root: &Path, path: &EntryPath) -> Result<PathBuf, Error> {
+    let p = join(root, path);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
+    }
+    Ok(p)
+}
+
 fn system_time(ns: i64) -> std::time::SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
@@ -317,22 +327,14 @@ async fn write_tree(
     for e in &entries {
         if let EntryKind::HardLink { target } = &e.kind {
             // check_restorable made sure the target is a file of this state, written above.
-            let p = join(root, &e.path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|err| Error::restore(parent, err.to_string()))?;
-            }
+            let p = place_for(root, &e.path)?;
             std::fs::hard_link(join(root, target), &p)
                 .map_err(|err| Error::restore(&p, format!("linking to {target}: {err}")))?;
         }
     }
     for e in &entries {
         if let EntryKind::Symlink { target } = &e.kind {
-            let p = join(root, &e.path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|err| Error::restore(parent, err.to_string()))?;
-            }
+            let p = place_for(root, &e.path)?;
             std::os::unix::fs::symlink(target, &p)
                 .map_err(|err| Error::restore(&p, err.to_string()))?;
             // The link's own time, not its target's (std has no lutimes).
@@ -379,10 +381,7 @@ async fn restore_file(
     let EntryKind::File { size, blocks } = &e.kind else {
         return Ok(0);
     };
-    let p = join(root, &e.path);
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
-    }
+    let p = place_for(root, &e.path)?;
     let located = cs.locate(blocks, e.path.as_str())?;
     let file = std::fs::OpenOptions::new()
         .write(true)

@@ -347,17 +347,7 @@ impl State {
     /// Applies one change set, strictly: an added path must be absent, a changed or removed
     /// one present. On error the state is left as it was.
     pub fn apply(&mut self, changes: &ChangeSet) -> Result<(), ChangeConflict> {
-        changes.check_conflicts(self)?;
-        for path in &changes.removed {
-            self.entries.remove(path);
-        }
-        for entry in changes.added.iter().chain(&changes.changed) {
-            self.entries.insert(entry.path.clone(), entry.clone());
-        }
-        if let Some(root) = &changes.root {
-            self.root = Some(root.clone());
-        }
-        Ok(())
+        self.apply_owned(changes.clone())
     }
 
     /// Like [`State::apply`], moving the change set's entries into the state instead of
@@ -487,24 +477,7 @@ impl ChangeSet {
     /// `new` records none, the change set leaves `old`'s in place (a source that stops
     /// recording it changes nothing there).
     pub fn between(old: &State, new: &State) -> Self {
-        let mut cs = ChangeSet::default();
-        for (path, entry) in &new.entries {
-            match old.entries.get(path) {
-                None => cs.added.push(entry.clone()),
-                Some(before) if before != entry => cs.changed.push(entry.clone()),
-                Some(_) => {}
-            }
-        }
-        cs.removed = old
-            .entries
-            .keys()
-            .filter(|p| !new.entries.contains_key(*p))
-            .cloned()
-            .collect();
-        if new.root != old.root {
-            cs.root.clone_from(&new.root);
-        }
-        cs
+        Self::between_owned(old, new.clone())
     }
 
     /// Like [`ChangeSet::between`], moving `new`'s entries into the change set instead of
@@ -632,16 +605,7 @@ impl ChangeSet {
 pub fn compose<'a>(
     chain: impl IntoIterator<Item = (&'a ArtifactId, &'a ChangeSet)>,
 ) -> Result<State, Error> {
-    let mut state = State::new();
-    for (artifact, changes) in chain {
-        state
-            .apply(changes)
-            .map_err(|conflict| Error::ComposeConflict {
-                artifact: artifact.clone(),
-                conflict,
-            })?;
-    }
-    Ok(state)
+    compose_owned(chain.into_iter().map(|(id, changes)| (id, changes.clone())))
 }
 
 /// Like [`compose`], consuming the change sets (see [`State::apply_owned`]).
