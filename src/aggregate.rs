@@ -125,37 +125,19 @@ pub struct CopyReport {
     pub fallback: Option<String>,
 }
 
-/// Aggregates every database matching `pattern` (globs `*`, `?`; comma lists).
+/// Aggregates one database's chain (the latest, or the one [`AggregateOptions::target`]
+/// names) into a new FULL, under the database's lock. For the chart's `aggregate.database`
+/// pattern, [`Repository::databases_matching`] lists the databases to call it for.
 pub async fn aggregate(
-    repo: &Repository,
-    pattern: &str,
-    options: &AggregateOptions,
-    progress: &Arc<dyn Progress>,
-) -> Result<Vec<AggregateReport>, Error> {
-    let dbs = repo.databases_matching(pattern).await?;
-    if dbs.is_empty() {
-        return Err(Error::Options(format!(
-            "no database here matches {pattern:?}; `catena inspect` lists the databases"
-        )));
-    }
-    let mut out = Vec::new();
-    for db in dbs {
-        out.push(aggregate_one(repo, &db, options, progress).await?);
-    }
-    Ok(out)
-}
-
-/// Aggregates one database.
-pub async fn aggregate_one(
     repo: &Repository,
     db: &DatabaseName,
     options: &AggregateOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<AggregateReport, Error> {
-    let lock = repo.lock(db, "aggregate").await?;
-    let result = aggregate_locked(repo, db, options, progress, &lock).await;
-    lock.release().await;
-    result
+    repo.with_lock(db, "aggregate", async |lock| {
+        aggregate_locked(repo, db, options, progress, lock).await
+    })
+    .await
 }
 
 async fn aggregate_locked(
@@ -236,7 +218,7 @@ async fn aggregate_locked(
         Err(e) => return Err(gone_source(repo, &plan.chain).await.unwrap_or(e)),
     };
     report.copy = Some(copy);
-    let decision = crate::backup::aggregated_decision(
+    let decision = chain_core::BackupDecision::aggregated(
         plan.positions,
         format!(
             "aggregated from {} artifacts ending at {target}",
@@ -250,12 +232,13 @@ async fn aggregate_locked(
     if !options.keep_old_backup {
         builder = builder.supersedes(plan.chain.clone());
     }
-    let manifest = crate::backup::commit_state(
-        repo,
-        lock,
+    lock.ensure_held_for_commit(repo.store().as_ref(), &stored)
+        .await?;
+    let manifest = storage_backends::commit::commit_state(
+        repo.store(),
         &id,
         builder,
-        &crate::backup::StateSummary::of(&cs.state),
+        &cs.state.summary(),
         ChangeSet::between_owned(&chain_core::State::new(), cs.state),
         &stored,
         &upload,

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chain_core::{
     ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSet, DatabaseName, Entry,
-    EntryKind, FileStamp, Index, ManifestBuilder, PositionRange, ReasonCode, Sizes, State,
+    EntryKind, FileStamp, ManifestBuilder, State,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use storage_backends::upload::{ArtifactWriter, StoredData, UploadOptions};
+use storage_backends::upload::{ArtifactWriter, UploadOptions};
 use storage_backends::{CancellationToken, commit, layout};
 
 use crate::lock::DatabaseLock;
@@ -83,6 +83,10 @@ pub struct DatabaseOutcome {
     pub warnings: Vec<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// The failure cannot pass by running again unchanged (see [`Error::is_permanent`]):
+    /// a scheduler does not retry a run whose every failure is permanent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
     /// Where keepFailed kept the pieces, when it did.
     pub kept_failed: Option<String>,
 }
@@ -100,6 +104,7 @@ impl DatabaseOutcome {
             stored_bytes: 0,
             warnings: Vec::new(),
             error: None,
+            permanent: false,
             kept_failed: None,
         }
     }
@@ -138,6 +143,14 @@ impl BackupReport {
     pub fn succeeded(&self) -> bool {
         self.run.ok
     }
+
+    /// Whether the run failed in a way that running it again unchanged cannot mend: every
+    /// failed database failed permanently, and nothing else failed the run but entries of
+    /// the source root that cannot be backed up (those stay as they are too).
+    pub fn failed_permanently(&self) -> bool {
+        let mut failed = self.run.databases.iter().filter(|d| d.error.is_some());
+        !self.run.ok && failed.all(|d| d.permanent)
+    }
 }
 
 fn now() -> Timestamp {
@@ -161,6 +174,7 @@ pub async fn backup(
             // Stopped: the databases not started yet are listed as such, not attempted.
             outcomes.push(DatabaseOutcome {
                 error: Some("not started: the run was cancelled".into()),
+                permanent: true,
                 ..DatabaseOutcome::new(&db)
             });
             continue;
@@ -215,34 +229,19 @@ async fn backup_one(
     progress: &Arc<dyn Progress>,
 ) -> DatabaseOutcome {
     let mut outcome = DatabaseOutcome::new(db);
-    let lock = if options.dry_run {
-        None
+    let out = &mut outcome;
+    let result = if options.dry_run {
+        run_one(repo, db, source, options, progress, None, out).await
     } else {
-        match repo.lock(db, "backup").await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::debug!(database = %db, error = %e, "backup failed (reported in the outcome)");
-                outcome.error = Some(e.to_string());
-                return outcome;
-            }
-        }
+        repo.with_lock(db, "backup", async |lock| {
+            run_one(repo, db, source, options, progress, Some(lock), out).await
+        })
+        .await
     };
-    let result = run_one(
-        repo,
-        db,
-        source,
-        options,
-        progress,
-        lock.as_ref(),
-        &mut outcome,
-    )
-    .await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
     if let Err(e) = result {
         tracing::debug!(database = %db, error = %e, "backup failed (reported in the outcome)");
         outcome.error = Some(e.to_string());
+        outcome.permanent = e.is_permanent();
     }
     outcome
 }
@@ -353,7 +352,7 @@ async fn run_one(
     // cannot unrecord it), so the digest is that of the state a restore composes.
     let root = listing_root.or_else(|| base.root().cloned());
     let state = State::from_entries(entries).with_root(root);
-    let summary = StateSummary::of(&state);
+    let summary = state.summary();
     // The entries move into the change set: a FULL of many files holds them once.
     let changes = ChangeSet::between_owned(&base, state);
     let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
@@ -361,9 +360,10 @@ async fn run_one(
     for (k, v) in source.describe() {
         builder = builder.source(k, v);
     }
-    let manifest = commit_state(
-        repo,
-        lock,
+    lock.ensure_held_for_commit(repo.store().as_ref(), &stored)
+        .await?;
+    let manifest = commit::commit_state(
+        repo.store(),
         &id,
         builder,
         &summary,
@@ -384,15 +384,15 @@ async fn run_one(
     });
     tracing::info!(database = %db, artifact = %id, kind = %manifest.kind, empty, stored = manifest.sizes.stored_bytes, "committed");
     if !refused.is_empty() {
-        return Err(Error::Source {
-            path: std::path::PathBuf::from(db.as_str()),
-            why: format!(
+        return Err(Error::source(
+            std::path::PathBuf::from(db.as_str()),
+            format!(
                 "committed {id} without {} entr{}: {}",
                 refused.len(),
                 if refused.len() == 1 { "y" } else { "ies" },
                 refused.join("; ")
             ),
-        });
+        ));
     }
     Ok(())
 }
@@ -461,6 +461,7 @@ async fn read_entry(
                         return Err(Error::Source {
                             path: entry.path.as_str().into(),
                             why: format!("reading failed: {e}"),
+                            cause: Some(e),
                         });
                     }
                     Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
@@ -486,12 +487,12 @@ async fn read_entry(
                         entry = n;
                     }
                     _ => {
-                        return Err(Error::Source {
-                            path: entry.path.as_str().into(),
-                            why: format!(
+                        return Err(Error::source(
+                            entry.path.as_str(),
+                            format!(
                                 "the file kept changing while it was read ({attempt} attempts); stop writes to it during the backup"
                             ),
-                        });
+                        ));
                     }
                 }
             }
@@ -554,87 +555,3 @@ async fn fail_writer(
 }
 
 use object_store::ObjectStoreExt;
-
-/// What a manifest records of the state an artifact restores to.
-pub(crate) struct StateSummary {
-    digest: chain_core::Sha256Digest,
-    logical_bytes: u64,
-    entries: u64,
-}
-
-impl StateSummary {
-    /// The summary of `state`.
-    pub(crate) fn of(state: &State) -> Self {
-        Self {
-            digest: state.digest(),
-            logical_bytes: state.logical_bytes(),
-            entries: state.len() as u64,
-        }
-    }
-}
-
-/// Commits an artifact whose blocks are stored: the index (its change set and block
-/// locations), then the manifest with the state's digest and sizes and the upload's
-/// settings. Shared by backup and aggregate.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one commit path for backup and aggregate; the arguments are what differs"
-)]
-pub(crate) async fn commit_state(
-    repo: &Repository,
-    lock: &DatabaseLock,
-    id: &ArtifactId,
-    builder: ManifestBuilder,
-    state: &StateSummary,
-    changes: ChangeSet,
-    stored: &StoredData,
-    upload: &UploadOptions,
-) -> Result<chain_core::Manifest, Error> {
-    if let Err(e) = lock.ensure_held().await {
-        let keys: Vec<Path> = stored.object.iter().map(|o| o.key.clone()).collect();
-        commit::delete_quietly(repo.store().as_ref(), &keys).await;
-        return Err(e);
-    }
-    let index = Index {
-        changes,
-        blocks: stored.locations.clone(),
-    };
-    let builder = builder
-        .compression(upload.compression)
-        .block_size(upload.block_size)
-        .state_digest(state.digest)
-        .sizes(Sizes {
-            logical_bytes: state.logical_bytes,
-            block_bytes: stored.block_bytes,
-            entries: state.entries,
-            blocks: stored.locations.len() as u64,
-            ..Sizes::default()
-        })
-        .committed_at(now());
-    Ok(commit::commit(
-        repo.store(),
-        id,
-        builder,
-        &index,
-        stored,
-        upload.compression,
-    )
-    .await?)
-}
-
-/// The decision an aggregation records for the FULL it writes.
-pub(crate) fn aggregated_decision(positions: PositionRange, detail: String) -> BackupDecision {
-    BackupDecision {
-        request: BackupRequest {
-            backup_type: chain_core::BackupType::Full,
-            prefer_diff_as_parent: false,
-            fallback_to_full: false,
-        },
-        kind: ArtifactKind::Full,
-        parent: None,
-        positions,
-        reason: ReasonCode::FullAggregated,
-        skipped: Vec::new(),
-        detail: Some(detail),
-    }
-}

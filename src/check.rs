@@ -1,7 +1,7 @@
 //! Check: structure, objects, indexes, blocks and state digests of every chain, without
 //! aggregating first. A sealed JSON report is written under `_reports/` and returned.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use storage_backends::{commit, layout, read};
+use storage_backends::{CancellationToken, commit, layout, read};
 
 use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
@@ -31,6 +31,8 @@ pub struct CheckOptions {
     pub blocks_in_flight: usize,
     /// Write the report under `_reports/`.
     pub write_report: bool,
+    /// Stops between artifacts; nothing is written.
+    pub cancel: CancellationToken,
 }
 
 impl Default for CheckOptions {
@@ -42,6 +44,7 @@ impl Default for CheckOptions {
             blocks: true,
             blocks_in_flight: 8,
             write_report: true,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -80,6 +83,10 @@ pub struct CheckReport {
     pub unreferenced: Vec<String>,
     /// No problems.
     pub ok: bool,
+    /// Where the report was written (`None` when not asked to write it); not part of the
+    /// stored report itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
 }
 
 fn problem(
@@ -111,14 +118,15 @@ fn from_storage(artifact: &ArtifactId, e: &storage_backends::Error) -> CheckProb
     }
 }
 
-/// Checks `db`. Returns the report (also written under `_reports/` when asked); a report
-/// with problems is not an `Err`: callers exit non-zero on `!report.ok`.
+/// Checks `db`. Returns the report (also written under `_reports/` when asked, its key in
+/// [`CheckReport::report_key`]); a report with problems is not an `Err`: callers exit
+/// non-zero on `!report.ok`.
 pub async fn check(
     repo: &Repository,
     db: &DatabaseName,
     options: &CheckOptions,
     progress: &Arc<dyn Progress>,
-) -> Result<(CheckReport, Option<String>), Error> {
+) -> Result<CheckReport, Error> {
     // As found: an earlier report's findings must not make this check fail for ever.
     let view = repo.catalog_as_found(db).await?;
     let catalog = &view.catalog;
@@ -153,19 +161,19 @@ pub async fn check(
         }
     }
 
-    let mut referenced: BTreeSet<String> = BTreeSet::new();
     let mut indexes: BTreeMap<ArtifactId, Index> = BTreeMap::new();
     let mut objects_verified = 0;
     let mut blocks_verified = 0u64;
     for m in catalog.artifacts() {
+        if options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         progress.event(ProgressEvent::Item {
             database: db.to_string(),
             name: m.id.to_string(),
         });
-        referenced.insert(layout::manifest_key(&m.id).to_string());
         let mut intact = true;
         for o in &m.objects {
-            referenced.insert(o.key.clone());
             match view.objects.get(&o.key) {
                 None => {
                     intact = false;
@@ -219,14 +227,9 @@ pub async fn check(
         check_states(catalog, &indexes, &mut problems);
     }
     check_records(repo, db, &mut problems).await?;
-    let mut unreferenced: Vec<String> = view
-        .objects
-        .keys()
-        .filter(|k| !referenced.contains(*k))
-        .cloned()
-        .collect();
+    let mut unreferenced: Vec<String> = view.unreferenced().into_iter().collect();
     unreferenced.extend(crate::gc::staging_keys(repo, db));
-    let report = CheckReport {
+    let mut report = CheckReport {
         database: db.to_string(),
         checked_at: Timestamp::now(),
         artifacts: catalog.len(),
@@ -235,12 +238,13 @@ pub async fn check(
         ok: problems.is_empty(),
         problems,
         unreferenced,
+        report_key: None,
     };
     progress.event(ProgressEvent::DatabaseFinished {
         database: db.to_string(),
         ok: report.ok,
     });
-    let key = if options.write_report {
+    report.report_key = if options.write_report {
         let key = Path::from_iter([
             layout::REPORTS_PREFIX,
             &format!(
@@ -259,7 +263,7 @@ pub async fn check(
     } else {
         None
     };
-    Ok((report, key))
+    Ok(report)
 }
 
 async fn check_blocks(

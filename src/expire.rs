@@ -1,12 +1,15 @@
 //! Expire: delete old chains under a retention policy, children before parents, manifests
 //! before their objects, never orphaning anything (chain-core's plan).
 
+use std::sync::Arc;
+
 use chain_core::{DatabaseName, ExpirePolicy};
 use jiff::Timestamp;
 use serde::Serialize;
 use storage_backends::CancellationToken;
 
 use crate::lock::DatabaseLock;
+use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
 
 /// What an expiry did (or, with `dry_run`, would do).
@@ -55,23 +58,19 @@ pub async fn expire(
     repo: &Repository,
     db: &DatabaseName,
     options: &ExpireOptions,
+    progress: &Arc<dyn Progress>,
 ) -> Result<ExpireReport, Error> {
-    let lock = if options.dry_run {
-        None
-    } else {
-        Some(repo.lock(db, "expire").await?)
-    };
-    let result = expire_locked(repo, db, options, lock.as_ref()).await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    result
+    repo.maintain(db, "expire", options.dry_run, progress, async |lock| {
+        expire_locked(repo, db, options, progress, lock).await
+    })
+    .await
 }
 
 async fn expire_locked(
     repo: &Repository,
     db: &DatabaseName,
     options: &ExpireOptions,
+    progress: &Arc<dyn Progress>,
     lock: Option<&DatabaseLock>,
 ) -> Result<ExpireReport, Error> {
     let dry_run = lock.is_none();
@@ -99,6 +98,10 @@ async fn expire_locked(
             lock.ensure_held().await?;
             repo.delete_artifact(m).await?;
         }
+        progress.event(ProgressEvent::Item {
+            database: db.to_string(),
+            name: d.artifact.to_string(),
+        });
         deleted.push(format!("{} ({:?})", d.artifact, d.reason));
     }
     Ok(ExpireReport {

@@ -7,7 +7,7 @@
 //! manifest is present but unreadable (check reports those; a person decides). It holds the
 //! database's lock while it runs.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chain_core::DatabaseName;
@@ -17,6 +17,7 @@ use serde::Serialize;
 use storage_backends::{commit, layout};
 
 use crate::lock::DatabaseLock;
+use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
 
 /// Options of a garbage collection.
@@ -60,51 +61,26 @@ pub async fn gc(
     repo: &Repository,
     db: &DatabaseName,
     options: &GcOptions,
+    progress: &Arc<dyn Progress>,
 ) -> Result<GcReport, Error> {
-    let lock = if options.dry_run {
-        None
-    } else {
-        Some(repo.lock(db, "gc").await?)
-    };
-    let result = gc_locked(repo, db, options, lock.as_ref()).await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    result
+    repo.maintain(db, "gc", options.dry_run, progress, async |lock| {
+        gc_locked(repo, db, options, progress, lock).await
+    })
+    .await
 }
 
 async fn gc_locked(
     repo: &Repository,
     db: &DatabaseName,
     options: &GcOptions,
+    progress: &Arc<dyn Progress>,
     lock: Option<&DatabaseLock>,
 ) -> Result<GcReport, Error> {
     let view = repo.catalog(db).await?;
     if lock.is_some() {
         Repository::ensure_all_readable(&view, "garbage collection")?;
     }
-    // Every artifact id that has a manifest object at all (readable or not) is protected.
-    let mut protected_ids: BTreeSet<String> = BTreeSet::new();
-    let mut referenced: BTreeSet<String> = BTreeSet::new();
-    for m in view.catalog.artifacts() {
-        referenced.insert(layout::manifest_key(&m.id).to_string());
-        referenced.extend(m.objects.iter().map(|o| o.key.clone()));
-    }
-    for key in view.objects.keys() {
-        if let Some(name) = key.rsplit('/').next()
-            && let Some(id) = name.strip_suffix(layout::MANIFEST_SUFFIX)
-        {
-            protected_ids.insert(id.to_owned());
-        }
-    }
-    let is_protected = |key: &str| {
-        referenced.contains(key)
-            || key.ends_with(layout::MANIFEST_SUFFIX)
-            || key.rsplit('/').next().is_some_and(|name| {
-                let id = name.split(['.', '#']).next().unwrap_or(name);
-                protected_ids.contains(id)
-            })
-    };
+    let unreferenced = view.unreferenced();
     let cutoff = SystemTime::now()
         .checked_sub(options.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -125,7 +101,8 @@ async fn gc_locked(
     };
     for meta in metas {
         let key = meta.location.to_string();
-        if is_protected(&key) {
+        // An object listed now but not when the catalog was read is left for next time.
+        if !unreferenced.contains(&key) {
             continue;
         }
         if SystemTime::from(meta.last_modified) > cutoff {
@@ -144,15 +121,19 @@ async fn gc_locked(
                 continue;
             }
         }
+        progress.event(ProgressEvent::Item {
+            database: db.to_string(),
+            name: key.clone(),
+        });
         report.bytes_removed += meta.size;
         report.removed.push(key);
     }
     if let Some(root) = repo.local_root() {
         let staged = storage_backends::staging::staging_files(root, db.as_str()).map_err(|e| {
-            Error::Source {
-                path: root.join(db.as_str()),
-                why: format!("listing staging files: {e}"),
-            }
+            Error::source(
+                root.join(db.as_str()),
+                format!("listing staging files: {e}"),
+            )
         })?;
         for f in staged {
             if f.modified > cutoff {

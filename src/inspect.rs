@@ -1,9 +1,13 @@
 //! Inspect: what is stored, as structured rows for tables and JSON.
 
+use std::sync::Arc;
+
 use chain_core::{ArtifactKind, Compression, DatabaseName, Manifest};
 use jiff::Timestamp;
 use serde::Serialize;
+use storage_backends::CancellationToken;
 
+use crate::progress::{Progress, ProgressEvent};
 use crate::{Error, Repository};
 
 /// Which artifacts to list.
@@ -16,6 +20,24 @@ pub enum InspectScope {
     /// Everything.
     #[default]
     All,
+}
+
+/// What to list.
+#[derive(Clone, Debug, Default)]
+pub struct InspectOptions {
+    /// Which artifacts.
+    pub scope: InspectScope,
+    /// List EMPTY artifacts (DIFFs of no change) too.
+    pub include_empty: bool,
+    /// Stops between databases.
+    pub cancel: CancellationToken,
+}
+
+/// What an inspection found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InspectReport {
+    /// The artifacts, oldest first per database; damaged ones marked, never hidden.
+    pub rows: Vec<InspectRow>,
 }
 
 /// One artifact, as `catena inspect` shows it.
@@ -81,12 +103,14 @@ fn row(catalog: &chain_core::Catalog, m: &Manifest) -> InspectRow {
 }
 
 /// Lists artifacts of `databases` (all databases when empty), oldest first per database.
+/// Reads only manifests and listings; `progress` hears of each database.
 pub async fn inspect(
     repo: &Repository,
     databases: &[DatabaseName],
-    scope: InspectScope,
-    include_empty: bool,
-) -> Result<Vec<InspectRow>, Error> {
+    options: &InspectOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<InspectReport, Error> {
+    let (scope, include_empty) = (options.scope, options.include_empty);
     let dbs = if databases.is_empty() {
         repo.databases().await?
     } else {
@@ -94,6 +118,13 @@ pub async fn inspect(
     };
     let mut rows = Vec::new();
     for db in dbs {
+        if options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        progress.event(ProgressEvent::Item {
+            database: db.to_string(),
+            name: "manifests".into(),
+        });
         let view = repo.catalog(&db).await?;
         let c = &view.catalog;
         let chosen: Vec<&Manifest> = match scope {
@@ -118,7 +149,7 @@ pub async fn inspect(
         }
         rows.extend(found);
     }
-    Ok(rows)
+    Ok(InspectReport { rows })
 }
 
 fn damaged_row(d: &chain_core::Damage) -> InspectRow {

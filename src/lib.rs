@@ -55,11 +55,11 @@ pub mod lock;
 mod progress;
 mod repo;
 mod restore;
+pub mod schedule;
 mod source;
+pub mod values;
 
-pub use aggregate::{
-    AggregateOptions, AggregateReport, CopyMode, CopyReport, aggregate, aggregate_one,
-};
+pub use aggregate::{AggregateOptions, AggregateReport, CopyMode, CopyReport, aggregate};
 pub use backup::{
     BackupOptions, BackupReport, CHANGED_FILE_RETRIES, DatabaseOutcome, RunRecord, backup,
 };
@@ -68,10 +68,10 @@ pub use check::{CheckOptions, CheckProblem, CheckReport, check};
 pub use error::Error;
 pub use expire::{ExpireOptions, ExpireReport, expire};
 pub use gc::{GcOptions, GcReport, gc};
-pub use inspect::{InspectRow, InspectScope, inspect};
+pub use inspect::{InspectOptions, InspectReport, InspectRow, InspectScope, inspect};
 pub use lock::{DatabaseLock, LockOptions};
 pub use progress::{NoProgress, Progress, ProgressEvent};
-pub use repo::{CatalogView, ChainState, Repository, Unreadable, glob_match};
+pub use repo::{CatalogView, ChainState, Repository, Unreadable};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use source::{
     BackupSource, DatabaseScan, DirectorySource, MetadataLevel, SkippedEntry, SourceEntry,

@@ -180,7 +180,7 @@ async fn newest(
         Err(e) => return Err(storage_backends::Error::store("reading", &key, e).into()),
     };
     let record: LockRecord = chain_core::sealed::open(&bytes).map_err(|e| Error::Locked {
-        database: db.to_string(),
+        database: db.clone(),
         why: format!(
             "the lock record {key} does not decode ({e}); if no other Catena is running on this database, run `catena unlock {db}`"
         ),
@@ -271,7 +271,7 @@ impl DatabaseLock {
                 Some((_, record)) if record.live(now) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(Error::Locked {
-                            database: db.to_string(),
+                            database: db.clone(),
                             why: format!(
                                 "locked by {}; wait for it (or pass --retry-lock DURATION to wait), or, if that process is gone, run `catena unlock {db}`",
                                 record.describe()
@@ -359,9 +359,25 @@ impl DatabaseLock {
             _ => "this run lost its lock (its lease ran out, or the lock was broken)".to_owned(),
         };
         Err(Error::Locked {
-            database: self.db.to_string(),
+            database: self.db.clone(),
             why: format!("{why}; nothing more was committed or deleted: run it again"),
         })
+    }
+
+    /// Checks, just before a commit, that the lock is still held; when it is not, the
+    /// artifact's stored data object is deleted (no manifest names it yet) and the error
+    /// returned, so that a writer that lost its lock commits nothing.
+    pub async fn ensure_held_for_commit(
+        &self,
+        store: &dyn ObjectStore,
+        stored: &storage_backends::upload::StoredData,
+    ) -> Result<(), Error> {
+        if let Err(e) = self.ensure_held().await {
+            let keys: Vec<Path> = stored.object.iter().map(|o| o.key.clone()).collect();
+            commit::delete_quietly(store, &keys).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Releases the lock (best effort: a lock that cannot be released runs out after its
@@ -484,7 +500,7 @@ pub async fn break_lock(
         let now = Timestamp::now();
         if !force && record.live(now) && holder_runs_here(&record.owner) {
             return Err(Error::Locked {
-                database: db.to_string(),
+                database: db.clone(),
                 why: format!(
                     "not broken: it is held by {}, and that process is running on this host; stop it (it releases the lock when it ends, or on SIGTERM), or pass --force if you are sure it is stuck",
                     record.describe()

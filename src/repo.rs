@@ -1,6 +1,6 @@
 //! [`Repository`]: a store holding backups, and what every operation reads from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -60,6 +60,40 @@ pub struct CatalogView {
     pub unreadable: Vec<Unreadable>,
     /// Every object under `<database>/`: key to size.
     pub objects: BTreeMap<String, u64>,
+}
+
+impl CatalogView {
+    /// The objects under the database's prefix that no artifact holds: neither a manifest,
+    /// nor an object a readable manifest names, nor an object of an artifact whose manifest
+    /// is present but unreadable (a person decides about those: check reports the manifest).
+    /// The one rule of "unreferenced": check lists these, garbage collection removes them.
+    pub fn unreferenced(&self) -> BTreeSet<String> {
+        let mut referenced: BTreeSet<&str> = BTreeSet::new();
+        for m in self.catalog.artifacts() {
+            referenced.extend(m.objects.iter().map(|o| o.key.as_str()));
+        }
+        // Every artifact id that has a manifest object at all, readable or not.
+        let with_manifest: BTreeSet<&str> = self
+            .objects
+            .keys()
+            .filter_map(|key| {
+                key.rsplit('/')
+                    .next()?
+                    .strip_suffix(layout::MANIFEST_SUFFIX)
+            })
+            .collect();
+        self.objects
+            .keys()
+            .filter(|key| {
+                let name = key.rsplit('/').next().unwrap_or(key);
+                let id = name.split(['.', '#']).next().unwrap_or(name);
+                !(referenced.contains(key.as_str())
+                    || key.ends_with(layout::MANIFEST_SUFFIX)
+                    || with_manifest.contains(id))
+            })
+            .cloned()
+            .collect()
+    }
 }
 
 /// The state a chain restores to, and where each of its blocks is stored.
@@ -156,6 +190,50 @@ impl Repository {
         DatabaseLock::acquire(Arc::clone(&self.store), db, operation, &self.lock_options).await
     }
 
+    /// Runs `work` holding `db`'s lock, taken for `operation` (the one way the engine's
+    /// writing operations hold a lock); the lock is released however `work` ends. Operations
+    /// with a dry run call their work without it: a dry run writes nothing.
+    pub async fn with_lock<T>(
+        &self,
+        db: &DatabaseName,
+        operation: &str,
+        work: impl AsyncFnOnce(&DatabaseLock) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let lock = self.lock(db, operation).await?;
+        let result = work(&lock).await;
+        lock.release().await;
+        result
+    }
+
+    /// Runs a maintenance operation on `db` (expire, gc): `work` under the lock, or without
+    /// it for a dry run (which writes nothing), between the database's started and finished
+    /// progress events.
+    pub(crate) async fn maintain<T>(
+        &self,
+        db: &DatabaseName,
+        operation: &'static str,
+        dry_run: bool,
+        progress: &Arc<dyn crate::Progress>,
+        work: impl AsyncFnOnce(Option<&DatabaseLock>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        progress.event(crate::ProgressEvent::DatabaseStarted {
+            database: db.to_string(),
+            operation,
+            total_bytes: None,
+        });
+        let result = if dry_run {
+            work(None).await
+        } else {
+            self.with_lock(db, operation, async |lock| work(Some(lock)).await)
+                .await
+        };
+        progress.event(crate::ProgressEvent::DatabaseFinished {
+            database: db.to_string(),
+            ok: result.is_ok(),
+        });
+        result
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -187,19 +265,25 @@ impl Repository {
     }
 
     /// The databases whose names match `pattern` (`*` any run, `?` one character; a comma
-    /// list of patterns is accepted).
+    /// list of patterns is accepted), sorted; an error when none does.
     pub async fn databases_matching(&self, pattern: &str) -> Result<Vec<DatabaseName>, Error> {
         let patterns: Vec<&str> = pattern
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .collect();
-        Ok(self
+        let dbs: Vec<DatabaseName> = self
             .databases()
             .await?
             .into_iter()
             .filter(|db| patterns.iter().any(|p| glob_match(p, db.as_str())))
-            .collect())
+            .collect();
+        if dbs.is_empty() {
+            return Err(Error::Options(format!(
+                "no database here matches {pattern:?}; `catena inspect` lists the databases"
+            )));
+        }
+        Ok(dbs)
     }
 
     /// Every object under `prefix`, with a listing error named by the prefix.
@@ -486,7 +570,7 @@ async fn delete_if_present(store: &dyn ObjectStore, key: &Path) -> Result<(), Er
 use futures::StreamExt;
 
 /// Matches `name` against a glob with `*` (any run) and `?` (one character).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
     let (mut star, mut mark) = (None, 0);

@@ -108,7 +108,7 @@ pub async fn restore(
         }
         Ok(_) => {
             let non_empty = std::fs::read_dir(dest)
-                .map_err(|e| Error::restore(dest, e.to_string()))?
+                .map_err(|e| Error::restore_io(dest, e))?
                 .next()
                 .is_some();
             if non_empty && !options.overwrite {
@@ -119,7 +119,7 @@ pub async fn restore(
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::restore(dest, e.to_string())),
+        Err(e) => return Err(Error::restore_io(dest, e)),
     }
 
     let view = repo.catalog(db).await?;
@@ -160,11 +160,11 @@ pub async fn restore(
     });
 
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::restore(parent, e.to_string()))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::restore_io(parent, e))?;
     }
     let notes = clear_interrupted(dest);
     let tmp = sibling(dest, "restore");
-    std::fs::create_dir(&tmp).map_err(|e| Error::restore(&tmp, e.to_string()))?;
+    std::fs::create_dir(&tmp).map_err(|e| Error::restore_io(&tmp, e))?;
     let result = match write_tree(repo, db, &cs, &tmp, options, progress).await {
         Ok(x) => sync_tree(&tmp).await.map(|()| x),
         Err(e) => Err(e),
@@ -179,7 +179,7 @@ pub async fn restore(
     // Swap into place.
     let old = if dest.exists() {
         let old = sibling(dest, "old");
-        std::fs::rename(dest, &old).map_err(|e| Error::restore(dest, e.to_string()))?;
+        std::fs::rename(dest, &old).map_err(|e| Error::restore_io(dest, e))?;
         Some(old)
     } else {
         None
@@ -189,7 +189,7 @@ pub async fn restore(
             let _ = std::fs::rename(old, dest);
         }
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(Error::restore(dest, e.to_string()));
+        return Err(Error::restore_io(dest, e));
     }
     // The rename itself is durable once the directory holding it is synced.
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -282,7 +282,7 @@ async fn sync_tree(root: &Path) -> Result<(), Error> {
 fn place_for(root: &Path, path: &EntryPath) -> Result<PathBuf, Error> {
     let p = join(root, path);
     if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).map_err(|err| Error::restore(parent, err.to_string()))?;
+        std::fs::create_dir_all(parent).map_err(|err| Error::restore_io(parent, err))?;
     }
     Ok(p)
 }
@@ -309,7 +309,7 @@ async fn write_tree(
     for e in &entries {
         if matches!(e.kind, EntryKind::Directory) {
             let p = join(root, &e.path);
-            std::fs::create_dir_all(&p).map_err(|err| Error::restore(&p, err.to_string()))?;
+            std::fs::create_dir_all(&p).map_err(|err| Error::restore_io(&p, err))?;
         }
     }
     let files: Vec<&Entry> = entries
@@ -335,12 +335,11 @@ async fn write_tree(
     for e in &entries {
         if let EntryKind::Symlink { target } = &e.kind {
             let p = place_for(root, &e.path)?;
-            std::os::unix::fs::symlink(target, &p)
-                .map_err(|err| Error::restore(&p, err.to_string()))?;
+            std::os::unix::fs::symlink(target, &p).map_err(|err| Error::restore_io(&p, err))?;
             // The link's own time, not its target's (std has no lutimes).
             let mtime = filetime::FileTime::from_system_time(system_time(e.meta.mtime_ns));
             filetime::set_symlink_file_times(&p, mtime, mtime)
-                .map_err(|err| Error::restore(&p, err.to_string()))?;
+                .map_err(|err| Error::restore_io(&p, err))?;
         }
     }
     for e in entries.iter().rev() {
@@ -360,7 +359,7 @@ async fn write_tree(
 fn set_meta(p: &Path, meta: &Metadata) -> Result<(), Error> {
     std::fs::File::open(p)
         .and_then(|file| file_meta(&file, meta))
-        .map_err(|err| Error::restore(p, err.to_string()))
+        .map_err(|err| Error::restore_io(p, err))
 }
 
 /// Sets the modification time and the permission bits on an open file or directory.
@@ -387,7 +386,7 @@ async fn restore_file(
         .write(true)
         .create_new(true)
         .open(&p)
-        .map_err(|err| Error::restore(&p, err.to_string()))?;
+        .map_err(|err| Error::restore_io(&p, err))?;
     let mut stream =
         read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight);
     // Blocks are gathered into batches of WRITE_BATCH bytes; each batch is written on the
@@ -425,7 +424,7 @@ async fn restore_file(
         });
     }
     // On the open file: no second open per file.
-    file_meta(&file, &e.meta).map_err(|err| Error::restore(&p, err.to_string()))?;
+    file_meta(&file, &e.meta).map_err(|err| Error::restore_io(&p, err))?;
     Ok(written)
 }
 
@@ -462,7 +461,7 @@ impl BatchWriter {
             let file = handle
                 .await
                 .map_err(|e| Error::restore(&self.path, e.to_string()))?
-                .map_err(|e| Error::restore(&self.path, e.to_string()))?;
+                .map_err(|e| Error::restore_io(&self.path, e))?;
             return Ok(file);
         }
         self.file
@@ -488,7 +487,7 @@ impl BatchWriter {
             use std::io::Write;
             for b in &batch {
                 file.write_all(b)
-                    .map_err(|e| Error::restore(&self.path, e.to_string()))?;
+                    .map_err(|e| Error::restore_io(&self.path, e))?;
             }
             self.file = Some(file);
             return Ok(());

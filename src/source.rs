@@ -206,10 +206,8 @@ impl DirectorySource {
         full: &Path,
         md: &std::fs::Metadata,
     ) -> Result<Option<SourceEntry>, Error> {
-        let path = EntryPath::new(rel).map_err(|e| Error::Source {
-            path: full.to_owned(),
-            why: e.to_string(),
-        })?;
+        let path =
+            EntryPath::new(rel).map_err(|e| Error::source(full.to_owned(), e.to_string()))?;
         let meta = self.meta_of(md);
         let ft = md.file_type();
         let kind = if ft.is_dir() {
@@ -218,9 +216,8 @@ impl DirectorySource {
             SourceKind::File { size: md.len() }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(full).map_err(|e| Error::source_io(full, e))?;
-            let target = target.to_str().ok_or_else(|| Error::Source {
-                path: full.to_owned(),
-                why: "the symbolic link's target is not UTF-8".into(),
+            let target = target.to_str().ok_or_else(|| {
+                Error::source(full.to_owned(), "the symbolic link's target is not UTF-8")
             })?;
             SourceKind::Symlink {
                 target: target.to_owned(),
@@ -268,10 +265,7 @@ impl DirectorySource {
         let mut listing = SourceListing::default();
         let root_md = std::fs::metadata(&self.root).map_err(|e| Error::source_io(&self.root, e))?;
         if !root_md.is_dir() {
-            return Err(Error::Source {
-                path: self.root.clone(),
-                why: "not a directory".into(),
-            });
+            return Err(Error::source(self.root.clone(), "not a directory"));
         }
         listing.root = Some(self.meta_of(&root_md));
         // Regular files with more than one name: (device, inode) to their listing indexes.
@@ -363,10 +357,7 @@ impl BackupSource for DirectorySource {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.list_blocking())
             .await
-            .map_err(|e| Error::Source {
-                path: self.root.clone(),
-                why: format!("listing task failed: {e}"),
-            })?
+            .map_err(|e| Error::source(self.root.clone(), format!("listing task failed: {e}")))?
     }
 
     async fn open(
@@ -390,10 +381,7 @@ impl BackupSource for DirectorySource {
             Ok(Opened::Whole(Bytes::from(buf)))
         })
         .await
-        .map_err(|e| Error::Source {
-            path: full.clone(),
-            why: format!("reading task failed: {e}"),
-        })?
+        .map_err(|e| Error::source(full.clone(), format!("reading task failed: {e}")))?
         .map_err(|e| Error::source_io(&full, e))?;
         Ok(match opened {
             Opened::Whole(bytes) if bytes.is_empty() => futures::stream::empty().boxed(),

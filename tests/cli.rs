@@ -11,9 +11,7 @@ mod hostile;
 mod operator;
 #[path = "cli_cases/reliability.rs"]
 mod reliability;
-#[path = "../examples/catena/values.rs"]
-#[allow(dead_code)]
-mod values;
+use catena::values;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -532,6 +530,48 @@ fn schedule_runs_the_job_and_keeps_its_history() {
     );
 }
 
+/// A run that fails in a way a retry cannot mend (here: a DIFF with no FULL to build on and
+/// fallbackToFull off) is reported once, not retried backoffLimit times.
+#[test]
+fn schedule_does_not_retry_a_permanent_failure() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    make_data(&data);
+    let values = t.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "neo4j:\n  backoffLimit: 3\nbackup:\n  database: \"neo4j\"\n  type: DIFF\n  fallbackToFull: false\n",
+    )
+    .expect("write");
+    let backups = t.path().join("backups");
+    let o = run(&[
+        "schedule",
+        "--values",
+        values.to_str().expect("utf8"),
+        "--from",
+        data.to_str().expect("utf8"),
+        "--to-path",
+        backups.to_str().expect("utf8"),
+        "--max-runs",
+        "1",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("not retried"), "{out}");
+    assert!(!out.contains("retry 1 of"), "{out}");
+    let jobs: Vec<_> = std::fs::read_dir(backups.join("_jobs"))
+        .expect("jobs")
+        .flatten()
+        .collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jobs[0].path()).expect("read")).expect("json");
+    assert!(
+        jobs[0].file_name().to_string_lossy().contains("-failed-") && record["retries"] == 0,
+        "{record}"
+    );
+}
+
 #[test]
 fn a_backup_on_a_terminal_draws_a_progress_bar() {
     let t = tempfile::tempdir().expect("tempdir");
@@ -656,6 +696,23 @@ fn library_examples_run() {
         "{}",
         text(&o)
     );
+    // A source that is not a directory: a command's output, restored byte for byte; a
+    // command that fails is a failed backup, not an empty one.
+    let o = Command::new(dir.join("custom_source"))
+        .output()
+        .expect("custom_source runs");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("identical to the command's output"),
+        "{}",
+        text(&o)
+    );
+    let o = Command::new(dir.join("custom_source"))
+        .args(["sh", "-c", "echo partial; exit 3"])
+        .output()
+        .expect("custom_source runs");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("exited with"), "{}", text(&o));
     let repo = tempfile::tempdir().expect("tempdir");
     let o = Command::new(dir.join("upload_throughput"))
         .arg("8")

@@ -247,6 +247,24 @@ pub struct BackupDecision {
 }
 
 impl BackupDecision {
+    /// The decision an aggregation records for the FULL it writes: a FULL of `positions`
+    /// (the collapsed chain's), reason [`ReasonCode::FullAggregated`].
+    pub fn aggregated(positions: PositionRange, detail: String) -> Self {
+        Self {
+            request: BackupRequest {
+                backup_type: BackupType::Full,
+                prefer_diff_as_parent: false,
+                fallback_to_full: false,
+            },
+            kind: ArtifactKind::Full,
+            parent: None,
+            positions,
+            reason: ReasonCode::FullAggregated,
+            skipped: Vec::new(),
+            detail: Some(detail),
+        }
+    }
+
     fn full(
         request: BackupRequest,
         to: Position,

@@ -267,6 +267,18 @@ impl Entry {
     }
 }
 
+/// What a manifest records of the state an artifact restores to ([`State::summary`]): kept
+/// so that the state itself can be dropped (or moved on) before the commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSummary {
+    /// The state digest.
+    pub digest: Sha256Digest,
+    /// Bytes of file content.
+    pub logical_bytes: u64,
+    /// Number of entries.
+    pub entries: u64,
+}
+
 /// The complete set of entries of a database at one point in its history, and the
 /// metadata of the database's root directory when the source records it (format 2).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -330,6 +342,16 @@ impl State {
                 _ => 0,
             })
             .sum()
+    }
+
+    /// What a manifest records of this state: its digest, bytes of file content and
+    /// number of entries.
+    pub fn summary(&self) -> StateSummary {
+        StateSummary {
+            digest: self.digest(),
+            logical_bytes: self.logical_bytes(),
+            entries: self.len() as u64,
+        }
     }
 
     /// The digests of every block the state's files use.

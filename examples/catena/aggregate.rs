@@ -77,9 +77,10 @@ pub(crate) async fn aggregate_print(
     ctx: &Ctx,
 ) -> Outcome {
     let format = ctx.format;
-    let reports = aggregate(repo, pattern, options, &ctx.reporter)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut reports = Vec::new();
+    for db in repo.databases_matching(pattern).await? {
+        reports.push(aggregate(repo, &db, options, &ctx.reporter).await?);
+    }
     if format == Format::Json {
         print_json(&reports);
     } else {

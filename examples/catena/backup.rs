@@ -9,11 +9,11 @@ use clap::Args;
 
 use crate::aggregate::aggregate_print;
 use crate::check::check_databases;
-use crate::ctx::{Ctx, Outcome, db_names, print_json, repository};
+use crate::ctx::{Ctx, Failure, Outcome, db_names, print_json, repository};
 use crate::output::Format;
 use crate::parse::parse_type;
 use crate::storage::StorageFlags;
-use crate::values::Values;
+use catena::values::Values;
 
 /// What a signal that stops this command leaves behind, true at any moment.
 pub(crate) const INTERRUPTED: &str = "backup stopped; the database in progress was not committed, its upload was aborted and nothing of it is visible; its lock was released";
@@ -74,7 +74,7 @@ pub(crate) fn load_values(path: Option<&std::path::Path>) -> Result<Values, Stri
     let Some(path) = path else {
         return Ok(Values::default());
     };
-    let values = Values::load(path)?;
+    let values = Values::load(path).map_err(|e| e.to_string())?;
     if !values.not_applicable.is_empty() {
         eprintln!(
             "note: not applicable outside Kubernetes, ignored: {}",
@@ -184,7 +184,7 @@ pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {
             .iter()
             .map(|s| format!("{} ({})", s.name, s.why))
             .collect();
-        return Err(format!(
+        return Err(Failure::from(format!(
             "no database directories under {}{}",
             from.display(),
             if skipped.is_empty() {
@@ -192,12 +192,10 @@ pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {
             } else {
                 format!("; passed over: {}", skipped.join(", "))
             }
-        ));
+        )));
     }
     let repo = repository(job.storage.clone(), ctx).await?;
-    let report = backup(&repo, sources, &options, reporter)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = backup(&repo, sources, &options, reporter).await?;
     let mut ok = report.succeeded();
     if format == Format::Json {
         print_json(&report);
@@ -260,6 +258,14 @@ pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {
             ..CheckOptions::default()
         };
         ok &= check_databases(&repo, dbs, &options, ctx).await?;
+        if !ok {
+            // A check that finds problems finds them again: the repository needs a person.
+            return Err(Failure::reported(true));
+        }
     }
-    Ok(ok)
+    if !ok {
+        // The failures are printed above; whether a retry can mend them is the report's.
+        return Err(Failure::reported(report.failed_permanently()));
+    }
+    Ok(true)
 }

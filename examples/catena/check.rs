@@ -45,7 +45,7 @@ pub(crate) async fn check_databases(
     let mut all_ok = true;
     let mut reports = Vec::new();
     for db in dbs {
-        let (report, key) = check(repo, &db, options, reporter)
+        let report = check(repo, &db, options, reporter)
             .await
             .map_err(|e| e.to_string())?;
         all_ok &= report.ok;
@@ -61,7 +61,7 @@ pub(crate) async fn check_databases(
                 report.artifacts,
                 report.objects_verified,
                 report.blocks_verified,
-                key.as_deref().unwrap_or("-")
+                report.report_key.as_deref().unwrap_or("-")
             );
             for p in &report.problems {
                 println!(
@@ -78,6 +78,7 @@ pub(crate) async fn check_databases(
                 );
             }
         }
+        let key = report.report_key.clone();
         reports.push(serde_json::json!({"report": report, "key": key}));
     }
     if format == Format::Json {

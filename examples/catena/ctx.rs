@@ -9,7 +9,62 @@ use catena::*;
 
 use crate::output::{Format, Reporter};
 
-pub(crate) type Outcome = Result<bool, String>;
+/// How a command ended: `Ok(true)` success, `Ok(false)` done with problems it printed.
+pub(crate) type Outcome = Result<bool, Failure>;
+
+/// A command's failure: what to print (nothing when the command printed it already), and
+/// whether running it again unchanged cannot help (`schedule` retries only what can).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: Option<String>,
+    pub(crate) permanent: bool,
+}
+
+impl Failure {
+    /// A failure the command has printed already (a failed database, a check's problems).
+    pub(crate) fn reported(permanent: bool) -> Self {
+        Self {
+            message: None,
+            permanent,
+        }
+    }
+
+    /// What to print, unless printed already.
+    pub(crate) fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+/// Argument and configuration errors: the same arguments fail the same way.
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self {
+            message: Some(message),
+            permanent: true,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+impl From<catena::Error> for Failure {
+    fn from(e: catena::Error) -> Self {
+        Self {
+            message: Some(e.to_string()),
+            permanent: e.is_permanent(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message.as_deref().unwrap_or("failed (reported above)"))
+    }
+}
 
 /// What every command of one invocation shares: output, cancellation (signals), upload and
 /// lock settings. Built once; the CLI keeps no process-wide state.
@@ -225,10 +280,12 @@ impl Interrupt {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
-                if format == Format::Json {
-                    print_json(&serde_json::json!({ "error": e }));
-                } else {
-                    eprintln!("error: {e}");
+                match e.message() {
+                    None => {}
+                    Some(m) if format == Format::Json => {
+                        print_json(&serde_json::json!({ "error": m }));
+                    }
+                    Some(m) => eprintln!("error: {m}"),
                 }
                 ExitCode::FAILURE
             }

@@ -209,7 +209,12 @@ pub async fn demo(keep: Option<PathBuf>) -> Result<bool, Box<dyn std::error::Err
         "  {:<7} {:<48} {:<4} {:<9} {:>10} {:>10}  reason",
         "db", "artifact", "kind", "positions", "data MiB", "stored MiB"
     );
-    for r in inspect(&repo, &[], InspectScope::All, true).await? {
+    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
+    let everything = InspectOptions {
+        include_empty: true,
+        ..InspectOptions::default()
+    };
+    for r in inspect(&repo, &[], &everything, &progress).await?.rows {
         println!(
             "  {:<7} {:<48} {:<4} ({}, {}] {:>10.1} {:>10.1}  {}{}",
             r.database,
@@ -224,11 +229,10 @@ pub async fn demo(keep: Option<PathBuf>) -> Result<bool, Box<dyn std::error::Err
         );
     }
 
-    let progress: Arc<dyn Progress> = Arc::new(NoProgress);
     step("6. Check every chain: structure, objects' SHA-256, every block, state digests");
     for db in repo.databases().await? {
         let start = Instant::now();
-        let (report, key) = check(&repo, &db, &CheckOptions::default(), &progress).await?;
+        let report = check(&repo, &db, &CheckOptions::default(), &progress).await?;
         println!(
             "  {:<7} {} artifacts, {} objects and {} blocks verified in {:.2} s: {} (report {})",
             db,
@@ -241,14 +245,15 @@ pub async fn demo(keep: Option<PathBuf>) -> Result<bool, Box<dyn std::error::Err
             } else {
                 format!("{} PROBLEMS", report.problems.len())
             },
-            key.unwrap_or_default()
+            report.report_key.as_deref().unwrap_or_default()
         );
         ok &= report.ok;
     }
 
     step("7. Aggregate neo4j's chain into one FULL (keepOldBackup: false)");
     let start = Instant::now();
-    for r in aggregate(&repo, "neo*", &AggregateOptions::default(), &progress).await? {
+    for db in repo.databases_matching("neo*").await? {
+        let r = aggregate(&repo, &db, &AggregateOptions::default(), &progress).await?;
         println!(
             "  {:<7} {} artifacts -> {} in {:.2} s; same state digest {}…; deleted {}",
             r.database,

@@ -61,7 +61,7 @@ pub(crate) async fn run(args: ExpireArgs, ctx: &Ctx) -> Outcome {
             ..ExpireOptions::new(policy.clone())
         };
         reports.push(
-            expire(&repo, &db, &options)
+            expire(&repo, &db, &options, &ctx.reporter)
                 .await
                 .map_err(|e| e.to_string())?,
         );

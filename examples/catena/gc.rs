@@ -44,7 +44,11 @@ pub(crate) async fn run(args: GcArgs, ctx: &Ctx) -> Outcome {
     };
     let mut reports = Vec::new();
     for db in dbs {
-        reports.push(gc(&repo, &db, &options).await.map_err(|e| e.to_string())?);
+        reports.push(
+            gc(&repo, &db, &options, &ctx.reporter)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     if format == Format::Json {
         print_json(&reports);

@@ -28,8 +28,7 @@ pub(crate) struct InspectArgs {
 
 /// `catena inspect`.
 pub(crate) async fn run(args: InspectArgs, ctx: &Ctx) -> Outcome {
-    let (format, reporter) = (ctx.format, &ctx.reporter);
-    let _ = reporter;
+    let format = ctx.format;
     let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
     let scope = if args.latest_backup {
         InspectScope::LatestBackup
@@ -38,9 +37,15 @@ pub(crate) async fn run(args: InspectArgs, ctx: &Ctx) -> Outcome {
     } else {
         InspectScope::All
     };
-    let rows = inspect(&repo, &db_names(&args.databases)?, scope, args.empty)
+    let options = InspectOptions {
+        scope,
+        include_empty: args.empty,
+        cancel: ctx.cancel.clone(),
+    };
+    let rows = inspect(&repo, &db_names(&args.databases)?, &options, &ctx.reporter)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .rows;
     if format == Format::Json {
         print_json(&rows);
     } else {

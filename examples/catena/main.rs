@@ -28,7 +28,6 @@ mod restore;
 mod schedule;
 mod storage;
 mod unlock;
-mod values;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,7 +152,7 @@ async fn run(cli: Cli, interrupt: &Interrupt) -> Outcome {
         cli.retry_lock,
     )?;
     match cli.command {
-        Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string()),
+        Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string().into()),
         Command::Backup(args) => backup::backup_command(args, &ctx).await,
         Command::Schedule(args) => schedule::schedule(args, &ctx).await,
         Command::Aggregate(args) => aggregate::aggregate_command(args, &ctx).await,

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use catena::StorageConfig;
-use catena::storage_backends::{CloudProvider, StorageOverrides};
+use catena::storage_backends::StorageOverrides;
+use catena::values::Values;
 use clap::Args;
-
-use crate::values::Values;
 
 /// Storage settings beyond the URL: every storage key of the chart, as flags and variables.
 /// The field names are the chart's keys (`StorageOverrides`, which these become, refuses any
@@ -85,38 +84,6 @@ impl StorageFlags {
         url: Option<&str>,
         values: Option<&Values>,
     ) -> Result<StorageConfig, String> {
-        let from_file = values
-            .map(|v| v.storage(&StorageConfig::default().secrets_dir, None))
-            .transpose()?;
-        let base = match (url, from_file) {
-            (Some(url), Some(file)) => {
-                let at = StorageConfig::from_url(url).map_err(|e| e.to_string())?;
-                let here = matches!(
-                    at.cloud_provider,
-                    CloudProvider::Local | CloudProvider::Memory
-                );
-                let cloud = !matches!(
-                    file.cloud_provider,
-                    CloudProvider::Local | CloudProvider::Memory
-                );
-                if here && cloud {
-                    // A directory instead of the file's cloud: its keys are for elsewhere.
-                    at
-                } else {
-                    // The URL says where; the file's endpoint, CA and credentials apply.
-                    StorageConfig {
-                        cloud_provider: at.cloud_provider,
-                        bucket_name: at.bucket_name,
-                        prefix: at.prefix,
-                        local_path: at.local_path,
-                        ..file
-                    }
-                }
-            }
-            (Some(url), None) => StorageConfig::from_url(url).map_err(|e| e.to_string())?,
-            (None, Some(file)) => file,
-            (None, None) => return Err("give --to-path (a URL or a directory) or --values".into()),
-        };
-        Ok(base.with_overrides(&self.overrides()?))
+        catena::values::storage_config(url, values, &self.overrides()?).map_err(|e| e.to_string())
     }
 }

@@ -1,6 +1,3 @@
 //! The Neo4j chart's values file (`--values`) from untrusted bytes.
 #![no_main]
-#[path = "../../examples/catena/values.rs"]
-#[allow(dead_code)]
-mod values;
-libfuzzer_sys::fuzz_target!(|data: &[u8]| values::fuzz_check(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| catena::values::fuzz_check(data));

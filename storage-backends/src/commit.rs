@@ -9,13 +9,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chain_core::{Compression, Index, Manifest, ManifestBuilder, ObjectRole};
+use chain_core::{
+    ChangeSet, Compression, Index, Manifest, ManifestBuilder, ObjectRole, Sizes, StateSummary,
+};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::Error;
 use crate::layout;
-use crate::upload::{StoredData, WrittenObject};
+use crate::upload::{StoredData, UploadOptions, WrittenObject};
 
 /// Writes `bytes` at `key` only if nothing is there; an identical object already there is
 /// success.
@@ -101,6 +103,38 @@ pub async fn commit(
             Err(error)
         }
     }
+}
+
+/// Commits an artifact whose blocks are stored (backup's and aggregate's one commit path):
+/// the index (its change set and the block locations), then the manifest, built from
+/// `builder` with the state's digest and sizes and the upload's settings. The caller has
+/// checked that it still holds the database's lock.
+pub async fn commit_state(
+    store: &Arc<dyn ObjectStore>,
+    id: &chain_core::ArtifactId,
+    builder: ManifestBuilder,
+    state: &StateSummary,
+    changes: ChangeSet,
+    stored: &StoredData,
+    upload: &UploadOptions,
+) -> Result<Manifest, Error> {
+    let index = Index {
+        changes,
+        blocks: stored.locations.clone(),
+    };
+    let builder = builder
+        .compression(upload.compression)
+        .block_size(upload.block_size)
+        .state_digest(state.digest)
+        .sizes(Sizes {
+            logical_bytes: state.logical_bytes,
+            block_bytes: stored.block_bytes,
+            entries: state.entries,
+            blocks: stored.locations.len() as u64,
+            ..Sizes::default()
+        })
+        .committed_at(jiff::Timestamp::now());
+    commit(store, id, builder, &index, stored, upload.compression).await
 }
 
 /// Deletes `keys`, best effort (what fails is left for garbage collection).

@@ -145,11 +145,60 @@ fn credentials_hint(e: &object_store::Error) -> &'static str {
     }
 }
 
+/// Whether an object store's error stays the same however often the call is repeated.
+fn store_error_is_permanent(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::UnknownConfigurationKey { .. } => true,
+        E::Generic { .. } => {
+            if crate::fail_fast::untrusted_certificate(e) {
+                return true;
+            }
+            // Answers object_store leaves generic: the stores' own codes for a missing
+            // bucket or container and refused credentials.
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(err) = cur {
+                let text = err.to_string();
+                if [
+                    "NoSuchBucket",
+                    "ContainerNotFound",
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "AccessDenied",
+                    "AuthenticationFailed",
+                    "AuthorizationFailure",
+                ]
+                .iter()
+                .any(|code| text.contains(code))
+                {
+                    return true;
+                }
+                cur = err.source();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
 impl Error {
-    /// Whether retrying the same operation cannot help (bad config, corrupt data, a
-    /// conflict). Transient store errors are retried inside object_store already.
+    /// Whether retrying the same operation, unchanged, cannot help: bad configuration,
+    /// corrupt data, and store answers that stay the same (refused or missing credentials,
+    /// a missing bucket or object, an untrusted TLS certificate, an unsupported call).
+    /// Other store errors (timeouts, 5xx after object_store's own retries, a lost
+    /// connection), a conflict with another writer and a failed worker task may pass.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Error::Store { .. } | Error::Task(_))
+        match self {
+            Error::Store { source, .. } => store_error_is_permanent(source),
+            Error::Conflict { .. } | Error::Task(_) | Error::Input(_) => false,
+            _ => true,
+        }
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
@@ -168,6 +217,57 @@ impl Error {
             operation,
             key: key.to_string(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn store(source: object_store::Error) -> Error {
+        Error::store("reading", &object_store::path::Path::from("k"), source)
+    }
+
+    #[test]
+    fn what_stays_the_same_is_permanent_and_what_may_pass_is_not() {
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        };
+        for permanent in [
+            store(object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "403".into(),
+            }),
+            store(object_store::Error::Unauthenticated {
+                path: "k".into(),
+                source: "401".into(),
+            }),
+            store(object_store::Error::NotFound {
+                path: "k".into(),
+                source: "404".into(),
+            }),
+            store(generic("<Code>NoSuchBucket</Code>")),
+            store(generic("invalid peer certificate: UnknownIssuer")),
+            Error::config("no bucket"),
+            Error::Corrupt {
+                key: "k".into(),
+                offset: 0,
+                why: "digest".into(),
+            },
+        ] {
+            assert!(permanent.is_permanent(), "{permanent}");
+        }
+        for passing in [
+            store(generic("connection reset by peer")),
+            store(generic(
+                "HTTP status server error (503 Service Unavailable)",
+            )),
+            Error::Conflict { key: "k".into() },
+            Error::Task("panicked".into()),
+        ] {
+            assert!(!passing.is_permanent(), "{passing}");
         }
     }
 }

@@ -12,7 +12,7 @@ use object_store::path::Path as Key;
 use storage_backends::layout;
 
 use crate::common::data;
-use crate::engine_cases::{committed, local_repo, mutate};
+use crate::engine_cases::{committed, inspect_rows, local_repo, mutate};
 use crate::*;
 
 /// Reads `id`'s manifest, changes it with `change`, and writes it back sealed (as a buggy
@@ -212,7 +212,7 @@ async fn backup_decisions_see_damaged_manifests() {
         )
         .await;
     }
-    let rows = inspect(&repo, &[db("neo4j")], InspectScope::All, true)
+    let rows = inspect_rows(&repo, &[db("neo4j")], InspectScope::All, true)
         .await
         .expect("inspect");
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -286,12 +286,12 @@ async fn a_chain_check_found_damaged_is_not_a_silent_parent() {
     let mut bad = good.clone();
     bad[100] ^= 1;
     overwrite(&repo, &key, bad).await;
-    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(!report.ok);
 
-    let rows = inspect(&repo, &[db("neo4j")], InspectScope::All, false)
+    let rows = inspect_rows(&repo, &[db("neo4j")], InspectScope::All, false)
         .await
         .expect("inspect");
     assert!(!rows[0].usable, "{rows:?}");
@@ -320,7 +320,7 @@ async fn a_chain_check_found_damaged_is_not_a_silent_parent() {
 
     // Repaired, checked again: a parent again.
     overwrite(&repo, &key, good).await;
-    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(report.ok, "{report:?}");
@@ -383,7 +383,7 @@ async fn a_manifest_cannot_get_another_artifacts_objects_deleted() {
         keep_last_chains: Some(1),
         keep_within: None,
     });
-    let err = expire(&repo, &db("neo4j"), &options)
+    let err = expire(&repo, &db("neo4j"), &options, &progress())
         .await
         .expect_err("expire refuses while a manifest is damaged")
         .to_string();
@@ -622,7 +622,7 @@ async fn check_reports_every_chain_restore_refuses() {
         .await
         .expect_err(case)
         .to_string();
-        let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
             .await
             .expect("check runs");
         assert!(
@@ -643,7 +643,7 @@ async fn check_reports_a_damaged_record_under_every_prefix() {
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("f"), b"data").expect("write");
     committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
-    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(report.ok, "{report:?}");
@@ -670,7 +670,7 @@ async fn check_reports_a_damaged_record_under_every_prefix() {
             .await
             .expect("put");
     }
-    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(report.ok, "every record verifies: {report:?}");
@@ -711,7 +711,7 @@ async fn check_reports_a_damaged_record_under_every_prefix() {
         overwrite(&repo, &path, bytes).await;
         keys.push(key);
     }
-    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(!report.ok);
@@ -871,9 +871,14 @@ async fn hard_links_and_the_root_directory_come_back_as_they_were() {
     assert_eq!(ino(into.join("b/again.db")), ino(into.join("third")));
 
     // Aggregated into one FULL: the same tree.
-    aggregate(&repo, "neo4j", &AggregateOptions::default(), &progress())
-        .await
-        .expect("aggregate");
+    aggregate(
+        &repo,
+        &db("neo4j"),
+        &AggregateOptions::default(),
+        &progress(),
+    )
+    .await
+    .expect("aggregate");
     let into = restored("aggregated");
     restore_latest(into.clone()).await;
     assert_eq!(ino(into.join("b/again.db")), ino(into.join("third")));
@@ -887,7 +892,7 @@ async fn hard_links_and_the_root_directory_come_back_as_they_were() {
         filetime::FileTime::from_last_modification_time(&root),
         root_time
     );
-    let (report, _) = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(report.ok, "{report:?}");
@@ -920,7 +925,7 @@ async fn aggregate_names_a_missing_source_object_and_does_not_retry() {
             copy,
             ..AggregateOptions::default()
         };
-        let err = aggregate(&repo, "neo4j", &options, &progress())
+        let err = aggregate(&repo, &db("neo4j"), &options, &progress())
             .await
             .expect_err("a source object is missing")
             .to_string();
@@ -960,7 +965,7 @@ async fn aggregate_names_a_missing_source_object_and_does_not_retry() {
                 copy,
                 ..AggregateOptions::default()
             };
-            let err = aggregate(&repo, &db_name, &options, &progress())
+            let err = aggregate(&repo, &db(&db_name), &options, &progress())
                 .await
                 .expect_err("a source object went away")
                 .to_string();

@@ -385,6 +385,35 @@ async fn decisions_end_to_end_mirror_chain_core() {
 // ---------------------------------------------------------------------------------------
 
 /// Every key, but the lock records (generations come and go with every writer).
+/// Inspect's rows, as the tests read them.
+pub(crate) async fn inspect_rows(
+    repo: &Repository,
+    databases: &[DatabaseName],
+    scope: InspectScope,
+    include_empty: bool,
+) -> Result<Vec<InspectRow>, catena::Error> {
+    let options = InspectOptions {
+        scope,
+        include_empty,
+        ..InspectOptions::default()
+    };
+    Ok(inspect(repo, databases, &options, &progress()).await?.rows)
+}
+
+/// Aggregates every database matching `pattern`, as the CLI does.
+pub(crate) async fn aggregate_matching(
+    repo: &Repository,
+    pattern: &str,
+    options: &AggregateOptions,
+    progress: &std::sync::Arc<dyn Progress>,
+) -> Result<Vec<AggregateReport>, catena::Error> {
+    let mut reports = Vec::new();
+    for db in repo.databases_matching(pattern).await? {
+        reports.push(aggregate(repo, &db, options, progress).await?);
+    }
+    Ok(reports)
+}
+
 pub(crate) async fn keys(repo: &Repository) -> std::collections::BTreeSet<String> {
     repo.store()
         .list(None)
@@ -426,7 +455,7 @@ async fn aggregate_replaces_the_chain_with_an_identical_full() {
             keep_old_backup: false,
             ..AggregateOptions::default()
         };
-        let reports = aggregate(repo, "ag*", &options, &progress())
+        let reports = aggregate_matching(repo, "ag*", &options, &progress())
             .await
             .expect("aggregate");
         assert_eq!(reports.len(), 1);
@@ -511,7 +540,7 @@ async fn aggregate_by_server_copy_client_copy_and_reencode_restore_identically()
                 copy: mode,
                 ..AggregateOptions::default()
             };
-            let report = aggregate_one(repo, &db(name), &options, &progress())
+            let report = aggregate(repo, &db(name), &options, &progress())
                 .await
                 .unwrap_or_else(|e| panic!("{} {mode:?}: {e}", r.name));
             assert_eq!(report.chain.len(), 6, "{} {mode:?}", r.name);
@@ -549,7 +578,7 @@ async fn aggregate_by_server_copy_client_copy_and_reencode_restore_identically()
             let view = repo.catalog(&db(name)).await.expect("catalog");
             assert_eq!(view.catalog.get(&new).expect("new").state_digest, digest);
         }
-        let (report, _) = check(repo, &db(name), &CheckOptions::default(), &progress())
+        let report = check(repo, &db(name), &CheckOptions::default(), &progress())
             .await
             .expect("check");
         assert!(report.ok, "{}: {report:?}", r.name);
@@ -593,7 +622,7 @@ async fn a_failed_or_cancelled_server_copy_leaves_the_chain_and_nothing_else() {
                 cancel,
                 ..AggregateOptions::default()
             };
-            let e = aggregate_one(&repo, &db(name), &options, &progress())
+            let e = aggregate(&repo, &db(name), &options, &progress())
                 .await
                 .expect_err("a bad copy is not committed");
             let what = format!("{} {fault:?}: {e}", r.name);
@@ -622,7 +651,7 @@ async fn a_failed_or_cancelled_server_copy_leaves_the_chain_and_nothing_else() {
             keep_old_backup: true,
             ..AggregateOptions::default()
         };
-        let report = aggregate_one(&repo, &db(name), &options, &progress())
+        let report = aggregate(&repo, &db(name), &options, &progress())
             .await
             .expect("auto falls back to the client");
         let copy = report.copy.expect("copy report");
@@ -647,7 +676,7 @@ async fn a_failed_or_cancelled_server_copy_leaves_the_chain_and_nothing_else() {
             keep_old_backup: true,
             ..AggregateOptions::default()
         };
-        let e = aggregate_one(&plain, &db(name), &options, &progress())
+        let e = aggregate(&plain, &db(name), &options, &progress())
             .await
             .expect_err("no server copy");
         assert!(e.to_string().contains("--copy auto"), "{e}");
@@ -675,12 +704,15 @@ async fn check_one(repo: &Repository) {
     mutate(&src, 20);
     let (diff, _) = committed(&backup_dir(repo, "chk", &src, auto()).await);
     let opts = CheckOptions::default();
-    let (report, key) = check(repo, &db("chk"), &opts, &progress())
+    let report = check(repo, &db("chk"), &opts, &progress())
         .await
         .expect("check");
     assert!(report.ok, "{:?}", report.problems);
     assert!(
-        key.expect("report written")
+        report
+            .report_key
+            .clone()
+            .expect("report written")
             .starts_with("_reports/check-chk-")
     );
 
@@ -701,7 +733,7 @@ async fn check_one(repo: &Repository) {
                 .put(&key, PutPayload::from(bad))
                 .await
                 .expect("damage");
-            let (report, _) = check(
+            let report = check(
                 repo,
                 &db("chk"),
                 &CheckOptions {
@@ -958,7 +990,7 @@ async fn inspect_expire_and_restore_until() {
     let (c, _) =
         committed(&backup_dir(repo, "life", &src, req(BackupType::Full, false, true)).await);
 
-    let rows = inspect(repo, &[], InspectScope::All, false)
+    let rows = inspect_rows(repo, &[], InspectScope::All, false)
         .await
         .expect("inspect");
     let ids: Vec<_> = rows.iter().map(|r| r.artifact.clone()).collect();
@@ -968,13 +1000,13 @@ async fn inspect_expire_and_restore_until() {
         "EMPTY hidden"
     );
     assert_eq!(
-        inspect(repo, &[], InspectScope::All, true)
+        inspect_rows(repo, &[], InspectScope::All, true)
             .await
             .expect("inspect")
             .len(),
         4
     );
-    let latest = inspect(repo, &[db("life")], InspectScope::LatestChain, false)
+    let latest = inspect_rows(repo, &[db("life")], InspectScope::LatestChain, false)
         .await
         .expect("inspect");
     assert_eq!(
@@ -1004,11 +1036,12 @@ async fn inspect_expire_and_restore_until() {
             keep_last_chains: Some(1),
             keep_within: None,
         }),
+        &progress(),
     )
     .await
     .expect("expire");
     assert_eq!(report.deleted.len(), 3, "{report:?}");
-    let left = inspect(repo, &[db("life")], InspectScope::All, true)
+    let left = inspect_rows(repo, &[db("life")], InspectScope::All, true)
         .await
         .expect("inspect");
     assert_eq!(
@@ -1339,7 +1372,7 @@ async fn aggregate_with_keep_old_backup_deletes_nothing() {
         keep_old_backup: true,
         ..AggregateOptions::default()
     };
-    let reports = aggregate(repo, "keepold", &options, &progress())
+    let reports = aggregate_matching(repo, "keepold", &options, &progress())
         .await
         .expect("aggregate");
     assert!(reports[0].deleted.is_empty());
@@ -1351,7 +1384,7 @@ async fn aggregate_with_keep_old_backup_deletes_nothing() {
         "one new FULL: data, index, manifest"
     );
     assert!(
-        aggregate(repo, "nomatch*", &options, &progress())
+        aggregate_matching(repo, "nomatch*", &options, &progress())
             .await
             .is_err()
     );
@@ -1409,7 +1442,7 @@ async fn an_aggregate_stopped_after_its_commit_is_finished_by_the_next_aggregate
         let before = work.path().join("before");
         std::fs::create_dir_all(&before).expect("mkdir");
         copy_tree(&root, &before);
-        let report = aggregate_one(
+        let report = aggregate(
             &repo,
             &db("neo4j"),
             &AggregateOptions::default(),
@@ -1435,7 +1468,7 @@ async fn an_aggregate_stopped_after_its_commit_is_finished_by_the_next_aggregate
 
         let finished = match next {
             "aggregate" => {
-                aggregate_one(
+                aggregate(
                     &repo,
                     &db("neo4j"),
                     &AggregateOptions::default(),
@@ -1450,7 +1483,7 @@ async fn an_aggregate_stopped_after_its_commit_is_finished_by_the_next_aggregate
                     keep_last_chains: Some(5),
                     keep_within: None,
                 });
-                expire(&repo, &db("neo4j"), &options)
+                expire(&repo, &db("neo4j"), &options, &progress())
                     .await
                     .expect("expire")
                     .finished_interrupted
@@ -1600,8 +1633,89 @@ async fn a_diff_reads_only_files_that_changed() {
     assert!(moved.stored_bytes < 64 << 10, "and no block stored again");
     let again = run(diff(), into.clone()).await;
     assert_eq!((again.bytes_read, again.unchanged_bytes), (0, total));
-    let (report, _) = check(&repo, &db("skip"), &CheckOptions::default(), &progress())
+    let report = check(&repo, &db("skip"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(report.ok, "{report:?}");
+}
+
+/// The library's scheduler retries a failure that may pass, up to backoffLimit, and never
+/// one that cannot (bad credentials, an untrusted certificate, a damaged repository).
+#[tokio::test]
+async fn the_scheduler_retries_what_may_pass_and_not_what_cannot() {
+    use catena::schedule::{JobSchedule, RunOutcome, ScheduleOptions, schedule};
+    let repo = Repository::new(
+        StorageConfig::from_url("memory://")
+            .expect("url")
+            .build()
+            .await
+            .expect("memory"),
+    );
+    let mut when = JobSchedule::new("").expect("every minute");
+    when.backoff_limit = 3;
+    let options = ScheduleOptions {
+        max_runs: Some(1),
+        first_retry_delay: std::time::Duration::from_millis(1),
+        ..ScheduleOptions::default()
+    };
+    let passing = || RunOutcome::Failed {
+        error: "503 Service Unavailable".into(),
+        permanent: false,
+    };
+
+    let mut calls = 0;
+    let report = schedule(&repo, &when, &options, async || {
+        calls += 1;
+        if calls < 3 {
+            passing()
+        } else {
+            RunOutcome::Succeeded
+        }
+    })
+    .await
+    .expect("runs");
+    assert_eq!((calls, report.retries, report.succeeded), (3, 2, 1));
+
+    let mut calls = 0;
+    let report = schedule(&repo, &when, &options, async || {
+        calls += 1;
+        RunOutcome::Failed {
+            error: "the server's TLS certificate is not trusted".into(),
+            permanent: true,
+        }
+    })
+    .await
+    .expect("runs");
+    assert_eq!(
+        (calls, report.retries, report.failed),
+        (1, 0, 1),
+        "a permanent failure is not retried"
+    );
+
+    let mut calls = 0;
+    let report = schedule(&repo, &when, &options, async || {
+        calls += 1;
+        passing()
+    })
+    .await
+    .expect("runs");
+    assert_eq!(
+        (calls, report.retries, report.failed),
+        (4, 3, 1),
+        "backoffLimit"
+    );
+
+    // The history: one record per run, failed ones pruned to failedJobsHistoryLimit (1).
+    let jobs = keys(&repo).await;
+    let (ok, failed): (Vec<_>, Vec<_>) = jobs
+        .iter()
+        .filter(|k| k.starts_with("_jobs/"))
+        .partition(|k| k.contains("-succeeded-"));
+    assert_eq!((ok.len(), failed.len()), (1, 1), "{jobs:?}");
+
+    let e = JobSchedule::new("every day at two").expect_err("not cron");
+    assert!(
+        e.to_string().contains("neo4j.jobSchedule") && e.is_permanent(),
+        "{e}"
+    );
 }

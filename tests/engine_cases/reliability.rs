@@ -158,7 +158,7 @@ async fn run_op(op: Op, repo: &Repository, seed: &Seed) -> Result<bool, String> 
             } else {
                 (repo.clone(), CopyMode::Auto)
             };
-            aggregate_one(
+            aggregate(
                 &repo,
                 &db("rel"),
                 &AggregateOptions {
@@ -181,6 +181,7 @@ async fn run_op(op: Op, repo: &Repository, seed: &Seed) -> Result<bool, String> 
                 keep_last_chains: Some(1),
                 keep_within: None,
             }),
+            &progress(),
         )
         .await
         .map(|_| true)
@@ -222,7 +223,7 @@ async fn assert_intact(op: Op, repo: &Repository, seed: &Seed, max_new: usize, w
             assert_eq!(&m.state_digest, d, "{what}: {} changed", m.id);
         }
     }
-    let (report, _) = check(
+    let report = check(
         repo,
         &db("rel"),
         &CheckOptions {
@@ -440,7 +441,7 @@ async fn eight_concurrent_writers_never_orphan_a_diff_on_moto() {
         }
         let (r, u) = (repo.clone(), upload.clone());
         tasks.push(tokio::spawn(async move {
-            let out = aggregate_one(
+            let out = aggregate(
                 &r,
                 &db("conc"),
                 &AggregateOptions {
@@ -469,6 +470,7 @@ async fn eight_concurrent_writers_never_orphan_a_diff_on_moto() {
                     keep_last_chains: Some(1),
                     keep_within: None,
                 }),
+                &progress(),
             )
             .await
             .expect("expire");
@@ -560,7 +562,7 @@ async fn every_operation_can_be_spawned() {
     .expect("backup");
     let r = repo.clone();
     tokio::spawn(async move {
-        aggregate_one(&r, &db("spawn"), &AggregateOptions::default(), &progress()).await
+        aggregate(&r, &db("spawn"), &AggregateOptions::default(), &progress()).await
     })
     .await
     .expect("task")
@@ -585,13 +587,13 @@ async fn every_operation_can_be_spawned() {
             keep_last_chains: Some(1),
             keep_within: None,
         };
-        expire(&r, &db("spawn"), &ExpireOptions::new(policy)).await
+        expire(&r, &db("spawn"), &ExpireOptions::new(policy), &progress()).await
     })
     .await
     .expect("task")
     .expect("expire");
     let r = repo.clone();
-    tokio::spawn(async move { gc(&r, &db("spawn"), &GcOptions::default()).await })
+    tokio::spawn(async move { gc(&r, &db("spawn"), &GcOptions::default(), &progress()).await })
         .await
         .expect("task")
         .expect("gc");
@@ -651,7 +653,7 @@ async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
         .expect("artifact")
         .parse()
         .expect("id");
-    let (clean, report_key) = check(&repo, &db("rot"), &CheckOptions::default(), &progress())
+    let clean = check(&repo, &db("rot"), &CheckOptions::default(), &progress())
         .await
         .expect("check");
     assert!(clean.ok, "{:?}", clean.problems);
@@ -676,7 +678,11 @@ async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
             report.run_record_key.clone().expect("run record"),
             false,
         ),
-        ("check report", report_key.expect("report key"), false),
+        (
+            "check report",
+            clean.report_key.clone().expect("report key"),
+            false,
+        ),
     ];
     let no_report = CheckOptions {
         write_report: false,
@@ -711,7 +717,7 @@ async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
                 .put(&path, bytes.clone().into())
                 .await
                 .expect("damage");
-            let (r, _) = check(&repo, &db("rot"), &no_report, &progress())
+            let r = check(&repo, &db("rot"), &no_report, &progress())
                 .await
                 .unwrap_or_else(|e| panic!("{kind} {what}: check errs instead of reporting: {e}"));
             assert!(
@@ -754,7 +760,7 @@ async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
             mutations.len()
         ));
     }
-    let (r, _) = check(&repo, &db("rot"), &no_report, &progress())
+    let r = check(&repo, &db("rot"), &no_report, &progress())
         .await
         .expect("check");
     assert!(r.ok, "repaired: {:?}", r.problems);

@@ -105,6 +105,19 @@ async fn s3_over_tls_with_a_self_signed_certificate() {
         1,
         "an untrusted certificate was retried"
     );
+    // And it is permanent for the layers above: `catena schedule` does not retry it either.
+    let key = object_store::path::Path::from("probe");
+    let e = object_store::ObjectStoreExt::put(
+        storage.store.as_ref(),
+        &key,
+        object_store::PutPayload::from_static(b"x"),
+    )
+    .await
+    .expect_err("an untrusted certificate");
+    assert!(
+        storage_backends::Error::store("writing", &key, e).is_permanent(),
+        "an untrusted certificate is not a passing failure"
+    );
 
     eprintln!("default verification: {err}");
     // The CA as base64 of the PEM (s3CACert).

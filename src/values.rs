@@ -1,4 +1,7 @@
-//! The Neo4j chart's values file (`--values backup-values.yaml`), read outside Kubernetes.
+//! The Neo4j chart's values file (`--values backup-values.yaml`), read outside Kubernetes,
+//! for any tool that runs the chart's job: [`Values::load`], then [`Values::storage`] (or
+//! [`storage_config`], which merges a URL and overrides in too), [`Values::metadata`],
+//! [`Values::check_after`], and the schedule keys for [`crate::schedule`].
 //!
 //! Every key of `helm show values neo4j/neo4j-admin` is known: the backup, aggregate and
 //! consistency-check keys drive Catena; the Kubernetes-only ones are accepted and listed once
@@ -6,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use catena::StorageConfig;
-use catena::storage_backends::CloudProvider;
+use storage_backends::{CloudProvider, StorageConfig, StorageOverrides};
+
+use crate::Error;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -111,27 +115,6 @@ const TOP: &[(&str, Shape)] = &[
     ("tolerations", K8s),
 ];
 
-/// Levenshtein distance, for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (
-        a.to_lowercase().chars().collect(),
-        b.to_lowercase().chars().collect(),
-    );
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 fn walk(v: &Value, shape: &[(&str, Shape)], at: &str, k8s: &mut Vec<String>) -> Result<(), String> {
     let Value::Object(map) = v else {
         if v.is_null() {
@@ -156,7 +139,7 @@ fn walk(v: &Value, shape: &[(&str, Shape)], at: &str, k8s: &mut Vec<String>) -> 
                 let closest = shape
                     .iter()
                     .map(|(k, _)| *k)
-                    .min_by_key(|k| distance(k, key))
+                    .min_by_key(|k| strsim::levenshtein(&k.to_lowercase(), &key.to_lowercase()))
                     .unwrap_or("");
                 let parent = if at.is_empty() {
                     String::new()
@@ -176,12 +159,19 @@ fn walk(v: &Value, shape: &[(&str, Shape)], at: &str, k8s: &mut Vec<String>) -> 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AggregateValues {
+    /// `enabled`.
     pub enabled: Option<bool>,
+    /// `verbose`.
     pub verbose: Option<bool>,
+    /// `keepOldBackup`.
     pub keep_old_backup: Option<bool>,
+    /// `parallelRecovery`.
     pub parallel_recovery: Option<bool>,
+    /// `fromPath`.
     pub from_path: Option<String>,
+    /// `database`.
     pub database: Option<String>,
+    /// `tempDir`.
     pub temp_dir: Option<String>,
 }
 
@@ -189,42 +179,68 @@ pub struct AggregateValues {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupValues {
+    /// `bucketName`.
     pub bucket_name: Option<String>,
+    /// `s3Endpoint`.
     #[serde(rename = "s3Endpoint")]
     pub s3_endpoint: Option<String>,
+    /// `s3EndpointTLS`.
     #[serde(rename = "s3EndpointTLS")]
     pub s3_endpoint_tls: Option<bool>,
+    /// `s3CACert`.
     #[serde(rename = "s3CACert")]
     pub s3_ca_cert: Option<String>,
+    /// `s3SkipVerify`.
     #[serde(rename = "s3SkipVerify")]
     pub s3_skip_verify: Option<bool>,
+    /// `s3ForcePathStyle`.
     #[serde(rename = "s3ForcePathStyle")]
     pub s3_force_path_style: Option<bool>,
+    /// `s3Region`.
     #[serde(rename = "s3Region")]
     pub s3_region: Option<String>,
+    /// `s3CASecretName`.
     #[serde(rename = "s3CASecretName")]
     pub s3_ca_secret_name: Option<String>,
+    /// `s3CASecretKey`.
     #[serde(rename = "s3CASecretKey")]
     pub s3_ca_secret_key: Option<String>,
+    /// `minioEndpoint`.
     pub minio_endpoint: Option<String>,
+    /// `database`.
     pub database: Option<String>,
+    /// `cloudProvider`.
     pub cloud_provider: Option<String>,
+    /// `secretName`.
     pub secret_name: Option<String>,
+    /// `secretKeyName`.
     pub secret_key_name: Option<String>,
+    /// `azureStorageAccountName`.
     pub azure_storage_account_name: Option<String>,
+    /// `keepBackupFiles`.
     pub keep_backup_files: Option<bool>,
+    /// `pageCache`.
     pub page_cache: Option<String>,
+    /// `includeMetadata`.
     pub include_metadata: Option<String>,
+    /// `type`.
     #[serde(rename = "type")]
     pub backup_type: Option<String>,
+    /// `keepFailed`.
     pub keep_failed: Option<bool>,
     /// Catena's own key (not the chart's): read every file on a DIFF.
     pub force_read: Option<bool>,
+    /// `parallelRecovery`.
     pub parallel_recovery: Option<bool>,
+    /// `verbose`.
     pub verbose: Option<bool>,
+    /// `heapSize`.
     pub heap_size: Option<String>,
+    /// `preferDiffAsParent`.
     pub prefer_diff_as_parent: Option<bool>,
+    /// `fallbackToFull`.
     pub fallback_to_full: Option<bool>,
+    /// `aggregate`.
     #[serde(default)]
     pub aggregate: AggregateValues,
 }
@@ -233,9 +249,13 @@ pub struct BackupValues {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobValues {
+    /// `jobSchedule`.
     pub job_schedule: Option<String>,
+    /// `successfulJobsHistoryLimit`.
     pub successful_jobs_history_limit: Option<u32>,
+    /// `failedJobsHistoryLimit`.
     pub failed_jobs_history_limit: Option<u32>,
+    /// `backoffLimit`.
     pub backoff_limit: Option<u32>,
 }
 
@@ -243,15 +263,25 @@ pub struct JobValues {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsistencyValues {
+    /// `enable`.
     pub enable: Option<bool>,
+    /// `enabled`.
     pub enabled: Option<bool>,
+    /// `checkIndexes`.
     pub check_indexes: Option<bool>,
+    /// `checkGraph`.
     pub check_graph: Option<bool>,
+    /// `checkCounts`.
     pub check_counts: Option<bool>,
+    /// `checkPropertyOwners`.
     pub check_property_owners: Option<bool>,
+    /// `database`.
     pub database: Option<String>,
+    /// `maxOffHeapMemory`.
     pub max_off_heap_memory: Option<String>,
+    /// `threads`.
     pub threads: Option<Value>,
+    /// `verbose`.
     pub verbose: Option<bool>,
 }
 
@@ -259,13 +289,18 @@ pub struct ConsistencyValues {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Values {
+    /// `neo4j`.
     #[serde(default)]
     pub neo4j: JobValues,
+    /// `backup`.
     #[serde(default)]
     pub backup: BackupValues,
+    /// `consistencyCheck`.
     #[serde(default)]
     pub consistency_check: ConsistencyValues,
+    /// `serviceAccountName`.
     pub service_account_name: Option<String>,
+    /// `tempVolume`.
     pub temp_volume: Option<Value>,
     /// Kubernetes-only keys found (not applicable here).
     #[serde(skip)]
@@ -281,18 +316,23 @@ fn given(s: &Option<String>) -> Option<String> {
 
 impl Values {
     /// Reads and checks a values file.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
+            Error::Values(format!(
                 "values file {}: {e}; check the --values path (the chart's values YAML)",
                 path.display()
-            )
+            ))
         })?;
-        Self::parse(&text).map_err(|e| format!("values file {}: {e}", path.display()))
+        Self::parse_text(&text)
+            .map_err(|e| Error::Values(format!("values file {}: {e}", path.display())))
     }
 
     /// Parses values YAML.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::parse_text(text).map_err(Error::Values)
+    }
+
+    fn parse_text(text: &str) -> Result<Self, String> {
         let raw: Value = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -357,10 +397,10 @@ impl Values {
     }
 
     /// `backup.includeMetadata`: `all` also records ownership.
-    pub fn metadata(&self) -> catena::MetadataLevel {
+    pub fn metadata(&self) -> crate::MetadataLevel {
         match given(&self.backup.include_metadata).as_deref() {
-            Some("all") | Some("ownership") => catena::MetadataLevel::Ownership,
-            _ => catena::MetadataLevel::Basic,
+            Some("all") | Some("ownership") => crate::MetadataLevel::Ownership,
+            _ => crate::MetadataLevel::Basic,
         }
     }
 
@@ -383,7 +423,7 @@ impl Values {
         &self,
         secrets_dir: &Path,
         local_path: Option<PathBuf>,
-    ) -> Result<StorageConfig, String> {
+    ) -> Result<StorageConfig, Error> {
         let b = &self.backup;
         let provider = match given(&b.cloud_provider).as_deref() {
             None => CloudProvider::Local,
@@ -391,9 +431,9 @@ impl Values {
             Some("gcp") => CloudProvider::Gcp,
             Some("azure") => CloudProvider::Azure,
             Some(other) => {
-                return Err(format!(
+                return Err(Error::Values(format!(
                     "backup.cloudProvider {other:?} is not aws, gcp, azure or \"\" (a local directory)"
-                ));
+                )));
             }
         };
         let mut c = StorageConfig {
@@ -422,13 +462,58 @@ impl Values {
     }
 }
 
+/// Where a job's backups are, merged from every place a setting can come from: the values
+/// file's storage keys, then `url` (which names provider, bucket and prefix, or the
+/// directory), then `overrides` (flags and environment) over both. The one place storage
+/// settings are merged; every wrapper calls it.
+///
+/// A local URL given with a values file that names a cloud takes the URL alone: the file's
+/// endpoint, CA and credentials are for the cloud, not for the directory.
+pub fn storage_config(
+    url: Option<&str>,
+    values: Option<&Values>,
+    overrides: &StorageOverrides,
+) -> Result<StorageConfig, Error> {
+    let from_file = values
+        .map(|v| v.storage(&StorageConfig::default().secrets_dir, None))
+        .transpose()?;
+    let local = |c: &StorageConfig| {
+        matches!(
+            c.cloud_provider,
+            CloudProvider::Local | CloudProvider::Memory
+        )
+    };
+    let base = match (url, from_file) {
+        (Some(url), Some(file)) => {
+            let at = StorageConfig::from_url(url)?;
+            if local(&at) && !local(&file) {
+                at
+            } else {
+                // The URL says where; the file's endpoint, CA and credentials apply.
+                StorageConfig {
+                    cloud_provider: at.cloud_provider,
+                    bucket_name: at.bucket_name,
+                    prefix: at.prefix,
+                    local_path: at.local_path,
+                    ..file
+                }
+            }
+        }
+        (Some(url), None) => StorageConfig::from_url(url)?,
+        (None, Some(file)) => file,
+        (None, None) => {
+            return Err(Error::Options(
+                "no storage given: give --to-path (a URL or a directory) or --values".into(),
+            ));
+        }
+    };
+    Ok(base.with_overrides(overrides))
+}
+
 /// The fuzz check of the values decoder (`fuzz/fuzz_targets/values.rs`, replayed by
 /// `cargo test`): any bytes give values or an error, never a panic; what parses yields its
 /// notes, settings and storage configuration (read from nothing on disk).
-#[allow(
-    dead_code,
-    reason = "used by the fuzz target and the corpus replay in tests/cli.rs"
-)]
+#[doc(hidden)]
 pub fn fuzz_check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(v) = Values::parse(&text) {
