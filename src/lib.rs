@@ -16,6 +16,13 @@
 //!   [`DirectorySource`], reporting [`ProgressEvent`]s, cancellable with a
 //!   [`CancellationToken`].
 //!
+//! Every operation has one shape: `op(&repo, <what>, &OpOptions, &progress) ->
+//! Result<OpReport, Error>`, each options struct with a [`CancellationToken`], each report
+//! `Serialize`; [`Error::is_permanent`] tells a failure that may pass from one a retry
+//! cannot mend. Tools that run the Neo4j chart's job use, with the default `chart` feature,
+//! `values` (the values file and the one merge of storage settings) and `schedule` (the
+//! CronJob's runner).
+//!
 //! A DIFF needs nothing but the bucket: the parent's state is composed from the chain's
 //! indexes, so every run can be on a new machine.
 //!
@@ -55,8 +62,10 @@ pub mod lock;
 mod progress;
 mod repo;
 mod restore;
+#[cfg(feature = "chart")]
 pub mod schedule;
 mod source;
+#[cfg(feature = "chart")]
 pub mod values;
 
 pub use aggregate::{AggregateOptions, AggregateReport, CopyMode, CopyReport, aggregate};
@@ -69,7 +78,7 @@ pub use error::Error;
 pub use expire::{ExpireOptions, ExpireReport, expire};
 pub use gc::{GcOptions, GcReport, gc};
 pub use inspect::{InspectOptions, InspectReport, InspectRow, InspectScope, inspect};
-pub use lock::{DatabaseLock, LockOptions};
+pub use lock::{DatabaseLock, LockOptions, UnlockOptions, UnlockReport, unlock};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use repo::{CatalogView, ChainState, Repository, Unreadable};
 pub use restore::{RestoreOptions, RestoreReport, restore};

@@ -453,6 +453,51 @@ async fn renew(
     }
 }
 
+/// Options of [`unlock`].
+#[derive(Clone, Debug, Default)]
+pub struct UnlockOptions {
+    /// Break the lock even if its holder is a process running on this host.
+    pub force: bool,
+    /// Stops before the lock is broken.
+    pub cancel: storage_backends::CancellationToken,
+}
+
+/// What [`unlock`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnlockReport {
+    /// The database.
+    pub database: String,
+    /// The holder whose lock was broken (`None`: the database was not locked).
+    pub broken: Option<LockRecord>,
+}
+
+/// Breaks `db`'s lock left by a process that is known to be gone (see [`break_lock`], which
+/// it runs on the repository's store), in the engine's shape.
+pub async fn unlock(
+    repo: &crate::Repository,
+    db: &DatabaseName,
+    options: &UnlockOptions,
+    progress: &Arc<dyn crate::Progress>,
+) -> Result<UnlockReport, Error> {
+    if options.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    progress.event(crate::ProgressEvent::DatabaseStarted {
+        database: db.to_string(),
+        operation: "unlock",
+        total_bytes: None,
+    });
+    let result = break_lock(repo.store().as_ref(), db, options.force).await;
+    progress.event(crate::ProgressEvent::DatabaseFinished {
+        database: db.to_string(),
+        ok: result.is_ok(),
+    });
+    Ok(UnlockReport {
+        database: db.to_string(),
+        broken: result?,
+    })
+}
+
 /// Breaks the lock of `db`: writes a released record over whatever holds it. For a lock
 /// left by a process on another host that is known to be gone. Returns the holder it
 /// broke, if any.

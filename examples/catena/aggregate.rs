@@ -6,8 +6,8 @@ use catena::chain_core::AggregateTarget;
 use catena::*;
 use clap::Args;
 
-use crate::backup::load_values;
 use crate::ctx::{Ctx, Outcome, print_json, repository};
+use crate::job::load_values;
 use crate::output::Format;
 use crate::storage::StorageFlags;
 

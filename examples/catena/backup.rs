@@ -3,17 +3,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use catena::chain_core::{BackupRequest, BackupType, DatabaseName};
+use catena::chain_core::{BackupType, DatabaseName};
 use catena::*;
 use clap::Args;
 
 use crate::aggregate::aggregate_print;
 use crate::check::check_databases;
 use crate::ctx::{Ctx, Failure, Outcome, db_names, print_json, repository};
+use crate::job::job;
 use crate::output::Format;
 use crate::parse::parse_type;
 use crate::storage::StorageFlags;
-use catena::values::Values;
 
 /// What a signal that stops this command leaves behind, true at any moment.
 pub(crate) const INTERRUPTED: &str = "backup stopped; the database in progress was not committed, its upload was aborted and nothing of it is visible; its lock was released";
@@ -57,91 +57,6 @@ pub(crate) struct BackupArgs {
     pub(crate) values: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) storage: StorageFlags,
-}
-
-/// The job a backup invocation describes, from flags and an optional values file.
-pub(crate) struct Job {
-    pub values: Values,
-    pub storage: StorageConfig,
-    pub from: Option<PathBuf>,
-    pub databases: Vec<DatabaseName>,
-    pub options: BackupOptions,
-    pub metadata: catena::MetadataLevel,
-}
-
-/// Reads `--values` (if given) and says once what in it has no effect here.
-pub(crate) fn load_values(path: Option<&std::path::Path>) -> Result<Values, String> {
-    let Some(path) = path else {
-        return Ok(Values::default());
-    };
-    let values = Values::load(path).map_err(|e| e.to_string())?;
-    if !values.not_applicable.is_empty() {
-        eprintln!(
-            "note: not applicable outside Kubernetes, ignored: {}",
-            values.not_applicable.join(", ")
-        );
-    }
-    for note in values.notes() {
-        eprintln!("note: {note}");
-    }
-    Ok(values)
-}
-
-pub(crate) fn job(args: &BackupArgs, ctx: &Ctx) -> Result<Job, String> {
-    let values = load_values(args.values.as_deref())?;
-    // An aggregate-only values file names its repository in backup.aggregate.fromPath, as
-    // `aggregate --values` reads it; --to-path still wins.
-    let url = args.to_path.clone().or_else(|| {
-        values
-            .aggregate_only()
-            .then(|| values.backup.aggregate.from_path.clone())
-            .flatten()
-            .filter(|p| !p.trim().is_empty())
-    });
-    let storage = args
-        .storage
-        .config(url.as_deref(), args.values.as_ref().map(|_| &values))?;
-    let mut databases = db_names(&args.databases)?;
-    if databases.is_empty()
-        && let Some(list) = &values.backup.database
-    {
-        databases = db_names(std::slice::from_ref(list))?;
-    }
-    let mut request = BackupRequest::default();
-    if let Some(t) = &values.backup.backup_type {
-        request.backup_type = parse_type(t).map_err(|e| format!("backup.type: {e}"))?;
-    }
-    if let Some(p) = values.backup.prefer_diff_as_parent {
-        request.prefer_diff_as_parent = p;
-    }
-    if let Some(f) = values.backup.fallback_to_full {
-        request.fallback_to_full = f;
-    }
-    if let Some(t) = args.backup_type {
-        request.backup_type = t;
-    }
-    request.prefer_diff_as_parent |= args.prefer_diff_as_parent;
-    if let Some(f) = args.fallback_to_full {
-        request.fallback_to_full = f;
-    }
-    let options = BackupOptions {
-        request,
-        keep_failed: args.keep_failed || values.backup.keep_failed.unwrap_or(false),
-        dry_run: args.dry_run,
-        upload: ctx.upload.clone(),
-        cancel: ctx.cancel.clone(),
-        skipped: Vec::new(),
-        force_read: args.force_read || values.backup.force_read.unwrap_or(false),
-    };
-    let metadata = values.metadata();
-    Ok(Job {
-        values,
-        storage,
-        from: args.from.clone(),
-        databases,
-        options,
-        metadata,
-    })
 }
 
 pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {

@@ -21,11 +21,14 @@ mod demo;
 mod expire;
 mod gc;
 mod inspect;
+mod job;
 mod output;
 mod parse;
 mod probe;
 mod restore;
+mod sample;
 mod schedule;
+mod signals;
 mod storage;
 mod unlock;
 
@@ -33,9 +36,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ctx::{Ctx, Interrupt, Outcome};
+use ctx::{Ctx, Outcome};
 use output::Format;
 use parse::{parse_compression, parse_duration};
+use signals::Interrupt;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -54,24 +54,72 @@ pub(crate) fn parse_until(s: &str) -> Result<RestoreTarget, String> {
 /// The longest duration accepted anywhere (100 years): anything longer is a typo.
 pub(crate) const MAX_DURATION_SECS: u64 = 100 * 366 * 86_400;
 
+/// A duration in jiff's friendly format: `30m`, `12h`, `7d`, `4w`, `1d12h`, `90 minutes`.
+/// Days are 24 hours; months and years, which have no fixed length, are refused.
 pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("duration {s:?}: use a number and a unit: 30m, 12h, 7d, 4w"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(format!("duration {s:?}: the unit must be s, m, h, d or w")),
+    let usage = || {
+        format!("duration {s:?}: use a number and a unit: 30m, 12h, 7d, 4w (or combined: 1d12h)")
     };
-    match n.checked_mul(secs) {
-        Some(total) if total <= MAX_DURATION_SECS => Ok(std::time::Duration::from_secs(total)),
-        _ => Err(format!(
-            "duration {s:?} is longer than 100 years; give a shorter one, e.g. 30d"
-        )),
+    let too_long =
+        || format!("duration {s:?} is longer than 100 years; give a shorter one, e.g. 30d");
+    let span: jiff::Span = match s.trim().parse() {
+        Ok(span) => span,
+        // jiff's own limit on a unit (e.g. 7,304,484 days) is far beyond ours.
+        Err(e) if e.to_string().contains("range") => return Err(too_long()),
+        Err(_) => return Err(usage()),
+    };
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!(
+            "duration {s:?}: months and years have no fixed length; use days or weeks, e.g. 30d"
+        ));
+    }
+    if span.is_negative() {
+        return Err(usage());
+    }
+    let secs = span
+        .total((
+            jiff::Unit::Second,
+            jiff::SpanRelativeTo::days_are_24_hours(),
+        ))
+        .map_err(|_| too_long())?;
+    if secs > MAX_DURATION_SECS as f64 {
+        return Err(too_long());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_are_read_like_people_write_them() {
+        for (text, secs) in [
+            ("30s", 30),
+            ("30m", 1800),
+            ("12h", 43_200),
+            ("7d", 604_800),
+            ("4w", 2_419_200),
+            ("1d12h", 129_600),
+            ("90 minutes", 5_400),
+        ] {
+            assert_eq!(
+                parse_duration(text).map(|d| d.as_secs()),
+                Ok(secs),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "12",
+            "1mo",
+            "1y",
+            "-5m",
+            "soon",
+            "5000000w",
+            "9999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

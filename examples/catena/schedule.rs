@@ -9,8 +9,9 @@ use catena::Repository;
 use catena::schedule::{JobSchedule, RunOutcome, ScheduleOptions};
 use clap::Args;
 
-use crate::backup::{BackupArgs, backup_command, job};
+use crate::backup::{BackupArgs, backup_command};
 use crate::ctx::{Ctx, Outcome};
+use crate::job::job;
 
 /// What a signal that stops this command leaves behind, true at any moment.
 pub(crate) const INTERRUPTED: &str = "the scheduler stopped; a run in progress was cancelled like a stopped backup (nothing half-written is visible, its lock released)";

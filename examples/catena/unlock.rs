@@ -21,13 +21,15 @@ pub(crate) struct UnlockArgs {
 
 /// `catena unlock`.
 pub(crate) async fn run(args: UnlockArgs, ctx: &Ctx) -> Outcome {
-    let (_format, reporter) = (ctx.format, &ctx.reporter);
-    let _ = reporter;
     let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
     let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
-    match catena::lock::break_lock(repo.store().as_ref(), &db, args.force)
-        .await
-        .map_err(|e| e.to_string())?
+    let options = catena::UnlockOptions {
+        force: args.force,
+        cancel: ctx.cancel.clone(),
+    };
+    match catena::unlock(&repo, &db, &options, &ctx.reporter)
+        .await?
+        .broken
     {
         Some(r) => println!(
             "{db}: broke the lock of {} (pid {}, {}), taken {}",

@@ -19,7 +19,7 @@ use crate::common::*;
 use crate::{TestFile, small_parts, write_artifact};
 
 fn random(n: usize, seed: u64) -> Vec<u8> {
-    use rand::{RngCore, SeedableRng};
+    use rand::{Rng, SeedableRng};
     let mut v = vec![0u8; n];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     v
