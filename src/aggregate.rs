@@ -416,7 +416,6 @@ async fn assemble_full(
                 .await
             {
                 Ok(check) => check,
-                Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -330,11 +330,8 @@ async fn run_one(
             }
         }
     }
-    let stored = match writer.finish().await {
-        Ok(s) => s,
-        Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
-        Err(e) => return Err(e.into()),
-    };
+    // A cancelled upload converts to Error::Cancelled.
+    let stored = writer.finish().await?;
     if options.cancel.is_cancelled() {
         storage_backends::commit::delete_quietly(
             repo.store().as_ref(),
@@ -464,7 +461,6 @@ async fn read_entry(
                             cause: Some(e),
                         });
                     }
-                    Err(storage_backends::Error::Cancelled) => return Err(Error::Cancelled),
                     Err(e) => return Err(e.into()),
                 };
                 let size: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();

@@ -51,22 +51,26 @@ pub(crate) async fn schedule(args: ScheduleArgs, ctx: &Ctx) -> Outcome {
         when.pattern(),
         when.backoff_limit
     );
-    let report =
-        catena::schedule::schedule(&repo, &when, &options, async || {
-            match backup_command(args.backup.clone(), ctx).await {
-                Ok(_) => RunOutcome::Succeeded,
-                Err(f) => {
-                    if let Some(m) = f.message() {
-                        eprintln!("run failed: {m}");
-                    }
-                    RunOutcome::Failed {
-                        error: f.to_string(),
-                        permanent: f.permanent,
-                    }
+    let report = catena::schedule::schedule(&repo, &when, &options, async || {
+        match backup_command(args.backup.clone(), ctx).await {
+            Ok(true) => RunOutcome::Succeeded,
+            // Done with problems it printed: a retry may find them gone.
+            Ok(false) => RunOutcome::Failed {
+                error: "the run reported problems (above)".into(),
+                permanent: false,
+            },
+            Err(f) => {
+                if let Some(m) = f.message() {
+                    eprintln!("run failed: {m}");
+                }
+                RunOutcome::Failed {
+                    error: f.to_string(),
+                    permanent: f.permanent,
                 }
             }
-        })
-        .await?;
+        }
+    })
+    .await?;
     if report.interrupted_run {
         // Interrupted: main says so and exits with the signal's code.
         return Ok(false);
