@@ -181,42 +181,15 @@ pub struct AggregateValues {
 pub struct BackupValues {
     /// `bucketName`.
     pub bucket_name: Option<String>,
-    /// `s3Endpoint`.
-    #[serde(rename = "s3Endpoint")]
-    pub s3_endpoint: Option<String>,
-    /// `s3EndpointTLS`.
-    #[serde(rename = "s3EndpointTLS")]
-    pub s3_endpoint_tls: Option<bool>,
-    /// `s3CACert`.
-    #[serde(rename = "s3CACert")]
-    pub s3_ca_cert: Option<String>,
-    /// `s3SkipVerify`.
-    #[serde(rename = "s3SkipVerify")]
-    pub s3_skip_verify: Option<bool>,
-    /// `s3ForcePathStyle`.
-    #[serde(rename = "s3ForcePathStyle")]
-    pub s3_force_path_style: Option<bool>,
-    /// `s3Region`.
-    #[serde(rename = "s3Region")]
-    pub s3_region: Option<String>,
-    /// `s3CASecretName`.
-    #[serde(rename = "s3CASecretName")]
-    pub s3_ca_secret_name: Option<String>,
-    /// `s3CASecretKey`.
-    #[serde(rename = "s3CASecretKey")]
-    pub s3_ca_secret_key: Option<String>,
-    /// `minioEndpoint`.
-    pub minio_endpoint: Option<String>,
     /// `database`.
     pub database: Option<String>,
     /// `cloudProvider`.
     pub cloud_provider: Option<String>,
-    /// `secretName`.
-    pub secret_name: Option<String>,
-    /// `secretKeyName`.
-    pub secret_key_name: Option<String>,
-    /// `azureStorageAccountName`.
-    pub azure_storage_account_name: Option<String>,
+    /// The storage keys (`s3Endpoint`, `s3CACert`, `minioEndpoint`, `secretName`,
+    /// `azureStorageAccountName`, ...), read into the one description of them that the
+    /// command line's flags also come from. An empty string is the chart's "not set".
+    #[serde(flatten)]
+    pub storage: StorageOverrides,
     /// `keepBackupFiles`.
     pub keep_backup_files: Option<bool>,
     /// `pageCache`.
@@ -439,22 +412,11 @@ impl Values {
         let mut c = StorageConfig {
             cloud_provider: provider,
             bucket_name: given(&b.bucket_name).unwrap_or_default(),
-            s3_endpoint: given(&b.s3_endpoint),
-            s3_endpoint_tls: b.s3_endpoint_tls,
-            s3_ca_cert: given(&b.s3_ca_cert),
-            s3_ca_secret_name: given(&b.s3_ca_secret_name),
-            s3_ca_secret_key: given(&b.s3_ca_secret_key),
-            s3_skip_verify: b.s3_skip_verify.unwrap_or(false),
-            s3_force_path_style: b.s3_force_path_style.unwrap_or(false),
-            s3_region: given(&b.s3_region),
-            minio_endpoint: given(&b.minio_endpoint),
-            secret_name: given(&b.secret_name),
-            secret_key_name: given(&b.secret_key_name),
-            azure_storage_account_name: given(&b.azure_storage_account_name),
             service_account_name: given(&self.service_account_name),
             secrets_dir: secrets_dir.to_owned(),
             ..StorageConfig::default()
-        };
+        }
+        .with_overrides(&b.storage);
         if let Some(p) = local_path {
             c.local_path = p;
         }
@@ -524,5 +486,91 @@ pub fn fuzz_check(data: &[u8]) {
         if let Ok(c) = v.storage(Path::new("/nonexistent-secrets"), None) {
             let _ = format!("{c:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Storage keys that are not under `backup` in the chart: `serviceAccountName` is a
+    /// top-level key, the others are Catena's own (flags and variables only).
+    const NOT_UNDER_BACKUP: &[&str] = &[
+        "serviceAccountName",
+        "secretsDir",
+        "azureEndpoint",
+        "azureUseEmulator",
+    ];
+
+    fn storage_keys() -> Vec<String> {
+        match serde_json::to_value(StorageOverrides::default()) {
+            Ok(Value::Object(map)) => map.keys().cloned().collect(),
+            other => panic!("StorageOverrides is not a JSON object: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_schema_knows_every_storage_key_of_the_chart_and_no_other() {
+        let keys = storage_keys();
+        assert!(keys.len() >= 16, "{keys:?}");
+        for key in &keys {
+            let under_backup = BACKUP
+                .iter()
+                .any(|(k, shape)| k == key && matches!(shape, Leaf));
+            assert_eq!(
+                under_backup,
+                !NOT_UNDER_BACKUP.contains(&key.as_str()),
+                "{key}"
+            );
+        }
+        assert!(
+            TOP.iter()
+                .any(|(k, shape)| *k == "serviceAccountName" && matches!(shape, Leaf))
+        );
+        // A Catena-only key under `backup` is refused, naming the key.
+        let e = Values::parse("backup:\n  secretsDir: /x\n").expect_err("refused");
+        assert!(e.to_string().contains("backup.secretsDir"), "{e}");
+    }
+
+    #[test]
+    fn every_storage_key_of_the_values_file_reaches_the_configuration() {
+        let yaml = "\
+backup:
+  cloudProvider: aws
+  bucketName: bucket
+  s3Endpoint: ' http://127.0.0.1:9 '
+  s3EndpointTLS: false
+  s3CACert: Q0EtU0VDUkVU
+  s3CASecretName: ca
+  s3CASecretKey: ca.pem
+  s3SkipVerify: true
+  s3ForcePathStyle: true
+  s3Region: eu-west-3
+  minioEndpoint: ''
+  secretName: creds
+  secretKeyName: credentials
+  azureStorageAccountName: account
+serviceAccountName: workload
+";
+        let v = Values::parse(yaml).expect("parses");
+        let c = v.storage(Path::new("/secrets"), None).expect("storage");
+        assert_eq!(c.cloud_provider, CloudProvider::Aws);
+        assert_eq!(c.bucket_name, "bucket");
+        assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(c.s3_endpoint_tls, Some(false));
+        assert_eq!(c.s3_ca_cert.as_deref(), Some("Q0EtU0VDUkVU"));
+        assert_eq!(c.s3_ca_secret_name.as_deref(), Some("ca"));
+        assert_eq!(c.s3_ca_secret_key.as_deref(), Some("ca.pem"));
+        assert!(c.s3_skip_verify && c.s3_force_path_style);
+        assert_eq!(c.s3_region.as_deref(), Some("eu-west-3"));
+        assert_eq!(c.minio_endpoint, None, "the chart's '' is not set");
+        assert_eq!(c.secret_name.as_deref(), Some("creds"));
+        assert_eq!(c.secret_key_name.as_deref(), Some("credentials"));
+        assert_eq!(c.azure_storage_account_name.as_deref(), Some("account"));
+        assert_eq!(c.service_account_name.as_deref(), Some("workload"));
+        assert_eq!(c.secrets_dir, Path::new("/secrets"));
+        // The CA never shows in Debug output, here or in the configuration's.
+        assert!(!format!("{v:?}").contains("Q0EtU0VDUkVU"), "{v:?}");
+        assert!(!format!("{c:?}").contains("Q0EtU0VDUkVU"), "{c:?}");
     }
 }

@@ -47,9 +47,11 @@ pub(crate) async fn aggregate_command(args: AggregateArgs, ctx: &Ctx) -> Outcome
         .clone()
         .or_else(|| a.from_path.clone())
         .ok_or("give --from-path (or backup.aggregate.fromPath in --values)")?;
-    let config = args
-        .storage
-        .config(Some(&url), args.values.as_ref().map(|_| &values))?;
+    let config = crate::storage::config(
+        &args.storage,
+        Some(&url),
+        args.values.as_ref().map(|_| &values),
+    )?;
     let repo = repository(config, ctx).await?;
     let pattern = args
         .database

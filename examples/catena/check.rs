@@ -22,7 +22,11 @@ pub(crate) struct CheckArgs {
 pub(crate) async fn run(args: CheckArgs, ctx: &Ctx) -> Outcome {
     let (_format, reporter) = (ctx.format, &ctx.reporter);
     let _ = reporter;
-    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let repo = repository(
+        crate::storage::config(&args.storage, Some(&args.from_path), None)?,
+        ctx,
+    )
+    .await?;
     check_databases(
         &repo,
         db_names(&args.databases)?,

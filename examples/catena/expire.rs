@@ -35,7 +35,11 @@ pub(crate) struct ExpireArgs {
 pub(crate) async fn run(args: ExpireArgs, ctx: &Ctx) -> Outcome {
     let (format, reporter) = (ctx.format, &ctx.reporter);
     let _ = reporter;
-    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let repo = repository(
+        crate::storage::config(&args.storage, Some(&args.from_path), None)?,
+        ctx,
+    )
+    .await?;
     if args.keep_last.is_none() && args.keep_within.is_none() {
         return Err(
                 "expire needs a retention policy: give --keep-last N (keep the N newest chains), --keep-within DURATION (e.g. 30d), or both".into(),

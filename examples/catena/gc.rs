@@ -32,7 +32,11 @@ pub(crate) struct GcArgs {
 pub(crate) async fn run(args: GcArgs, ctx: &Ctx) -> Outcome {
     let (format, reporter) = (ctx.format, &ctx.reporter);
     let _ = reporter;
-    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let repo = repository(
+        crate::storage::config(&args.storage, Some(&args.from_path), None)?,
+        ctx,
+    )
+    .await?;
     let mut dbs = db_names(&args.databases)?;
     if dbs.is_empty() {
         dbs = repo.databases().await.map_err(|e| e.to_string())?;

@@ -29,7 +29,11 @@ pub(crate) struct InspectArgs {
 /// `catena inspect`.
 pub(crate) async fn run(args: InspectArgs, ctx: &Ctx) -> Outcome {
     let format = ctx.format;
-    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let repo = repository(
+        crate::storage::config(&args.storage, Some(&args.from_path), None)?,
+        ctx,
+    )
+    .await?;
     let scope = if args.latest_backup {
         InspectScope::LatestBackup
     } else if args.latest_chain {

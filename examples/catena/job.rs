@@ -50,9 +50,11 @@ pub(crate) fn job(args: &BackupArgs, ctx: &Ctx) -> Result<Job, String> {
             .flatten()
             .filter(|p| !p.trim().is_empty())
     });
-    let storage = args
-        .storage
-        .config(url.as_deref(), args.values.as_ref().map(|_| &values))?;
+    let storage = crate::storage::config(
+        &args.storage,
+        url.as_deref(),
+        args.values.as_ref().map(|_| &values),
+    )?;
     let mut databases = db_names(&args.databases)?;
     if databases.is_empty()
         && let Some(list) = &values.backup.database

@@ -20,7 +20,7 @@ pub(crate) struct ProbeArgs {
 pub(crate) async fn run(args: ProbeArgs, ctx: &Ctx) -> Outcome {
     let (format, reporter) = (ctx.format, &ctx.reporter);
     let _ = reporter;
-    let config = args.storage.config(Some(&args.to_path), None)?;
+    let config = crate::storage::config(&args.storage, Some(&args.to_path), None)?;
     let storage = config.build().await.map_err(|e| e.to_string())?;
     let report = catena::storage_backends::probe(Arc::clone(&storage.store)).await;
     let addressing = catena::storage_backends::probe_addressing(&config).await;

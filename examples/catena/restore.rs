@@ -45,7 +45,11 @@ pub(crate) struct RestoreArgs {
 pub(crate) async fn run(args: RestoreArgs, ctx: &Ctx) -> Outcome {
     let (format, reporter) = (ctx.format, &ctx.reporter);
     let _ = reporter;
-    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let repo = repository(
+        crate::storage::config(&args.storage, Some(&args.from_path), None)?,
+        ctx,
+    )
+    .await?;
     let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
     let target = match (&args.restore_until, &args.artifact) {
         (Some(_), Some(_)) => {

@@ -21,7 +21,11 @@ pub(crate) struct UnlockArgs {
 
 /// `catena unlock`.
 pub(crate) async fn run(args: UnlockArgs, ctx: &Ctx) -> Outcome {
-    let repo = repository(args.storage.config(Some(&args.from_path), None)?, ctx).await?;
+    let repo = repository(
+        crate::storage::config(&args.storage, Some(&args.from_path), None)?,
+        ctx,
+    )
+    .await?;
     let db = DatabaseName::new(&args.database).map_err(|e| e.to_string())?;
     let options = catena::UnlockOptions {
         force: args.force,

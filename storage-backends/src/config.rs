@@ -194,46 +194,71 @@ impl std::fmt::Debug for StorageConfig {
 /// and its deprecated alias go together: giving `s3Endpoint` or `minioEndpoint` here
 /// replaces both of the configuration's.
 ///
-/// Where backups go (`cloudProvider`, `bucketName`, `prefix`) is not here: a storage URL
-/// says that ([`StorageConfig::from_url`]). `Debug` shows which keys are set, never a CA.
+/// This is the one description of the storage keys: serde names are the chart's keys (the
+/// values file's `backup.*` storage keys deserialize into it), and with the `clap` feature
+/// it is also the command line (`#[command(flatten)]`: `--s3-endpoint` and
+/// `CATENA_S3_ENDPOINT`, and so on for every key). Where backups go (`cloudProvider`,
+/// `bucketName`, `prefix`) is not here: a storage URL says that
+/// ([`StorageConfig::from_url`]). `Debug` shows which keys are set, never a CA.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StorageOverrides {
-    /// `s3Endpoint`.
+    /// S3-compatible endpoint (s3Endpoint).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_ENDPOINT"))]
     pub s3_endpoint: Option<String>,
-    /// `s3EndpointTLS`.
+    /// TLS for an endpoint given without scheme (s3EndpointTLS).
     #[serde(rename = "s3EndpointTLS")]
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_ENDPOINT_TLS", num_args = 0..=1, default_missing_value = "true"))]
     pub s3_endpoint_tls: Option<bool>,
-    /// `s3CACert`.
+    /// CA certificate, base64 of PEM (s3CACert).
     #[serde(rename = "s3CACert")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "CATENA_S3_CA_CERT", hide_env_values = true)
+    )]
     pub s3_ca_cert: Option<String>,
-    /// `s3CASecretName`.
+    /// Secret holding a CA file (s3CASecretName).
     #[serde(rename = "s3CASecretName")]
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_CA_SECRET_NAME"))]
     pub s3_ca_secret_name: Option<String>,
-    /// `s3CASecretKey`.
+    /// Key of the CA file in that secret (s3CASecretKey).
     #[serde(rename = "s3CASecretKey")]
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_CA_SECRET_KEY"))]
     pub s3_ca_secret_key: Option<String>,
-    /// `s3SkipVerify`.
+    /// Skip TLS verification (s3SkipVerify; dangerous).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_SKIP_VERIFY", num_args = 0..=1, default_missing_value = "true"))]
     pub s3_skip_verify: Option<bool>,
-    /// `s3ForcePathStyle`.
+    /// Path-style requests (s3ForcePathStyle).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_FORCE_PATH_STYLE", num_args = 0..=1, default_missing_value = "true"))]
     pub s3_force_path_style: Option<bool>,
-    /// `s3Region`.
+    /// Region (s3Region).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_REGION"))]
     pub s3_region: Option<String>,
-    /// `minioEndpoint` (deprecated alias of `s3Endpoint`).
+    /// Deprecated alias of the S3 endpoint (minioEndpoint).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_MINIO_ENDPOINT"))]
     pub minio_endpoint: Option<String>,
-    /// `secretName`.
+    /// Secret holding the credentials file (secretName).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_SECRET_NAME"))]
     pub secret_name: Option<String>,
-    /// `secretKeyName`.
+    /// Key of the credentials file in that secret (secretKeyName).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_SECRET_KEY_NAME"))]
     pub secret_key_name: Option<String>,
-    /// `azureStorageAccountName`.
+    /// Azure storage account for workload identity (azureStorageAccountName).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_AZURE_STORAGE_ACCOUNT_NAME"))]
     pub azure_storage_account_name: Option<String>,
-    /// `serviceAccountName`.
+    /// Use workload identity (serviceAccountName; top level in the chart's values).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_SERVICE_ACCOUNT_NAME"))]
     pub service_account_name: Option<String>,
-    /// `secretsDir`.
+    /// Where secrets are mounted: DIR/secretName/secretKeyName (default
+    /// /var/run/secrets/catena; not a chart key).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_SECRETS_DIR"))]
     pub secrets_dir: Option<PathBuf>,
-    /// `azureEndpoint`.
+    /// Azure-compatible endpoint, such as Azurite's (not a chart key).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_AZURE_ENDPOINT"))]
     pub azure_endpoint: Option<String>,
-    /// `azureUseEmulator`.
+    /// Use the Azurite emulator at AZURITE_BLOB_STORAGE_URL (not a chart key).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_AZURE_USE_EMULATOR", num_args = 0..=1, default_missing_value = "true"))]
     pub azure_use_emulator: Option<bool>,
 }
 
@@ -258,7 +283,7 @@ impl StorageConfig {
     pub fn with_overrides(mut self, o: &StorageOverrides) -> Self {
         fn text(slot: &mut Option<String>, value: &Option<String>) {
             if let Some(v) = value {
-                *slot = Some(v.clone()).filter(|v| !v.trim().is_empty());
+                *slot = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
             }
         }
         if o.s3_endpoint.is_some() || o.minio_endpoint.is_some() {

@@ -357,9 +357,13 @@ fn every_seed_values_file_runs_unchanged() {
         let v = crate::values::Values::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let b = &v.backup;
         let provider = b.cloud_provider.clone().unwrap_or_default();
-        let s3_keys = [&b.s3_endpoint, &b.minio_endpoint, &b.s3_region]
-            .iter()
-            .any(|k| k.as_deref().is_some_and(|s| !s.is_empty()));
+        let s3_keys = [
+            &b.storage.s3_endpoint,
+            &b.storage.minio_endpoint,
+            &b.storage.s3_region,
+        ]
+        .iter()
+        .any(|k| k.as_deref().is_some_and(|s| !s.is_empty()));
         let mut cmd = catena();
         cmd.args(["backup", "--values"])
             .arg(&path)
@@ -448,7 +452,7 @@ fn every_seed_values_file_runs_unchanged() {
             let o = cmd.output().expect("catena runs");
             let out = text(&o);
             assert_eq!(o.status.code(), Some(1), "{name}: {out}");
-            let wanted: &[&str] = match (provider.as_str(), b.secret_name.as_deref()) {
+            let wanted: &[&str] = match (provider.as_str(), b.storage.secret_name.as_deref()) {
                 ("gcp", Some(s)) if !s.is_empty() => &["gcpcreds/credentials"],
                 ("gcp", _) => &["no GCP credentials", "GOOGLE_APPLICATION_CREDENTIALS"],
                 ("azure", Some(s)) if !s.is_empty() => &["azurecreds/credentials"],
