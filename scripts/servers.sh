@@ -33,9 +33,11 @@ install_test_servers() {
     echo "== installing moto[server] (pip)"
     python3 -m pip install --quiet 'moto[server]'
   fi
-  if [ ! -x "$CATENA_TOOLS/node_modules/.bin/azurite-blob" ]; then
-    echo "== installing azurite (npm)"
-    npm install --silent --no-audit --no-fund --prefix "$CATENA_TOOLS" azurite >/dev/null
+  # 3.37.0: Put Block From URL (Azure's ranged server-side copy); 3.35.0 answers 501.
+  local azurite_version=3.37.0
+  if ! grep -qs "\"version\": \"$azurite_version\"" "$CATENA_TOOLS/node_modules/azurite/package.json"; then
+    echo "== installing azurite $azurite_version (npm)"
+    npm install --silent --no-audit --no-fund --prefix "$CATENA_TOOLS" "azurite@$azurite_version" >/dev/null
   fi
   if ! command -v s3s-fs >/dev/null 2>&1; then
     echo "== installing s3s-fs 0.14.1 (cargo; a few minutes, once)"

@@ -60,6 +60,24 @@ pub(crate) async fn repos() -> Vec<TestRepo> {
     out
 }
 
+/// An Azurite repository, when Azurite runs: for the tests of Azure's server copy (the
+/// other engine tests run on [`repos`]).
+pub(crate) async fn azurite_repo() -> Option<TestRepo> {
+    common::server_var("CATENA_TEST_AZURITE", "azurite")?;
+    let config = StorageConfig {
+        cloud_provider: storage_backends::CloudProvider::Azure,
+        bucket_name: common::BUCKET.into(),
+        prefix: common::unique("engine"),
+        azure_use_emulator: true,
+        ..StorageConfig::default()
+    };
+    Some(TestRepo {
+        name: "azurite",
+        repo: Repository::new(config.build().await.expect("azurite")),
+        _dir: tempfile::tempdir().expect("tempdir"),
+    })
+}
+
 pub(crate) fn db(name: &str) -> DatabaseName {
     DatabaseName::new(name).expect("database name")
 }

@@ -8,8 +8,9 @@
 //! |---|---|---|
 //! | S3 and S3-compatible | `UploadPartCopy` with `x-amz-copy-source-range`, signed by `aws-sigv4` over object_store's own HTTP client (same endpoint, TLS and credentials) | [`PartLimits::S3`] |
 //! | local directory | a kernel copy (`copy_file_range`, block sharing on XFS / btrfs) into a staging file renamed into place | [`PartLimits::NONE`] |
+//! | Azure Blob Storage | `Put Block From URL` with `x-ms-source-range`, then a create-only `Put Block List`, each request on a SAS URL signed by object_store's own signer (same endpoint, TLS and credentials) | [`PartLimits::AZURE`] |
 //! | memory | in-process: ranges of the stored bytes | [`PartLimits::NONE`] |
-//! | GCS, Azure | none yet: [`client_copy`] | - |
+//! | GCS | none (GCS's compose takes whole objects, not ranges): [`client_copy`] | - |
 //!
 //! [`client_copy`] is the fallback for every store: ranged GETs of the records, uploaded as
 //! they are by the streaming multipart upload, never decoded or compressed again.
@@ -30,14 +31,43 @@ use tokio_util::sync::CancellationToken;
 use crate::upload::{ObjectWriter, UploadOptions, WrittenObject};
 use crate::{Error, read};
 
+mod azure;
 mod local;
 mod s3;
 
+pub(crate) use azure::AzureCopy;
 pub(crate) use local::LocalCopy;
 pub(crate) use s3::S3Copy;
 
 /// Largest range one GET of [`client_copy`] or of a sent part asks for.
 const READ_CHUNK: u64 = 8 << 20;
+
+/// A store's error answer (`<Error><Code/><Message/></Error>`: S3 and Azure alike).
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "Code", default)]
+    code: String,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl ErrorBody {
+    /// `code: first line of message` of an error answer, `None` if `text` is not one.
+    fn parse(text: &str) -> Option<(String, String)> {
+        let e = quick_xml::de::from_str::<ErrorBody>(text).ok()?;
+        let first = e.message.lines().next().unwrap_or("").to_owned();
+        Some((e.code, first))
+    }
+}
+
+/// `key` under the repository prefix: the name a copy request uses, where the store behind
+/// [`AssemblyJob::store`] adds the prefix itself.
+fn prefixed(prefix: Option<&Path>, key: &Path) -> Path {
+    match prefix {
+        Some(p) => p.parts().chain(key.parts()).collect(),
+        None => key.clone(),
+    }
+}
 
 /// What a [`ServerCopy`] assembles: the plan's parts, from `sources`, into `dest`.
 #[derive(Debug)]

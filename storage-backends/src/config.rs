@@ -1023,10 +1023,27 @@ impl StorageConfig {
                         b = credentials::azure_ambient(b.with_account(account));
                     }
                 }
-                let store = b
-                    .build()
-                    .map_err(|e| Error::config(format!("Azure: {e}")))?;
-                (Arc::new(store), format!("az://{container}"))
+                let store = Arc::new(
+                    b.build()
+                        .map_err(|e| Error::config(format!("Azure: {e}")))?,
+                );
+                // The copy requests go through a client built as the store's is.
+                let http_options = self.client_options(None, &mut Vec::new())?.with_allow_http(
+                    self.azure_use_emulator
+                        || given(&self.azure_endpoint).is_some_and(|e| e.starts_with("http://")),
+                );
+                let http = crate::fail_fast::FailFastTls
+                    .connect(&http_options)
+                    .map_err(|e| {
+                        Error::config(format!("the Azure client could not be built ({e})"))
+                    })?;
+                let prefix = self.prefix.trim_matches('/');
+                server_copy = Some(Arc::new(crate::assemble::AzureCopy::new(
+                    Arc::clone(&store),
+                    http,
+                    (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix)),
+                )));
+                (store, format!("az://{container}"))
             }
         };
         let prefix = self.prefix.trim_matches('/');

@@ -89,10 +89,7 @@ impl S3Copy {
 
     /// The key in the bucket.
     fn full(&self, key: &Path) -> Path {
-        match &self.prefix {
-            Some(p) => p.parts().chain(key.parts()).collect(),
-            None => key.clone(),
-        }
+        super::prefixed(self.prefix.as_ref(), key)
     }
 
     /// One `UploadPartCopy`, retried on what retrying can mend; returns the part's ETag.
@@ -228,10 +225,10 @@ impl S3Copy {
         {
             return Ok(r.etag);
         }
-        let why = match quick_xml::de::from_str::<ErrorBody>(&text) {
-            Ok(e) => format!("HTTP {status}: {}: {}", e.code, e.message),
+        let why = match super::ErrorBody::parse(&text) {
+            Some((code, message)) => format!("HTTP {status}: {code}: {message}"),
             // Not the raw body: an S3 error body can carry the access key id.
-            Err(_) => format!("HTTP {status} without an S3 error body"),
+            None => format!("HTTP {status} without an S3 error body"),
         };
         if status.is_server_error()
             || status.as_u16() == 429
@@ -287,14 +284,6 @@ enum CopyError {
 struct CopyPartResult {
     #[serde(rename = "ETag")]
     etag: String,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    #[serde(rename = "Code", default)]
-    code: String,
-    #[serde(rename = "Message", default)]
-    message: String,
 }
 
 #[async_trait::async_trait]

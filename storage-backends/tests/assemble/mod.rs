@@ -235,4 +235,10 @@ async fn assembly_on_every_backend() {
         .collect();
     eprintln!("backends with server copy: {with_copy:?}");
     assert!(with_copy.contains(&"memory") && with_copy.contains(&"local"));
+    // S3's UploadPartCopy on moto, Azure's Put Block From URL on Azurite, where they run.
+    for name in ["moto", "azurite"] {
+        if backends.iter().any(|b| b.name == name) {
+            assert!(with_copy.contains(&name), "{name} has a server copy");
+        }
+    }
 }
