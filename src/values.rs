@@ -54,6 +54,10 @@ const BACKUP: &[(&str, Shape)] = &[
     ("s3CASecretName", Leaf),
     ("s3CASecretKey", Leaf),
     ("minioEndpoint", Leaf),
+    // Catena's own storage keys, in the chart's style.
+    ("s3ServerSideEncryption", Leaf),
+    ("s3SseKmsKeyId", Leaf),
+    ("s3SseBucketKeyEnabled", Leaf),
     ("database", Leaf),
     ("cloudProvider", Leaf),
     ("secretName", Leaf),

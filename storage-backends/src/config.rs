@@ -8,7 +8,9 @@
 //! `azureStorageAccountName`, `serviceAccountName`. Catena adds `prefix` (a key prefix inside
 //! the bucket), `secretsDir` (where `<secretName>/<secretKeyName>` files are mounted),
 //! `localPath` (the directory used when `cloudProvider` is empty), and `azureEndpoint` /
-//! `azureUseEmulator` (Azure-compatible endpoints such as Azurite).
+//! `azureUseEmulator` (Azure-compatible endpoints such as Azurite), and S3's own encryption at
+//! rest in the chart's style: `s3ServerSideEncryption` (`AES256`, `aws:kms`, `aws:kms:dsse`),
+//! `s3SseKmsKeyId`, `s3SseBucketKeyEnabled`.
 //!
 //! [`StorageConfig::build`] validates once, with errors that name the keys involved, and
 //! returns a [`Storage`]: the store, already scoped to the prefix, plus any warnings.
@@ -103,6 +105,17 @@ pub struct StorageConfig {
     /// Deprecated alias of `s3Endpoint` (accepted, with a warning).
     #[serde(default)]
     pub minio_endpoint: Option<String>,
+    /// S3 server-side encryption of every object written: `AES256` (SSE-S3), `aws:kms`
+    /// (SSE-KMS) or `aws:kms:dsse` (Catena; unset: the bucket's default encryption).
+    #[serde(default)]
+    pub s3_server_side_encryption: Option<String>,
+    /// The KMS key of `aws:kms` / `aws:kms:dsse` (Catena; unset: the account's AWS-managed
+    /// key).
+    #[serde(default)]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// An S3 Bucket Key for SSE-KMS, fewer KMS requests (Catena).
+    #[serde(default)]
+    pub s3_sse_bucket_key_enabled: bool,
     /// The secret holding the credentials file.
     #[serde(default)]
     pub secret_name: Option<String>,
@@ -145,6 +158,9 @@ impl Default for StorageConfig {
             s3_force_path_style: false,
             s3_region: None,
             minio_endpoint: None,
+            s3_server_side_encryption: None,
+            s3_sse_kms_key_id: None,
+            s3_sse_bucket_key_enabled: false,
             secret_name: None,
             secret_key_name: None,
             azure_storage_account_name: None,
@@ -173,6 +189,9 @@ impl std::fmt::Debug for StorageConfig {
             .field("s3_force_path_style", &self.s3_force_path_style)
             .field("s3_region", &self.s3_region)
             .field("minio_endpoint", &self.minio_endpoint)
+            .field("s3_server_side_encryption", &self.s3_server_side_encryption)
+            .field("s3_sse_kms_key_id", &self.s3_sse_kms_key_id)
+            .field("s3_sse_bucket_key_enabled", &self.s3_sse_bucket_key_enabled)
             .field("secret_name", &self.secret_name)
             .field("secret_key_name", &self.secret_key_name)
             .field(
@@ -186,6 +205,16 @@ impl std::fmt::Debug for StorageConfig {
             .field("azure_use_emulator", &self.azure_use_emulator)
             .finish()
     }
+}
+
+/// S3 server-side encryption, checked ([`StorageConfig`]'s `s3ServerSideEncryption` keys).
+struct Sse {
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
+    kind: &'static str,
+    /// The KMS key of `aws:kms*`.
+    kms_key: Option<String>,
+    /// An S3 Bucket Key for SSE-KMS.
+    bucket_key: bool,
 }
 
 /// Storage settings laid over a configuration, as flags and environment variables are laid
@@ -238,6 +267,16 @@ pub struct StorageOverrides {
     /// Deprecated alias of the S3 endpoint (minioEndpoint).
     #[cfg_attr(feature = "clap", arg(long, env = "CATENA_MINIO_ENDPOINT"))]
     pub minio_endpoint: Option<String>,
+    /// S3 server-side encryption: AES256, aws:kms or aws:kms:dsse (s3ServerSideEncryption;
+    /// not a chart key).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_SERVER_SIDE_ENCRYPTION"))]
+    pub s3_server_side_encryption: Option<String>,
+    /// The KMS key id or ARN of aws:kms (s3SseKmsKeyId; not a chart key).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_SSE_KMS_KEY_ID"))]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// An S3 Bucket Key for SSE-KMS (s3SseBucketKeyEnabled; not a chart key).
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_SSE_BUCKET_KEY_ENABLED", num_args = 0..=1, default_missing_value = "true"))]
+    pub s3_sse_bucket_key_enabled: Option<bool>,
     /// Secret holding the credentials file (secretName).
     #[cfg_attr(feature = "clap", arg(long, env = "CATENA_SECRET_NAME"))]
     pub secret_name: Option<String>,
@@ -292,6 +331,14 @@ impl StorageConfig {
         }
         text(&mut self.s3_endpoint, &o.s3_endpoint);
         text(&mut self.minio_endpoint, &o.minio_endpoint);
+        text(
+            &mut self.s3_server_side_encryption,
+            &o.s3_server_side_encryption,
+        );
+        text(&mut self.s3_sse_kms_key_id, &o.s3_sse_kms_key_id);
+        if let Some(v) = o.s3_sse_bucket_key_enabled {
+            self.s3_sse_bucket_key_enabled = v;
+        }
         if o.s3_endpoint_tls.is_some() {
             self.s3_endpoint_tls = o.s3_endpoint_tls;
         }
@@ -665,6 +712,12 @@ impl StorageConfig {
             ("s3ForcePathStyle", self.s3_force_path_style),
             ("s3Region", given(&self.s3_region).is_some()),
             ("minioEndpoint", given(&self.minio_endpoint).is_some()),
+            (
+                "s3ServerSideEncryption",
+                given(&self.s3_server_side_encryption).is_some(),
+            ),
+            ("s3SseKmsKeyId", given(&self.s3_sse_kms_key_id).is_some()),
+            ("s3SseBucketKeyEnabled", self.s3_sse_bucket_key_enabled),
         ];
         if self.cloud_provider != CloudProvider::Aws
             && let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set)
@@ -682,6 +735,7 @@ impl StorageConfig {
                 self.provider_name()
             )));
         }
+        self.sse()?;
         if given(&self.s3_ca_cert).is_some() && self.s3_skip_verify {
             return Err(Error::config(
                 "s3CACert and s3SkipVerify are both set: with a CA, verification works; remove s3SkipVerify",
@@ -698,6 +752,44 @@ impl StorageConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The S3 server-side encryption asked for, checked. Nothing is ever written
+    /// unencrypted because a setting was not understood.
+    fn sse(&self) -> Result<Option<Sse>, Error> {
+        let kind = match given(&self.s3_server_side_encryption) {
+            None => None,
+            Some("AES256") => Some("AES256"),
+            Some("aws:kms") => Some("aws:kms"),
+            Some("aws:kms:dsse") => Some("aws:kms:dsse"),
+            Some(other) if other.eq_ignore_ascii_case("sse-c") => {
+                return Err(Error::config(
+                    "s3ServerSideEncryption sse-c (customer-provided keys) is not supported: use aws:kms with s3SseKmsKeyId, or AES256",
+                ));
+            }
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "s3ServerSideEncryption {other:?} is not AES256 (SSE-S3), aws:kms (SSE-KMS) or aws:kms:dsse: set one of them, or remove the key to use the bucket's default encryption"
+                )));
+            }
+        };
+        let key = given(&self.s3_sse_kms_key_id);
+        let kms = matches!(kind, Some("aws:kms" | "aws:kms:dsse"));
+        if !kms && key.is_some() {
+            return Err(Error::config(
+                "s3SseKmsKeyId is set but s3ServerSideEncryption is not aws:kms: set s3ServerSideEncryption: aws:kms (or aws:kms:dsse), or remove s3SseKmsKeyId",
+            ));
+        }
+        if !kms && self.s3_sse_bucket_key_enabled {
+            return Err(Error::config(
+                "s3SseBucketKeyEnabled applies to SSE-KMS: set s3ServerSideEncryption: aws:kms, or remove s3SseBucketKeyEnabled",
+            ));
+        }
+        Ok(kind.map(|kind| Sse {
+            kind,
+            kms_key: key.map(str::to_owned),
+            bucket_key: self.s3_sse_bucket_key_enabled,
+        }))
     }
 
     fn provider_name(&self) -> &'static str {
@@ -887,6 +979,38 @@ impl StorageConfig {
                     b = b.with_region(region);
                 }
                 use object_store::aws::AmazonS3ConfigKey as K;
+                // object_store's own keys (its encryption key enum is not exported).
+                let encryption = |name: &str| {
+                    name.parse::<K>()
+                        .map_err(|e| Error::config(format!("S3 encryption setting {name}: {e}")))
+                };
+                match self.sse()? {
+                    Some(Sse {
+                        kind,
+                        kms_key: key,
+                        bucket_key,
+                    }) => {
+                        b = b.with_config(encryption("aws_server_side_encryption")?, kind);
+                        if let Some(key) = &key {
+                            b = b.with_config(encryption("aws_sse_kms_key_id")?, key);
+                        }
+                        if bucket_key {
+                            b = b.with_config(encryption("aws_sse_bucket_key_enabled")?, "true");
+                        }
+                        settings.push((
+                            "server_side_encryption".into(),
+                            format!(
+                                "{kind}{}{}",
+                                key.map(|k| format!(", key {k}")).unwrap_or_default(),
+                                if bucket_key { ", bucket key" } else { "" }
+                            ),
+                        ));
+                    }
+                    None => settings.push((
+                        "server_side_encryption".into(),
+                        "the bucket's default".into(),
+                    )),
+                }
                 for (name, key) in [
                     ("bucket", K::Bucket),
                     ("endpoint", K::Endpoint),

@@ -586,6 +586,109 @@ async fn aggregate_by_server_copy_client_copy_and_reencode_restore_identically()
     }
 }
 
+/// S3 server-side encryption (SSE-KMS with a key and a bucket key) reaches every object a
+/// backup writes, single puts and multipart uploads, and the FULL an aggregate assembles by
+/// `UploadPartCopy`: each object's HEAD on moto names the encryption and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_side_encryption_reaches_every_object_and_the_server_copy() {
+    let Some(endpoint) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/catena-sse-test";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = common::unique("sse");
+    let config = StorageConfig {
+        s3_server_side_encryption: Some("aws:kms".into()),
+        s3_sse_kms_key_id: Some(KEY.into()),
+        s3_sse_bucket_key_enabled: true,
+        ..common::s3_config(&endpoint, dir.path(), "k", "s", &prefix)
+    };
+    let storage = config.build().await.expect("moto with SSE-KMS");
+    let said = storage
+        .settings
+        .iter()
+        .find(|(k, _)| k == "server_side_encryption")
+        .map(|(_, v)| v.clone());
+    assert_eq!(said, Some(format!("aws:kms, key {KEY}, bucket key")));
+    let repo = Repository::new(storage);
+    let name = "sse";
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    // 12 MiB: a multipart data object, and runs long enough for UploadPartCopy.
+    std::fs::write(src.join("big"), data(12 << 20, 5, true)).expect("write");
+    committed(&backup_dir(&repo, name, &src, auto()).await);
+    mutate(&src, 1);
+    committed(&backup_dir(&repo, name, &src, auto()).await);
+    let options = AggregateOptions {
+        copy: CopyMode::Server,
+        ..AggregateOptions::default()
+    };
+    let report = aggregate(&repo, &db(name), &options, &progress())
+        .await
+        .expect("aggregate by server copy");
+    let copy = report.copy.expect("copy report");
+    assert!(
+        copy.method.starts_with("server") && copy.server_bytes > 0,
+        "{copy:?}"
+    );
+    let objects = keys(&repo).await;
+    assert!(objects.len() >= 4, "{objects:?}");
+    // S3 answers SSE-KMS objects only to signed requests: boto3 (moto's own dependency)
+    // signs the HEADs, as an independent reader of what was stored.
+    let script = r#"
+import boto3, json, sys
+endpoint, bucket, prefix = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k",
+                  aws_secret_access_key="s", region_name="us-east-1")
+out = {}
+for key in sys.stdin.read().split():
+    h = s3.head_object(Bucket=bucket, Key=prefix + "/" + key)
+    out[key] = [h.get("ServerSideEncryption"), h.get("SSEKMSKeyId"), h.get("BucketKeyEnabled")]
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, &endpoint, common::BUCKET, &prefix])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for key in &objects {
+            writeln!(stdin, "{key}").expect("write");
+        }
+    }
+    let out = child.wait_with_output().expect("python3 ends");
+    assert!(out.status.success(), "boto3 HEAD failed");
+    /// What a HEAD says: encryption, KMS key, bucket key.
+    type Head = (Option<String>, Option<String>, Option<bool>);
+    let heads: std::collections::BTreeMap<String, Head> =
+        serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(heads.len(), objects.len());
+    for (key, (sse, kms_key, bucket_key)) in &heads {
+        assert_eq!(
+            (sse.as_deref(), kms_key.as_deref()),
+            (Some("aws:kms"), Some(KEY)),
+            "{key}"
+        );
+        // Moto does not record BucketKeyEnabled of a multipart upload (boto3's own
+        // CreateMultipartUpload shows the same), and the data objects here are multipart.
+        if !key.ends_with(".data") {
+            assert_eq!(*bucket_key, Some(true), "{key}");
+        }
+    }
+    eprintln!(
+        "SSE-KMS on {} objects (aggregated by {}): every HEAD names aws:kms, the key and the bucket key",
+        heads.len(),
+        copy.method
+    );
+    let into = work.path().join("restored");
+    restore_to(&repo, name, RestoreTarget::Latest, &into).await;
+    assert_same("sse", &snapshot(&src), &snapshot(&into));
+}
+
 /// A server copy that goes wrong (a range one byte off, an error after writing, a copy that
 /// never ends and is cancelled) leaves the repository as it was: no new artifact, no new
 /// object, the old chain whole, even with `keepOldBackup: false`; `auto` then copies

@@ -724,3 +724,73 @@ async fn every_storage_key_can_be_overridden() {
         "{overrides:?}"
     );
 }
+
+/// S3 server-side encryption is checked before anything is written: an unknown type, SSE-C
+/// (not supported), a KMS key or bucket key without SSE-KMS, and any of them on a store
+/// that is not S3 are refused, naming the key; what is set shows in the settings.
+#[tokio::test]
+async fn server_side_encryption_is_checked_at_start() {
+    let sse = |kind: &str| StorageConfig {
+        s3_server_side_encryption: Some(kind.into()),
+        ..aws()
+    };
+    let cases = [
+        (sse("aes"), "s3ServerSideEncryption \"aes\" is not AES256"),
+        (
+            sse("sse-c"),
+            "sse-c (customer-provided keys) is not supported",
+        ),
+        (
+            StorageConfig {
+                s3_sse_kms_key_id: Some("k".into()),
+                ..sse("AES256")
+            },
+            "s3SseKmsKeyId is set but s3ServerSideEncryption is not aws:kms",
+        ),
+        (
+            StorageConfig {
+                s3_sse_bucket_key_enabled: true,
+                ..aws()
+            },
+            "s3SseBucketKeyEnabled applies to SSE-KMS",
+        ),
+        (
+            StorageConfig {
+                cloud_provider: CloudProvider::Gcp,
+                ..sse("aws:kms")
+            },
+            "s3ServerSideEncryption applies only to cloudProvider \"aws\"",
+        ),
+    ];
+    for (config, wanted) in cases {
+        let e = build_err(config).await;
+        assert!(e.contains(wanted), "{e}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let built = StorageConfig {
+        s3_sse_kms_key_id: Some("alias/backups".into()),
+        s3_sse_bucket_key_enabled: true,
+        s3_endpoint: Some("http://127.0.0.1:9".into()),
+        secrets_dir: dir.path().to_owned(),
+        ..sse("aws:kms")
+    }
+    .build()
+    .await
+    .expect("builds");
+    assert_eq!(
+        setting(&built, "server_side_encryption").as_deref(),
+        Some("aws:kms, key alias/backups, bucket key")
+    );
+    let plain = StorageConfig {
+        s3_endpoint: Some("http://127.0.0.1:9".into()),
+        secrets_dir: dir.path().to_owned(),
+        ..aws()
+    }
+    .build()
+    .await
+    .expect("builds");
+    assert_eq!(
+        setting(&plain, "server_side_encryption").as_deref(),
+        Some("the bucket's default")
+    );
+}
