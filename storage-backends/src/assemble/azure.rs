@@ -98,37 +98,44 @@ impl AzureCopy {
         Ok(url)
     }
 
-    /// The request `what` asks for, with fresh SAS URLs.
-    async fn request(
-        &self,
-        dest: &Path,
+    /// The SAS URLs `what` needs: the new blob's, and the source's for a copy. Made once
+    /// per request and kept through its retries: object_store starts a SAS's validity at
+    /// the signing second, so on a service whose clock is behind the client's a fresh SAS
+    /// is refused as not yet valid, and the same SAS a moment later is not.
+    async fn urls(&self, dest: &Path, what: &Request) -> Result<(String, Option<String>), Failure> {
+        Ok(match what {
+            Request::CopyBlock { n, source, .. } => (
+                self.sas(Method::PUT, dest, &block_query(*n)).await?,
+                Some(self.sas(Method::GET, source, "").await?),
+            ),
+            Request::SendBlock { n, .. } => {
+                (self.sas(Method::PUT, dest, &block_query(*n)).await?, None)
+            }
+            Request::Commit { .. } => (self.sas(Method::PUT, dest, "comp=blocklist").await?, None),
+        })
+    }
+
+    /// The request `what` asks for, on `urls` (see [`Self::urls`]).
+    fn request(
         what: &Request,
+        (url, source): &(String, Option<String>),
     ) -> Result<http::Request<HttpRequestBody>, Failure> {
-        let builder = |url: String| {
-            http::Request::builder()
-                .method(Method::PUT)
-                .uri(url)
-                .header("x-ms-version", REST_VERSION)
-        };
+        let builder = http::Request::builder()
+            .method(Method::PUT)
+            .uri(url.as_str())
+            .header("x-ms-version", REST_VERSION);
         let built = match what {
-            Request::CopyBlock { n, source, range } => {
-                let url = self.sas(Method::PUT, dest, &block_query(*n)).await?;
-                let source = self.sas(Method::GET, source, "").await?;
-                builder(url)
-                    .header("x-ms-copy-source", source)
-                    .header(
-                        "x-ms-source-range",
-                        format!("bytes={}-{}", range.start, range.end - 1),
-                    )
-                    .header("content-length", "0")
-                    .body(HttpRequestBody::empty())
-            }
-            Request::SendBlock { n, bytes } => {
-                let url = self.sas(Method::PUT, dest, &block_query(*n)).await?;
-                builder(url)
-                    .header("content-length", bytes.len().to_string())
-                    .body(HttpRequestBody::from(bytes.clone()))
-            }
+            Request::CopyBlock { range, .. } => builder
+                .header("x-ms-copy-source", source.as_deref().unwrap_or(""))
+                .header(
+                    "x-ms-source-range",
+                    format!("bytes={}-{}", range.start, range.end - 1),
+                )
+                .header("content-length", "0")
+                .body(HttpRequestBody::empty()),
+            Request::SendBlock { bytes, .. } => builder
+                .header("content-length", bytes.len().to_string())
+                .body(HttpRequestBody::from(bytes.clone())),
             Request::Commit { count } => {
                 let mut list = String::from(r#"<?xml version="1.0" encoding="utf-8"?><BlockList>"#);
                 for n in 0..*count {
@@ -137,8 +144,7 @@ impl AzureCopy {
                     list.push_str("</Latest>");
                 }
                 list.push_str("</BlockList>");
-                let url = self.sas(Method::PUT, dest, "comp=blocklist").await?;
-                builder(url)
+                builder
                     .header("if-none-match", "*")
                     .header("content-type", "application/xml")
                     .header("content-length", list.len().to_string())
@@ -148,23 +154,28 @@ impl AzureCopy {
         built.map_err(|e| Failure::Fail(format!("request: {}", safe(&e.to_string()))))
     }
 
-    /// Sends `what` (fresh SAS URLs each attempt), retrying what may pass.
+    /// Sends `what`, retrying what may pass (the same SAS URLs each attempt).
     async fn send(&self, dest: &Path, what: Request) -> Result<(), Error> {
         let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
-            let outcome = match self.request(dest, &what).await {
-                Ok(request) => self.try_send(request).await,
-                Err(f) => Err(f),
-            };
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(Failure::Retry(why)) => last = why,
-                Err(Failure::Fail(why)) => {
-                    last = why;
-                    break;
+        match self.urls(dest, &what).await {
+            Err(Failure::Retry(why) | Failure::Fail(why)) => last = why,
+            Ok(urls) => {
+                for attempt in 0..ATTEMPTS {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
+                    let outcome = match Self::request(&what, &urls) {
+                        Ok(request) => self.try_send(request).await,
+                        Err(f) => Err(f),
+                    };
+                    match outcome {
+                        Ok(()) => return Ok(()),
+                        Err(Failure::Retry(why)) => last = why,
+                        Err(Failure::Fail(why)) => {
+                            last = why;
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -203,13 +214,12 @@ impl AzureCopy {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&body);
-        let why = match super::ErrorBody::parse(&text) {
-            Some((code, message)) => format!("HTTP {status}: {code}: {}", safe(&message)),
+        let parsed = super::ErrorBody::parse(&text);
+        let why = match &parsed {
+            Some((code, message)) => format!("HTTP {status}: {code}: {}", safe(message)),
             None => format!("HTTP {status} without an Azure error body"),
         };
-        if (status.is_server_error() && status != http::StatusCode::NOT_IMPLEMENTED)
-            || status == http::StatusCode::TOO_MANY_REQUESTS
-        {
+        if retryable(status, parsed.as_ref().map(|(code, _)| code.as_str())) {
             Err(Failure::Retry(why))
         } else {
             Err(Failure::Fail(why))
@@ -243,6 +253,19 @@ impl AzureCopy {
         let count = job.plan.parts.len();
         self.send(dest, Request::Commit { count }).await
     }
+}
+
+/// Whether an answer may change on a retry: a server error (but "not implemented"), a
+/// throttle, or a SAS refused as not valid yet (the service's clock behind the client's;
+/// the same SAS becomes valid as it catches up).
+fn retryable(status: http::StatusCode, code: Option<&str>) -> bool {
+    (status.is_server_error() && status != http::StatusCode::NOT_IMPLEMENTED)
+        || status == http::StatusCode::TOO_MANY_REQUESTS
+        || (status == http::StatusCode::FORBIDDEN
+            && matches!(
+                code,
+                Some("AuthenticationFailed" | "CannotVerifyCopySource")
+            ))
 }
 
 /// Block `n`'s id: base64 of a fixed-width number (a blob's ids must all be as long).
@@ -298,6 +321,23 @@ mod tests {
             ids.windows(2)
                 .all(|w| w[0].len() == w[1].len() && w[0] != w[1])
         );
+    }
+
+    #[test]
+    fn what_is_retried() {
+        use http::StatusCode as S;
+        assert!(retryable(S::SERVICE_UNAVAILABLE, Some("ServerBusy")));
+        assert!(retryable(S::TOO_MANY_REQUESTS, None));
+        assert!(retryable(S::FORBIDDEN, Some("AuthenticationFailed")));
+        assert!(retryable(S::FORBIDDEN, Some("CannotVerifyCopySource")));
+        assert!(!retryable(S::NOT_IMPLEMENTED, Some("APINotImplemented")));
+        assert!(!retryable(
+            S::FORBIDDEN,
+            Some("AuthorizationPermissionMismatch")
+        ));
+        assert!(!retryable(S::CONFLICT, Some("BlobAlreadyExists")));
+        assert!(!retryable(S::NOT_FOUND, Some("CannotVerifyCopySource")));
+        assert!(!retryable(S::RANGE_NOT_SATISFIABLE, Some("InvalidRange")));
     }
 
     #[test]
