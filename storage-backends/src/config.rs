@@ -754,6 +754,34 @@ impl StorageConfig {
         Ok(())
     }
 
+    /// The HTTP client of a store's server copy, built by the store's connector and client
+    /// options (CA, skip-verify, timeouts), and the repository prefix its requests name
+    /// (the store behind the repository adds it itself).
+    fn copy_client(
+        &self,
+        ca: Option<&[u8]>,
+        allow_http: bool,
+        store: &str,
+    ) -> Result<
+        (
+            object_store::client::HttpClient,
+            Option<object_store::path::Path>,
+        ),
+        Error,
+    > {
+        let options = self
+            .client_options(ca, &mut Vec::new())?
+            .with_allow_http(allow_http);
+        let http = crate::fail_fast::FailFastTls
+            .connect(&options)
+            .map_err(|e| Error::config(format!("the {store} client could not be built ({e})")))?;
+        let prefix = self.prefix.trim_matches('/');
+        Ok((
+            http,
+            (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix)),
+        ))
+    }
+
     /// The S3 server-side encryption asked for, checked. Nothing is ever written
     /// unencrypted because a setting was not understood.
     fn sse(&self) -> Result<Option<Sse>, Error> {
@@ -1055,20 +1083,13 @@ impl StorageConfig {
                 })?;
                 let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
                 let store = Arc::new(store);
-                // The copy requests go through a client built as the store's is.
-                let http_options = self
-                    .client_options(self.s3_ca()?.as_deref(), &mut Vec::new())?
-                    .with_allow_http(
-                        request_endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("http://")),
-                    );
-                let http = crate::fail_fast::FailFastTls
-                    .connect(&http_options)
-                    .map_err(|e| {
-                        Error::config(format!("the S3 client could not be built ({e})"))
-                    })?;
-                let prefix = self.prefix.trim_matches('/');
+                let (http, prefix) = self.copy_client(
+                    self.s3_ca()?.as_deref(),
+                    request_endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                    "S3",
+                )?;
                 server_copy = Some(Arc::new(crate::assemble::S3Copy::new(
                     Arc::clone(&store),
                     http,
@@ -1076,7 +1097,7 @@ impl StorageConfig {
                     &region,
                     request_endpoint.as_deref(),
                     virtual_hosted,
-                    (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix)),
+                    prefix,
                 )));
                 (store, format!("s3://{}{at}", self.bucket_name))
             }
@@ -1151,21 +1172,16 @@ impl StorageConfig {
                     b.build()
                         .map_err(|e| Error::config(format!("Azure: {e}")))?,
                 );
-                // The copy requests go through a client built as the store's is.
-                let http_options = self.client_options(None, &mut Vec::new())?.with_allow_http(
+                let (http, prefix) = self.copy_client(
+                    None,
                     self.azure_use_emulator
                         || given(&self.azure_endpoint).is_some_and(|e| e.starts_with("http://")),
-                );
-                let http = crate::fail_fast::FailFastTls
-                    .connect(&http_options)
-                    .map_err(|e| {
-                        Error::config(format!("the Azure client could not be built ({e})"))
-                    })?;
-                let prefix = self.prefix.trim_matches('/');
+                    "Azure",
+                )?;
                 server_copy = Some(Arc::new(crate::assemble::AzureCopy::new(
                     Arc::clone(&store),
                     http,
-                    (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix)),
+                    prefix,
                 )));
                 (store, format!("az://{container}"))
             }

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
 use chain_core::{Part, PartLimits};
 use futures::{StreamExt, TryStreamExt};
 use http::Method;
+use object_store::PutPayload;
 use object_store::azure::MicrosoftAzure;
 use object_store::client::{HttpClient, HttpRequestBody};
 use object_store::path::Path;
@@ -58,7 +58,7 @@ enum Request {
         range: std::ops::Range<u64>,
     },
     /// `Put Block`: block `n` from the client.
-    SendBlock { n: usize, bytes: Bytes },
+    SendBlock { n: usize, bytes: PutPayload },
     /// `Put Block List` of blocks `0..count`, create-only.
     Commit { count: usize },
 }
@@ -134,7 +134,7 @@ impl AzureCopy {
                 .header("content-length", "0")
                 .body(HttpRequestBody::empty()),
             Request::SendBlock { bytes, .. } => builder
-                .header("content-length", bytes.len().to_string())
+                .header("content-length", bytes.content_length().to_string())
                 .body(HttpRequestBody::from(bytes.clone())),
             Request::Commit { count } => {
                 let mut list = String::from(r#"<?xml version="1.0" encoding="utf-8"?><BlockList>"#);
@@ -237,12 +237,8 @@ impl AzureCopy {
                             .await
                     }
                     Part::Send { ranges } => {
-                        let chunks = job.read_ranges(&ranges).await?;
-                        let mut bytes = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-                        for c in chunks {
-                            bytes.extend_from_slice(&c);
-                        }
-                        let bytes = Bytes::from(bytes);
+                        // The ranges as read, not copied into one buffer (as S3's parts).
+                        let bytes = PutPayload::from_iter(job.read_ranges(&ranges).await?);
                         self.send(dest, Request::SendBlock { n, bytes }).await
                     }
                 }
