@@ -70,7 +70,10 @@ fn chain(files: usize, links: usize) -> Vec<Vec<u8>> {
         changes: ChangeSet::full(&State::from_entries(entries)),
         blocks: placed(blocks),
     };
-    out.push(full.encode(Compression::Zstd { level: 1 }).expect("encode"));
+    out.push(
+        full.encode(Compression::Zstd { level: 1 }, None)
+            .expect("encode"),
+    );
     let changed = (files / 100).max(1);
     for link in 1..links {
         let (entries, blocks): (Vec<_>, Vec<_>) = (0..changed)
@@ -86,7 +89,10 @@ fn chain(files: usize, links: usize) -> Vec<Vec<u8>> {
             },
             blocks: placed(blocks),
         };
-        out.push(diff.encode(Compression::Zstd { level: 1 }).expect("encode"));
+        out.push(
+            diff.encode(Compression::Zstd { level: 1 }, None)
+                .expect("encode"),
+        );
     }
     out
 }

@@ -100,6 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         parts_in_flight: 8,
         part_size: 8 * MIB,
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        key: None,
     };
 
     let cpu0 = cpu_seconds();

@@ -134,6 +134,10 @@ pub async fn aggregate(
     options: &AggregateOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<AggregateReport, Error> {
+    let options = &AggregateOptions {
+        upload: repo.upload_options(&options.upload),
+        ..options.clone()
+    };
     repo.with_lock(db, "aggregate", async |lock| {
         aggregate_locked(repo, db, options, progress, lock).await
     })
@@ -477,16 +481,20 @@ async fn reencode(
             .map(|(_, l)| u64::from(l.stored_len))
             .sum::<u64>();
         let (database, p) = (db.to_string(), Arc::clone(progress));
-        let stream =
-            read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight)
-                .inspect(move |b| {
-                    if let Ok(b) = b {
-                        p.event(ProgressEvent::Bytes {
-                            database: database.clone(),
-                            bytes: b.len() as u64,
-                        });
-                    }
+        let stream = read::read_blocks_at(
+            Arc::clone(repo.store()),
+            located,
+            options.blocks_in_flight,
+            repo.key().cloned(),
+        )
+        .inspect(move |b| {
+            if let Ok(b) = b {
+                p.event(ProgressEvent::Bytes {
+                    database: database.clone(),
+                    bytes: b.len() as u64,
                 });
+            }
+        });
         let written = writer.write_blocks(stream).await;
         match written {
             Ok(refs) if refs == *blocks => {}
@@ -548,5 +556,5 @@ async fn assemble_and_verify(
         Some(copy) => copy.assemble(job).await?,
         None => assemble::client_copy(job, upload).await?,
     }
-    assemble::verify_assembled(repo.store(), job.dest, job.plan).await
+    assemble::verify_assembled(repo.store(), job.dest, job.plan, repo.key().cloned()).await
 }

@@ -129,6 +129,30 @@ pub struct RunRecord {
     pub skipped: Vec<crate::SkippedEntry>,
 }
 
+impl RunRecord {
+    /// The record as an encrypted repository stores it (run records are stored in clear):
+    /// warnings, errors and skipped names may name files, so they are replaced by what
+    /// they were; the command's own report keeps them whole.
+    pub fn redacted(&self) -> Self {
+        const WITHHELD: &str =
+            "withheld from an encrypted repository's run record; see the command's output or log";
+        let mut run = self.clone();
+        for db in &mut run.databases {
+            if !db.warnings.is_empty() {
+                db.warnings = vec![format!("{} warning(s), {WITHHELD}", db.warnings.len())];
+            }
+            if db.error.is_some() {
+                db.error = Some(format!("failed; the message is {WITHHELD}"));
+            }
+        }
+        for s in &mut run.skipped {
+            s.name = "(withheld)".into();
+            s.why = WITHHELD.into();
+        }
+        run
+    }
+}
+
 /// What [`backup`] returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BackupReport {
@@ -167,6 +191,10 @@ pub async fn backup(
     progress: &Arc<dyn Progress>,
 ) -> Result<BackupReport, Error> {
     options.upload.validate()?;
+    let options = &BackupOptions {
+        upload: repo.upload_options(&options.upload),
+        ..options.clone()
+    };
     let started_at = now();
     let mut outcomes = Vec::new();
     for (db, source) in sources {
@@ -207,10 +235,15 @@ pub async fn backup(
         None
     } else {
         let key = Path::from_iter([layout::RUNS_PREFIX, &format!("{}.json", run.run_id)]);
+        let stored = if repo.key().is_some() {
+            run.redacted()
+        } else {
+            run.clone()
+        };
         commit::put_create(
             repo.store().as_ref(),
             &key,
-            Bytes::from(chain_core::sealed::seal(&run)),
+            Bytes::from(chain_core::sealed::seal(&stored)),
         )
         .await?;
         Some(key.to_string())
@@ -354,8 +387,12 @@ async fn run_one(
     let changes = ChangeSet::between_owned(&base, state);
     let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
     let mut builder = ManifestBuilder::new(id.clone(), decision).empty(empty);
-    for (k, v) in source.describe() {
-        builder = builder.source(k, v);
+    // The source's facts (its path, for people) stay out of an encrypted repository's
+    // manifests, which are stored in clear.
+    if repo.key().is_none() {
+        for (k, v) in source.describe() {
+            builder = builder.source(k, v);
+        }
     }
     lock.ensure_held_for_commit(repo.store().as_ref(), &stored)
         .await?;

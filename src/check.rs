@@ -209,7 +209,7 @@ pub async fn check(
         if !(options.indexes || options.blocks) {
             continue;
         }
-        let index = match read::read_index(repo.store().as_ref(), m).await {
+        let index = match read::read_index(repo.store().as_ref(), m, repo.key()).await {
             Ok(i) => i,
             Err(e) => {
                 problems.push(from_storage(&m.id, &e));
@@ -293,6 +293,7 @@ async fn check_blocks(
         key,
         index.blocks.clone(),
         options.blocks_in_flight,
+        repo.key().cloned(),
     ));
     let mut n = 0;
     while let Some(r) = stream.next().await {

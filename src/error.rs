@@ -59,6 +59,11 @@ pub enum Error {
         /// Who holds it and what to do.
         why: String,
     },
+    /// The repository's encryption: a key is needed, does not open it, or was given to a
+    /// plain repository; a key slot or config object is unusable. The message says what
+    /// to do and never holds key material.
+    #[error("encryption: {0}")]
+    Encryption(String),
     /// The operation was cancelled; nothing it wrote is visible.
     #[error("cancelled; nothing was committed")]
     Cancelled,
@@ -85,6 +90,7 @@ impl Error {
             | Error::Options(_)
             | Error::Values(_)
             | Error::Inconsistent { .. }
+            | Error::Encryption(_)
             | Error::Cancelled => true,
             Error::Storage(e) => e.is_permanent(),
             Error::Source { cause, .. } | Error::Restore { cause, .. } => {

@@ -58,6 +58,7 @@ mod error;
 mod expire;
 mod gc;
 mod inspect;
+pub mod keys;
 pub mod lock;
 mod progress;
 mod repo;

@@ -24,6 +24,16 @@ pub struct Repository {
     local_root: Option<std::path::PathBuf>,
     lock_options: LockOptions,
     server_copy: Option<Arc<dyn storage_backends::assemble::ServerCopy>>,
+    pub(crate) encryption: Arc<EncryptionState>,
+}
+
+/// What [`Repository::open`] found: the key of an encrypted repository, the slot that
+/// opened it, and whether the config object was checked against it.
+#[derive(Debug, Default)]
+pub(crate) struct EncryptionState {
+    pub(crate) key: Option<Arc<chain_core::RepoKey>>,
+    pub(crate) slot: Option<String>,
+    pub(crate) checked: tokio::sync::OnceCell<()>,
 }
 
 /// A manifest that could not be read, with why.
@@ -137,6 +147,7 @@ impl Repository {
             local_root: storage.local_root,
             lock_options: LockOptions::default(),
             server_copy: storage.server_copy,
+            encryption: Arc::default(),
         }
     }
 
@@ -148,6 +159,7 @@ impl Repository {
             local_root: None,
             lock_options: LockOptions::default(),
             server_copy: None,
+            encryption: Arc::default(),
         }
     }
 
@@ -308,6 +320,7 @@ impl Repository {
     }
 
     async fn catalog_with(&self, db: &DatabaseName, reports: bool) -> Result<CatalogView, Error> {
+        self.ensure_opened().await?;
         let metas = self.list(&layout::database_prefix(db)).await?;
         let mut objects = BTreeMap::new();
         let mut manifests = Vec::new();
@@ -352,6 +365,26 @@ impl Repository {
                     Err(_) => Manifest::from_json(&bytes),
                 },
                 ok => ok,
+            };
+            // An encrypted repository's manifests carry a MAC under its key: one that does not
+            // verify was not written by Catena with this key (forged, or damaged).
+            let decoded = match (decoded, self.key()) {
+                (Ok(m), Some(key)) if !key.verify_manifest(&m) => {
+                    Err(chain_core::Error::InvalidManifest {
+                        artifact: m.id.clone(),
+                        why: format!(
+                            "its MAC ({}) does not verify under this repository's key: it was not written by Catena with this key (forged or damaged); it is not trusted",
+                            m.mac.map_or_else(|| "none".to_owned(), |d| d.to_string())
+                        ),
+                    })
+                }
+                (Ok(m), None) if m.mac.is_some() => {
+                    return Err(Error::Encryption(format!(
+                        "{key} is an encrypted repository's manifest (format 3); {}",
+                        crate::keys::KEY_NEEDED
+                    )));
+                }
+                (d, _) => d,
             };
             match decoded {
                 Ok(m) if m.id == id => manifests.push(m),
@@ -483,7 +516,8 @@ impl Repository {
         let indexes: Vec<Index> = futures::stream::iter(owned)
             .map(|m| {
                 let store = Arc::clone(&self.store);
-                async move { read::read_index(store.as_ref(), &m).await }
+                let key = self.key().cloned();
+                async move { read::read_index(store.as_ref(), &m, key.as_ref()).await }
             })
             .buffered(8)
             .try_collect()

@@ -387,8 +387,12 @@ async fn restore_file(
         .create_new(true)
         .open(&p)
         .map_err(|err| Error::restore_io(&p, err))?;
-    let mut stream =
-        read::read_blocks_at(Arc::clone(repo.store()), located, options.blocks_in_flight);
+    let mut stream = read::read_blocks_at(
+        Arc::clone(repo.store()),
+        located,
+        options.blocks_in_flight,
+        repo.key().cloned(),
+    );
     // Blocks are gathered into batches of WRITE_BATCH bytes; each batch is written on the
     // blocking pool while the next one downloads and decodes, and every SYNC_EVERY bytes
     // the file is synced there too, so that the one sync of the whole tree at the end (the

@@ -7,6 +7,8 @@ mod common;
 mod format1;
 #[path = "cli_cases/hostile.rs"]
 mod hostile;
+#[path = "cli_cases/keys.rs"]
+mod keys;
 #[path = "cli_cases/operator.rs"]
 mod operator;
 #[path = "cli_cases/reliability.rs"]

@@ -8,13 +8,19 @@
 //! SHA-256), so any block can be read alone with one ranged read and verified on its own;
 //! the index says where each block is.
 
+use hmac::Mac as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::crypto::{ENCRYPTION_OVERHEAD, NONCE_LEN, RepoKey, TAG_LEN};
 use crate::{BlockRef, ChangeSet, Compression, Error, Sha256Digest};
 
-/// Version of the container format (block header and index header).
+/// Version of the container format (block header and index header) of a plain repository.
 pub const CONTAINER_VERSION: u8 = 1;
+/// Version of the container format of an encrypted repository: the payload of a record
+/// and the body of an index are sealed (nonce, XChaCha20-Poly1305 ciphertext, tag) with
+/// the 48-byte header as associated data, and the header's digest is keyed.
+pub const ENCRYPTED_CONTAINER_VERSION: u8 = 2;
 /// Magic bytes that start every block.
 pub const BLOCK_MAGIC: [u8; 4] = *b"CTNB";
 /// Magic bytes that start an index object.
@@ -43,17 +49,24 @@ pub struct EncodedBlock {
 /// Hashes and encodes one block. The payload is compressed when `compression` asks for it
 /// and that makes it smaller; otherwise it is stored as it is (the header says which).
 pub fn encode_block(raw: &[u8], compression: Compression) -> Result<EncodedBlock, Error> {
-    encode_hashed_block(raw, Sha256Digest(Sha256::digest(raw).into()), compression)
+    encode_hashed_block(
+        raw,
+        Sha256Digest(Sha256::digest(raw).into()),
+        compression,
+        None,
+    )
 }
 
 /// [`encode_block`] for a block whose SHA-256 the caller has just computed (the upload
 /// pipeline hashes every block first, to skip those the parent already stores): hashing
-/// is half the CPU of a backup, so it is done once. `digest` must be the SHA-256 of `raw`;
-/// a wrong one makes a block that every reader rejects.
+/// is half the CPU of a backup, so it is done once. `digest` must be the block's identity
+/// ([`crate::block_digest`] of `raw` under `key`); a wrong one makes a block that every
+/// reader rejects. With a `key`, the record is encrypted (container version 2).
 pub fn encode_hashed_block(
     raw: &[u8],
     digest: Sha256Digest,
     compression: Compression,
+    key: Option<&RepoKey>,
 ) -> Result<EncodedBlock, Error> {
     let raw_len = u32::try_from(raw.len())
         .ok()
@@ -61,40 +74,50 @@ pub fn encode_hashed_block(
         .ok_or(Error::InvalidBlockSize {
             size: raw.len() as u64,
         })?;
-    // One allocation: the header's room, then the payload compressed in place after it.
+    // One allocation: the header's room (and the nonce's, encrypted), then the payload
+    // compressed in place after it, then room for the tag.
+    let start = BLOCK_HEADER_LEN + if key.is_some() { NONCE_LEN } else { 0 };
+    let tail = if key.is_some() { TAG_LEN } else { 0 };
     let mut bytes;
     let mut codec = CODEC_NONE;
     if let Compression::Zstd { level } = compression
         && looks_compressible(raw, level)
     {
-        bytes = vec![0u8; BLOCK_HEADER_LEN + zstd::zstd_safe::compress_bound(raw.len())];
-        let n = with_compressor(level, |c| {
-            c.compress_to_buffer(raw, &mut bytes[BLOCK_HEADER_LEN..])
-        })
-        .map_err(|e| Error::Compression { why: e.to_string() })?;
+        bytes = vec![0u8; start + zstd::zstd_safe::compress_bound(raw.len())];
+        let n = with_compressor(level, |c| c.compress_to_buffer(raw, &mut bytes[start..]))
+            .map_err(|e| Error::Compression { why: e.to_string() })?;
         if n < raw.len() {
             codec = CODEC_ZSTD;
-            bytes.truncate(BLOCK_HEADER_LEN + n);
+            bytes.truncate(start + n);
             // Give back the unused bound: a well-compressed block would otherwise keep a
             // whole block's allocation alive while it waits in a part.
-            bytes.shrink_to_fit();
+            bytes.shrink_to(start + n + tail);
         } else {
-            bytes.truncate(BLOCK_HEADER_LEN);
+            bytes.truncate(start);
         }
     } else {
-        bytes = Vec::with_capacity(BLOCK_HEADER_LEN + raw.len());
-        bytes.resize(BLOCK_HEADER_LEN, 0);
+        bytes = Vec::with_capacity(start + raw.len() + tail);
+        bytes.resize(start, 0);
     }
     if codec == CODEC_NONE {
         bytes.extend_from_slice(raw);
     }
-    let payload_len = (bytes.len() - BLOCK_HEADER_LEN) as u32;
+    let payload_len = (bytes.len() + tail - BLOCK_HEADER_LEN) as u32;
     bytes[0..4].copy_from_slice(&BLOCK_MAGIC);
-    bytes[4] = CONTAINER_VERSION;
+    bytes[4] = if key.is_some() {
+        ENCRYPTED_CONTAINER_VERSION
+    } else {
+        CONTAINER_VERSION
+    };
     bytes[5] = codec;
     bytes[8..12].copy_from_slice(&raw_len.to_be_bytes());
     bytes[12..16].copy_from_slice(&payload_len.to_be_bytes());
     bytes[16..48].copy_from_slice(&digest.0);
+    if let Some(key) = key {
+        let header: [u8; BLOCK_HEADER_LEN] =
+            bytes[..BLOCK_HEADER_LEN].try_into().expect("48 bytes");
+        key.seal_in_place(&header, &mut bytes, BLOCK_HEADER_LEN);
+    }
     Ok(EncodedBlock {
         block: BlockRef {
             digest,
@@ -125,19 +148,49 @@ fn looks_compressible(raw: &[u8], level: i32) -> bool {
     })
 }
 
+/// The digest an index header records of its body: SHA-256 in a plain repository, the
+/// HMAC-SHA256 under the index-id key in an encrypted one.
+enum BodyHasher {
+    Plain(Sha256),
+    Keyed(hmac::Hmac<Sha256>),
+}
+
+impl BodyHasher {
+    fn new(key: Option<&RepoKey>) -> Self {
+        match key {
+            Some(k) => BodyHasher::Keyed(k.index_hasher()),
+            None => BodyHasher::Plain(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            BodyHasher::Plain(h) => sha2::Digest::update(h, bytes),
+            BodyHasher::Keyed(h) => h.update(bytes),
+        }
+    }
+
+    fn finalize(self) -> Sha256Digest {
+        Sha256Digest(match self {
+            BodyHasher::Plain(h) => h.finalize().into(),
+            BodyHasher::Keyed(h) => h.finalize().into_bytes().into(),
+        })
+    }
+}
+
 /// A writer that hashes and counts what passes through it (the index body, on its way into
 /// the compressor).
 struct HashingWriter<W> {
     inner: W,
-    hasher: sha2::Sha256,
+    hasher: BodyHasher,
     len: u64,
 }
 
 impl<W: std::io::Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    fn new(inner: W, key: Option<&RepoKey>) -> Self {
         Self {
             inner,
-            hasher: sha2::Sha256::new(),
+            hasher: BodyHasher::new(key),
             len: 0,
         }
     }
@@ -151,11 +204,7 @@ impl<W: std::io::Write> HashingWriter<W> {
         let this = buffered
             .into_inner()
             .map_err(|e| failed(e.error().to_string()))?;
-        Ok((
-            this.inner,
-            this.len,
-            Sha256Digest(this.hasher.finalize().into()),
-        ))
+        Ok((this.inner, this.len, this.hasher.finalize()))
     }
 }
 
@@ -266,9 +315,40 @@ pub enum DecodeError {
     /// The index payload is not a valid index body.
     #[error("index body is invalid: {0}")]
     IndexBody(String),
+    /// An encrypted record or index, read without the repository's key.
+    #[error("it is encrypted and no key was given; give the repository's passphrase or key file")]
+    KeyNeeded,
+    /// A plain record or index in an encrypted repository: not written by Catena with
+    /// this repository's key.
+    #[error(
+        "it is not encrypted, but the repository is: it was not written with this repository's key"
+    )]
+    NotEncrypted,
+    /// The sealed payload does not authenticate under the repository's key.
+    #[error("it failed authentication: damaged, or not written with this repository's key")]
+    Authentication,
+}
+
+/// Checks that a header's version is the one `key` calls for, and opens the sealed payload
+/// of an encrypted one (`bytes` after the header) with the header as associated data.
+fn open_payload<'a>(
+    h: &Header,
+    bytes: &'a [u8],
+    key: Option<&RepoKey>,
+) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
+    match (h.version == ENCRYPTED_CONTAINER_VERSION, key) {
+        (false, None) => Ok(std::borrow::Cow::Borrowed(&bytes[48..])),
+        (true, None) => Err(DecodeError::KeyNeeded),
+        (false, Some(_)) => Err(DecodeError::NotEncrypted),
+        (true, Some(key)) => key
+            .open(&bytes[..48], &bytes[48..])
+            .map(std::borrow::Cow::Owned)
+            .ok_or(DecodeError::Authentication),
+    }
 }
 
 struct Header {
+    version: u8,
     codec: u8,
     raw_len: u64,
     stored_len: u64,
@@ -290,8 +370,9 @@ fn read_header(
     if bytes[0..4] != magic {
         return Err(DecodeError::BadMagic { what });
     }
-    if bytes[4] != CONTAINER_VERSION {
-        return Err(DecodeError::UnsupportedVersion(bytes[4]));
+    let version = bytes[4];
+    if version != CONTAINER_VERSION && version != ENCRYPTED_CONTAINER_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
     }
     if bytes[6..8] != [0, 0] {
         return Err(DecodeError::BadLength {
@@ -321,6 +402,7 @@ fn read_header(
             .expect("32 bytes"),
     );
     Ok(Header {
+        version,
         codec,
         raw_len,
         stored_len,
@@ -328,7 +410,11 @@ fn read_header(
     })
 }
 
-fn decompress(codec: u8, payload: &[u8], raw_len: u64) -> Result<Vec<u8>, DecodeError> {
+fn decompress(
+    codec: u8,
+    payload: std::borrow::Cow<'_, [u8]>,
+    raw_len: u64,
+) -> Result<Vec<u8>, DecodeError> {
     match codec {
         CODEC_NONE => {
             if payload.len() as u64 != raw_len {
@@ -337,7 +423,7 @@ fn decompress(codec: u8, payload: &[u8], raw_len: u64) -> Result<Vec<u8>, Decode
                     len: payload.len() as u64,
                 });
             }
-            Ok(payload.to_vec())
+            Ok(payload.into_owned())
         }
         _ => {
             // The capacity bounds the output: a payload that inflates past the recorded
@@ -349,7 +435,7 @@ fn decompress(codec: u8, payload: &[u8], raw_len: u64) -> Result<Vec<u8>, Decode
                         *slot = Some(zstd::bulk::Decompressor::new()?);
                     }
                     let decompressor = slot.as_mut().expect("set above");
-                    decompressor.decompress(payload, raw_len as usize)
+                    decompressor.decompress(&payload, raw_len as usize)
                 })
                 .map_err(|e| DecodeError::Decompress(e.to_string()))?;
             if out.len() as u64 != raw_len {
@@ -366,14 +452,14 @@ fn decompress(codec: u8, payload: &[u8], raw_len: u64) -> Result<Vec<u8>, Decode
 /// A reader that hashes and counts what passes through it.
 struct HashingReader<R> {
     inner: R,
-    hasher: sha2::Sha256,
+    hasher: BodyHasher,
     read: u64,
 }
 
 impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.hasher.update(&buf[..n]);
         self.read += n as u64;
         Ok(n)
     }
@@ -381,8 +467,13 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
 
 /// Decodes one stored block (header and payload, exactly as the index locates it), checks
 /// it is the block `expected`, and returns its uncompressed bytes after verifying their
-/// SHA-256.
-pub fn decode_block(bytes: &[u8], expected: &BlockRef) -> Result<Vec<u8>, DecodeError> {
+/// digest. `key` is the repository's key when it is encrypted: a record is then
+/// authenticated and decrypted, and its digest is keyed ([`crate::block_digest`]).
+pub fn decode_block(
+    bytes: &[u8],
+    expected: &BlockRef,
+    key: Option<&RepoKey>,
+) -> Result<Vec<u8>, DecodeError> {
     let h = read_header(bytes, BLOCK_MAGIC, "block", false)?;
     if h.raw_len == 0 || h.raw_len > u64::from(MAX_BLOCK_SIZE) {
         return Err(DecodeError::BadLength {
@@ -406,8 +497,9 @@ pub fn decode_block(bytes: &[u8], expected: &BlockRef) -> Result<Vec<u8>, Decode
     if got > want {
         return Err(DecodeError::Trailing { extra: got - want });
     }
-    let raw = decompress(h.codec, &bytes[BLOCK_HEADER_LEN..], h.raw_len)?;
-    let actual = Sha256Digest::of(&raw);
+    let payload = open_payload(&h, bytes, key)?;
+    let raw = decompress(h.codec, payload, h.raw_len)?;
+    let actual = crate::block_digest(&raw, key);
     if actual != h.digest {
         return Err(DecodeError::Checksum {
             expected: h.digest,
@@ -533,35 +625,55 @@ impl Index {
     /// The JSON is serialized straight into the compressor, hashed and counted on the way,
     /// and the header's length and digest are filled in at the end: the uncompressed body
     /// (670 bytes per file of a many-file FULL, 67 MB for 100,000 files) is never held.
-    pub fn encode(&self, compression: Compression) -> Result<Vec<u8>, Error> {
-        let mut out = Vec::with_capacity(INDEX_HEADER_LEN + 4096);
+    ///
+    /// With a `key` (an encrypted repository) the header's digest is keyed and the encoded
+    /// body is sealed after the header (container version 2).
+    pub fn encode(
+        &self,
+        compression: Compression,
+        key: Option<&RepoKey>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(INDEX_HEADER_LEN + ENCRYPTION_OVERHEAD + 4096);
         out.extend_from_slice(&INDEX_MAGIC);
-        out.push(CONTAINER_VERSION);
+        out.push(if key.is_some() {
+            ENCRYPTED_CONTAINER_VERSION
+        } else {
+            CONTAINER_VERSION
+        });
         out.push(match compression {
             Compression::None => CODEC_NONE,
             Compression::Zstd { .. } => CODEC_ZSTD,
         });
         out.extend_from_slice(&[0, 0]);
-        out.resize(INDEX_HEADER_LEN, 0); // length and digest, filled in below
+        // Length and digest, filled in below; the nonce's room when encrypted.
+        out.resize(
+            INDEX_HEADER_LEN + if key.is_some() { NONCE_LEN } else { 0 },
+            0,
+        );
         let compress_error = |e: std::io::Error| Error::Compression { why: e.to_string() };
         let (mut out, len, digest) = match compression {
-            Compression::None => HashingWriter::new(out).serialize(self)?,
+            Compression::None => HashingWriter::new(out, key).serialize(self)?,
             Compression::Zstd { level } => {
                 let encoder =
                     zstd::stream::write::Encoder::new(out, level).map_err(compress_error)?;
-                let (encoder, len, digest) = HashingWriter::new(encoder).serialize(self)?;
+                let (encoder, len, digest) = HashingWriter::new(encoder, key).serialize(self)?;
                 (encoder.finish().map_err(compress_error)?, len, digest)
             }
         };
         out[8..16].copy_from_slice(&len.to_be_bytes());
         out[16..48].copy_from_slice(&digest.0);
+        if let Some(key) = key {
+            let header: [u8; INDEX_HEADER_LEN] =
+                out[..INDEX_HEADER_LEN].try_into().expect("48 bytes");
+            key.seal_in_place(&header, &mut out, INDEX_HEADER_LEN);
+        }
         Ok(out)
     }
 
     /// Decodes and validates an index object. Any input gives a value or an error, never a
     /// panic; see [`Index::decode_within`] for what it allocates.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Self::decode_within(bytes, MAX_INDEX_LEN)
+        Self::decode_within(bytes, MAX_INDEX_LEN, None)
     }
 
     /// Decodes and validates an index object whose body may be at most `limit` bytes (and
@@ -570,7 +682,14 @@ impl Index {
     /// on the way, so memory follows what the body really holds, never the length its
     /// header claims: a small object that claims or inflates to gigabytes fails at its
     /// first byte that is not the JSON of an index, or at the limit.
-    pub fn decode_within(bytes: &[u8], limit: u64) -> Result<Self, DecodeError> {
+    ///
+    /// `key` is the repository's key when it is encrypted: the body is then authenticated
+    /// and decrypted first (it is at most the object's size), and its digest is keyed.
+    pub fn decode_within(
+        bytes: &[u8],
+        limit: u64,
+        key: Option<&RepoKey>,
+    ) -> Result<Self, DecodeError> {
         let h = read_header(bytes, INDEX_MAGIC, "index", true)?;
         if h.raw_len > MAX_INDEX_LEN.min(limit) {
             return Err(DecodeError::BadLength {
@@ -589,7 +708,8 @@ impl Index {
                 });
             }
         }
-        let payload = &bytes[INDEX_HEADER_LEN..];
+        let payload = open_payload(&h, bytes, key)?;
+        let payload = &payload[..];
         let inner: Box<dyn std::io::Read + '_> = match h.codec {
             CODEC_NONE => Box::new(payload),
             _ => Box::new(
@@ -600,7 +720,7 @@ impl Index {
         // One byte past the recorded length shows a body longer than it says.
         let mut body = HashingReader {
             inner: std::io::Read::take(inner, h.raw_len.saturating_add(1)),
-            hasher: sha2::Sha256::new(),
+            hasher: BodyHasher::new(key),
             read: 0,
         };
         let index: Index = serde_json::from_reader(std::io::BufReader::new(&mut body))
@@ -617,7 +737,7 @@ impl Index {
                 h.raw_len
             )));
         }
-        let actual = Sha256Digest(body.hasher.finalize().into());
+        let actual = body.hasher.finalize();
         if actual != h.digest {
             return Err(DecodeError::Checksum {
                 expected: h.digest,
@@ -674,7 +794,7 @@ mod tests {
         ] {
             for raw in [vec![7u8], sample(1000), vec![0u8; 1 << 20]] {
                 let e = encode_block(&raw, c).expect("encode");
-                assert_eq!(decode_block(&e.bytes, &e.block).expect("decode"), raw);
+                assert_eq!(decode_block(&e.bytes, &e.block, None).expect("decode"), raw);
             }
         }
         // Incompressible data is stored as it is even when zstd is asked for.
@@ -694,14 +814,14 @@ mod tests {
                 let mut bad = e.bytes.clone();
                 bad[i] ^= 0x01;
                 assert!(
-                    decode_block(&bad, &e.block).is_err(),
+                    decode_block(&bad, &e.block, None).is_err(),
                     "flip at {i} went unnoticed"
                 );
             }
-            assert!(decode_block(&e.bytes[..e.bytes.len() - 1], &e.block).is_err());
+            assert!(decode_block(&e.bytes[..e.bytes.len() - 1], &e.block, None).is_err());
             let other = encode_block(b"other", c).expect("encode");
             assert!(matches!(
-                decode_block(&other.bytes, &e.block),
+                decode_block(&other.bytes, &e.block, None),
                 Err(DecodeError::WrongBlock { .. })
             ));
         }
@@ -760,7 +880,7 @@ mod tests {
     fn index_round_trips_and_detects_every_flip() {
         let idx = index();
         for c in [Compression::None, Compression::Zstd { level: 3 }] {
-            let bytes = idx.encode(c).expect("encode");
+            let bytes = idx.encode(c, None).expect("encode");
             assert_eq!(Index::decode(&bytes).expect("decode"), idx);
             // A flip either fails to decode or decodes to the very same index (a zstd frame
             // has a few bits that do not change its output; the manifest's object SHA-256
@@ -815,7 +935,85 @@ mod tests {
         let mut idx = index();
         idx.blocks[1].offset = 1;
         assert!(idx.validate().is_err());
-        let bytes = idx.encode(Compression::None).expect("encode");
+        let bytes = idx.encode(Compression::None, None).expect("encode");
         assert!(Index::decode(&bytes).is_err());
+    }
+
+    fn key() -> RepoKey {
+        RepoKey::generate(&"ab".repeat(16))
+    }
+
+    #[test]
+    fn encrypted_records_round_trip_and_every_flipped_byte_fails_authentication() {
+        let key = key();
+        let raw = sample(5000);
+        for c in [Compression::None, Compression::Zstd { level: 3 }] {
+            let digest = crate::block_digest(&raw, Some(&key));
+            assert_ne!(digest, Sha256Digest::of(&raw), "the block id is keyed");
+            let e = encode_hashed_block(&raw, digest, c, Some(&key)).expect("encode");
+            assert_eq!(e.bytes[4], ENCRYPTED_CONTAINER_VERSION);
+            assert_eq!(
+                decode_block(&e.bytes, &e.block, Some(&key)).expect("decode"),
+                raw
+            );
+            // The plaintext does not appear in the record.
+            assert!(!e.bytes.windows(64).any(|w| w == &raw[100..164]));
+            for i in 0..e.bytes.len() {
+                let mut bad = e.bytes.clone();
+                bad[i] ^= 0x01;
+                assert!(
+                    decode_block(&bad, &e.block, Some(&key)).is_err(),
+                    "flip at {i} went unnoticed"
+                );
+            }
+            assert_eq!(
+                decode_block(&e.bytes, &e.block, None),
+                Err(DecodeError::KeyNeeded)
+            );
+            assert_eq!(
+                decode_block(&e.bytes, &e.block, Some(&self::key())),
+                Err(DecodeError::Authentication)
+            );
+            let plain = encode_block(&raw, c).expect("encode");
+            let claimed = BlockRef {
+                digest,
+                ..plain.block
+            };
+            let mut forged = plain.bytes.clone();
+            forged[16..48].copy_from_slice(&digest.0);
+            assert_eq!(
+                decode_block(&forged, &claimed, Some(&key)),
+                Err(DecodeError::NotEncrypted)
+            );
+        }
+    }
+
+    #[test]
+    fn encrypted_indexes_round_trip_and_every_flipped_byte_fails() {
+        let key = key();
+        let idx = index();
+        for c in [Compression::None, Compression::Zstd { level: 3 }] {
+            let bytes = idx.encode(c, Some(&key)).expect("encode");
+            assert_eq!(bytes[4], ENCRYPTED_CONTAINER_VERSION);
+            assert_eq!(
+                Index::decode_within(&bytes, MAX_INDEX_LEN, Some(&key)).expect("decode"),
+                idx
+            );
+            assert!(!bytes.windows(3).any(|w| w == b"d/f"), "a path in clear");
+            assert_eq!(Index::decode(&bytes), Err(DecodeError::KeyNeeded));
+            for i in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x80;
+                assert!(
+                    Index::decode_within(&bad, MAX_INDEX_LEN, Some(&key)).is_err(),
+                    "flip at {i} went unnoticed"
+                );
+            }
+            let plain = idx.encode(c, None).expect("encode");
+            assert_eq!(
+                Index::decode_within(&plain, MAX_INDEX_LEN, Some(&key)),
+                Err(DecodeError::NotEncrypted)
+            );
+        }
     }
 }

@@ -72,6 +72,7 @@ mod aggregate;
 mod assemble;
 mod catalog;
 mod container;
+pub mod crypto;
 mod decide;
 mod digest;
 mod error;
@@ -95,6 +96,7 @@ pub use container::{
     INDEX_HEADER_LEN, INDEX_MAGIC, Index, MAX_BLOCK_SIZE, MAX_INDEX_LEN, decode_block,
     encode_block, encode_hashed_block,
 };
+pub use crypto::{RepoKey, Secret, block_digest};
 pub use decide::{
     BackupDecision, BackupRequest, BackupType, DiffSupport, ReasonCode, SkippedParent,
     SourceCapability, decide_backup, fallback_after_diff_failure,
@@ -104,9 +106,9 @@ pub use error::Error;
 pub use expire::{ExpirePlan, ExpirePolicy, plan_expire};
 pub use id::{ArtifactId, DatabaseName, MAX_DATABASE_NAME_LEN};
 pub use manifest::{
-    ArtifactKind, Compression, DEFAULT_BLOCK_SIZE, MANIFEST_FORMAT_VERSION, MAX_KEY_LEN,
-    MAX_MANIFEST_LEN, Manifest, ManifestBuilder, OLDEST_MANIFEST_FORMAT_VERSION, ObjectRef,
-    ObjectRole, Sizes,
+    ArtifactKind, Compression, DEFAULT_BLOCK_SIZE, ENCRYPTED_MANIFEST_FORMAT_VERSION,
+    MANIFEST_FORMAT_VERSION, MAX_KEY_LEN, MAX_MANIFEST_LEN, Manifest, ManifestBuilder,
+    OLDEST_MANIFEST_FORMAT_VERSION, ObjectRef, ObjectRole, Sizes,
 };
 pub use position::{Position, PositionRange};
 pub use restore::{RestorePlan, RestoreTarget, plan_restore};

@@ -27,6 +27,10 @@ use crate::{ArtifactId, DatabaseName, Error, Position, PositionRange, Sha256Dige
 /// SHA-256, stay readable.
 pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
+/// The format version of a manifest in an encrypted repository: format 2 with a `mac`
+/// (`docs/FORMAT.md`, "Encryption"). A plain repository's manifests stay format 2.
+pub const ENCRYPTED_MANIFEST_FORMAT_VERSION: u32 = 3;
+
 /// The oldest manifest format version this crate reads.
 pub const OLDEST_MANIFEST_FORMAT_VERSION: u32 = 1;
 
@@ -167,6 +171,11 @@ pub struct Manifest {
     /// aggregate or expire ([`crate::plan_superseded`]). Absent from every other manifest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supersedes: Vec<ArtifactId>,
+    /// In an encrypted repository (format 3): the HMAC-SHA256, under the repository's
+    /// manifest key, of the canonical encoding of every other field
+    /// ([`crate::RepoKey::sign_manifest`]). Absent from format 1 and 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Sha256Digest>,
 }
 
 #[derive(Deserialize)]
@@ -202,10 +211,10 @@ impl Manifest {
                 why: "format_version 0 does not exist".into(),
             });
         }
-        if version > u64::from(MANIFEST_FORMAT_VERSION) {
+        if version > u64::from(ENCRYPTED_MANIFEST_FORMAT_VERSION) {
             return Err(Error::UnsupportedManifestVersion {
                 found: version,
-                supported: MANIFEST_FORMAT_VERSION,
+                supported: ENCRYPTED_MANIFEST_FORMAT_VERSION,
             });
         }
         let manifest: Manifest =
@@ -230,11 +239,18 @@ impl Manifest {
             why,
         };
         if self.format_version < OLDEST_MANIFEST_FORMAT_VERSION
-            || self.format_version > MANIFEST_FORMAT_VERSION
+            || self.format_version > ENCRYPTED_MANIFEST_FORMAT_VERSION
         {
             return Err(invalid(format!(
                 "format_version {} is not one this version reads",
                 self.format_version
+            )));
+        }
+        if (self.format_version == ENCRYPTED_MANIFEST_FORMAT_VERSION) != self.mac.is_some() {
+            return Err(invalid(format!(
+                "format_version {} {} a mac; only format 3 (an encrypted repository's) has one",
+                self.format_version,
+                if self.mac.is_some() { "has" } else { "lacks" }
             )));
         }
         if self.id.database() != &self.database {
@@ -401,6 +417,7 @@ impl ManifestBuilder {
                 state_digest: crate::State::new().digest(),
                 source: BTreeMap::new(),
                 supersedes: Vec::new(),
+                mac: None,
                 decision,
                 id,
             },

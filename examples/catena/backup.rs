@@ -109,7 +109,7 @@ pub(crate) async fn backup_command(args: BackupArgs, ctx: &Ctx) -> Outcome {
             }
         )));
     }
-    let repo = repository(job.storage.clone(), ctx).await?;
+    let repo = crate::ctx::open_repository(job.storage.clone(), ctx, true).await?;
     let report = backup(&repo, sources, &options, reporter).await?;
     let mut ok = report.succeeded();
     if format == Format::Json {

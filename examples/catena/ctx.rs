@@ -76,6 +76,8 @@ pub(crate) struct Ctx {
     pub(crate) cancel: CancellationToken,
     pub(crate) upload: UploadOptions,
     pub(crate) retry_lock: std::time::Duration,
+    /// Where an encrypted repository's passphrase or key file comes from.
+    pub(crate) encryption: crate::keys::EncryptionFlags,
     /// Set by `schedule` when a signal found it waiting, with no run to cancel: a clean stop.
     pub(crate) stopped_idle: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -89,6 +91,7 @@ impl Ctx {
         part_size_mib: Option<usize>,
         parts_in_flight: Option<usize>,
         retry_lock: Option<std::time::Duration>,
+        encryption: crate::keys::EncryptionFlags,
     ) -> Result<Self, String> {
         let mut upload = UploadOptions::default();
         if let Some(c) = compression {
@@ -107,6 +110,7 @@ impl Ctx {
             cancel: interrupt.cancel.clone(),
             upload,
             retry_lock: retry_lock.unwrap_or_default(),
+            encryption,
             stopped_idle: Arc::clone(&interrupt.stopped_idle),
         })
     }
@@ -150,16 +154,45 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The repository a command works on, opened (see [`open_repository`]); never created.
 pub(crate) async fn repository(config: StorageConfig, ctx: &Ctx) -> Result<Repository, String> {
+    open_repository(config, ctx, false).await
+}
+
+/// Builds the store and opens the repository with the secret the flags give: an encrypted
+/// one needs it (asked for on a terminal when no flag gives one), a plain one refuses it;
+/// with `create` (backup), an empty location given a secret becomes an encrypted
+/// repository.
+pub(crate) async fn open_repository(
+    config: StorageConfig,
+    ctx: &Ctx,
+    create: bool,
+) -> Result<Repository, String> {
+    let secret = ctx.encryption.secret(&config.secrets_dir)?;
     let storage = config.build().await.map_err(|e| e.to_string())?;
     for w in &storage.warnings {
         eprintln!("warning: {w}");
     }
-    Ok(Repository::new(storage).with_lock_options(LockOptions {
+    let repo = Repository::new(storage).with_lock_options(LockOptions {
         wait: ctx.retry_lock,
         cancel: ctx.cancel.clone(),
         ..LockOptions::default()
-    }))
+    });
+    let secret = match secret {
+        Some(s) => Some(s),
+        None if repo
+            .config()
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some_and(|c| c.encryption != catena::chain_core::crypto::Encryption::None) =>
+        {
+            crate::keys::prompt(&format!("passphrase of {}: ", repo.description()))?
+        }
+        None => None,
+    };
+    repo.open(secret.as_ref(), create)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) {

@@ -22,6 +22,7 @@ mod expire;
 mod gc;
 mod inspect;
 mod job;
+mod keys;
 mod output;
 mod parse;
 mod probe;
@@ -67,6 +68,8 @@ struct Cli {
     /// Parts uploaded at once (default 8).
     #[arg(long, global = true)]
     parts_in_flight: Option<usize>,
+    #[command(flatten)]
+    encryption: keys::EncryptionFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +92,8 @@ enum Command {
     Gc(gc::GcArgs),
     /// Break a database's lock left by a process that is known to be gone.
     Unlock(unlock::UnlockArgs),
+    /// Manage the key slots of an encrypted repository.
+    Key(keys::KeyArgs),
     /// Self-test of a storage endpoint.
     Probe(probe::ProbeArgs),
     /// Run the values file's job on its cron schedule.
@@ -154,6 +159,7 @@ async fn run(cli: Cli, interrupt: &Interrupt) -> Outcome {
         cli.part_size_mib,
         cli.parts_in_flight,
         cli.retry_lock,
+        cli.encryption,
     )?;
     match cli.command {
         Command::Demo { keep } => demo::demo(keep).await.map_err(|e| e.to_string().into()),
@@ -167,5 +173,6 @@ async fn run(cli: Cli, interrupt: &Interrupt) -> Outcome {
         Command::Gc(args) => gc::run(args, &ctx).await,
         Command::Unlock(args) => unlock::run(args, &ctx).await,
         Command::Probe(args) => probe::run(args, &ctx).await,
+        Command::Key(args) => keys::run(args, &ctx).await,
     }
 }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use catena::Repository;
 use catena::schedule::{JobSchedule, RunOutcome, ScheduleOptions};
 use clap::Args;
 
@@ -30,13 +29,7 @@ pub(crate) async fn schedule(args: ScheduleArgs, ctx: &Ctx) -> Outcome {
     let when = JobSchedule::from_values(&job.values)?;
     // The history goes where the job's backups (or, for an aggregate-only values file, its
     // aggregate.fromPath) are.
-    let repo = Repository::new(
-        job.storage
-            .clone()
-            .build()
-            .await
-            .map_err(catena::Error::from)?,
-    );
+    let repo = crate::ctx::open_repository(job.storage.clone(), ctx, true).await?;
     let options = ScheduleOptions {
         cancel: ctx.cancel.clone(),
         max_runs: args.max_runs,

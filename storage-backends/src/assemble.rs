@@ -279,11 +279,13 @@ pub fn sample_records(plan: &AssemblyPlan) -> Vec<BlockLocation> {
 /// Verifies an assembled object without reading it whole: its size must be the plan's
 /// exactly, and the [`sample_records`] are read back, decoded and checked against their
 /// digests. A server that copied a wrong range is caught here, before a manifest names
-/// the object; `catena check` later verifies every record.
+/// the object; `catena check` later verifies every record. `key` is the repository's key
+/// when it is encrypted (records are then authenticated as they are decoded).
 pub async fn verify_assembled(
     store: &Arc<dyn ObjectStore>,
     dest: &Path,
     plan: &AssemblyPlan,
+    key: Option<Arc<chain_core::RepoKey>>,
 ) -> Result<AssemblyCheck, Error> {
     let meta = store
         .head(dest)
@@ -307,7 +309,7 @@ pub async fn verify_assembled(
     // Each record is decoded and checked against its digest by the read; the bytes are
     // dropped as they come (never all held at once).
     let expected = sample.len();
-    let read = read::read_blocks(Arc::clone(store), dest.clone(), sample, 2)
+    let read = read::read_blocks(Arc::clone(store), dest.clone(), sample, 2, key)
         .try_fold(0usize, |n, _| async move { Ok(n + 1) })
         .await
         .map_err(|e| match e {

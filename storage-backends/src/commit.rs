@@ -80,6 +80,7 @@ pub async fn commit(
     index: &Index,
     data: &StoredData,
     index_compression: Compression,
+    key: Option<&chain_core::RepoKey>,
 ) -> Result<Manifest, Error> {
     let mut written: Vec<Path> = data.object.iter().map(|o| o.key.clone()).collect();
     match commit_inner(
@@ -88,7 +89,7 @@ pub async fn commit(
         builder,
         index,
         data,
-        index_compression,
+        (index_compression, key),
         &mut written,
     )
     .await
@@ -134,7 +135,16 @@ pub async fn commit_state(
             ..Sizes::default()
         })
         .committed_at(jiff::Timestamp::now());
-    commit(store, id, builder, &index, stored, upload.compression).await
+    commit(
+        store,
+        id,
+        builder,
+        &index,
+        stored,
+        upload.compression,
+        upload.key.as_deref(),
+    )
+    .await
 }
 
 /// Deletes `keys`, best effort (what fails is left for garbage collection).
@@ -154,7 +164,8 @@ async fn commit_inner(
     builder: ManifestBuilder,
     index: &Index,
     data: &StoredData,
-    index_compression: Compression,
+    // How the index is encoded: its compression, and the key of an encrypted repository.
+    (index_compression, key): (Compression, Option<&chain_core::RepoKey>),
     written: &mut Vec<Path>,
 ) -> Result<Manifest, (Error, bool)> {
     let absent = |e: Error| (e, true);
@@ -162,7 +173,7 @@ async fn commit_inner(
     let manifest_key = layout::manifest_key(id);
     let encoded = Bytes::from(
         index
-            .encode(index_compression)
+            .encode(index_compression, key)
             .map_err(|e| absent(e.into()))?,
     );
     written.push(index_key.clone());
@@ -179,6 +190,10 @@ async fn commit_inner(
         .block_records(&index.blocks)
         .build()
         .map_err(|e| absent(e.into()))?;
+    let manifest = match key {
+        Some(key) => key.sign_manifest(manifest),
+        None => manifest,
+    };
     let bytes = Bytes::from(manifest.to_json());
     match put_create(store, &manifest_key, bytes.clone()).await {
         Ok(_) => Ok(manifest),

@@ -40,13 +40,14 @@
 //!     BackupRequest::default(), SourceCapability::DIRECTORY)?;
 //! let index = Index { changes: ChangeSet::default(), blocks: stored.locations.clone() };
 //! let manifest = storage_backends::commit(&storage.store, &id,
-//!     ManifestBuilder::new(id.clone(), decision), &index, &stored, Compression::Zstd { level: 3 }).await?;
+//!     ManifestBuilder::new(id.clone(), decision), &index, &stored, Compression::Zstd { level: 3 },
+//!     None /* the key of an encrypted repository */).await?;
 //!
-//! let index = read::read_index(storage.store.as_ref(), &manifest).await?;
+//! let index = read::read_index(storage.store.as_ref(), &manifest, None).await?;
 //! let data = read::data_object(&manifest).expect("one block was stored");
 //! use futures::TryStreamExt;
 //! let back: Vec<_> = read::read_blocks(storage.store.clone(),
-//!     object_store::path::Path::parse(&data.key)?, index.blocks, 4).try_collect().await?;
+//!     object_store::path::Path::parse(&data.key)?, index.blocks, 4, None).try_collect().await?;
 //! assert_eq!(back[0].as_ref(), b"hello, chain");
 //! assert_eq!(blocks.len(), 1);
 //! # Ok(()) }

@@ -91,8 +91,13 @@ pub async fn verify_object(store: &dyn ObjectStore, object: &ObjectRef) -> Resul
 }
 
 /// Reads and decodes an artifact's index, verified against the manifest: size and SHA-256
-/// of the object, and (format 2) that its records cover the data object exactly.
-pub async fn read_index(store: &dyn ObjectStore, manifest: &Manifest) -> Result<Index, Error> {
+/// of the object, and (format 2) that its records cover the data object exactly. `key` is
+/// the repository's key when it is encrypted.
+pub async fn read_index(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    key: Option<&Arc<chain_core::RepoKey>>,
+) -> Result<Index, Error> {
     let object = manifest
         .objects
         .iter()
@@ -104,14 +109,16 @@ pub async fn read_index(store: &dyn ObjectStore, manifest: &Manifest) -> Result<
         })?;
     let bytes = get_verified(store, object).await?;
     let limit = Index::body_limit(&manifest.sizes, manifest.block_size);
-    let index = tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
-        .map_err(|e| Error::Corrupt {
-            key: object.key.clone(),
-            offset: 0,
-            why: e.to_string(),
-        })?;
+    let key = key.cloned();
+    let index =
+        tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit, key.as_deref()))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(|e| Error::Corrupt {
+                key: object.key.clone(),
+                offset: 0,
+                why: e.to_string(),
+            })?;
     if manifest.format_version >= 2 {
         // Format 2 pins the data object by its record list instead of a digest.
         let data_size = data_object(manifest).map_or(0, |d| d.size);
@@ -133,11 +140,13 @@ pub fn data_object(manifest: &Manifest) -> Option<&ObjectRef> {
 
 /// Reads blocks from the object `key` by byte range, `in_flight` at once, decodes and
 /// verifies each on the blocking pool, and yields their bytes in the given order.
+/// `repo_key` is the repository's key when it is encrypted.
 pub fn read_blocks(
     store: Arc<dyn ObjectStore>,
     key: Path,
     locations: Vec<BlockLocation>,
     in_flight: usize,
+    repo_key: Option<Arc<chain_core::RepoKey>>,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send {
     read_blocks_at(
         store,
@@ -146,6 +155,7 @@ pub fn read_blocks(
             .map(move |l| (key.clone(), l))
             .collect(),
         in_flight,
+        repo_key,
     )
 }
 
@@ -176,15 +186,18 @@ fn coalesce(blocks: Vec<(Path, BlockLocation)>) -> Vec<(Path, Vec<BlockLocation>
 /// Like [`read_blocks`], for blocks spread over several objects (a file of a DIFF chain):
 /// each item names its object. Blocks that lie back to back in one object are fetched with
 /// one ranged GET (up to [`COALESCE_BYTES`]); `in_flight` such requests run at once, and
-/// their blocks are decoded and verified on the blocking pool.
+/// their blocks are decoded and verified on the blocking pool (decrypted and
+/// authenticated under `repo_key` in an encrypted repository).
 pub fn read_blocks_at(
     store: Arc<dyn ObjectStore>,
     blocks: Vec<(Path, BlockLocation)>,
     in_flight: usize,
+    repo_key: Option<Arc<chain_core::RepoKey>>,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send {
     futures::stream::iter(coalesce(blocks))
         .map(move |(key, locs)| {
             let store = Arc::clone(&store);
+            let repo_key = repo_key.clone();
             async move {
                 let (start, end) = match (locs.first(), locs.last()) {
                     (Some(f), Some(l)) => (f.offset, l.range().end),
@@ -210,7 +223,7 @@ pub fn read_blocks_at(
                         .map(|loc| {
                             let at = (loc.offset - start) as usize;
                             let raw = stored.slice(at..at + loc.stored_len as usize);
-                            chain_core::decode_block(&raw, &loc.block())
+                            chain_core::decode_block(&raw, &loc.block(), repo_key.as_deref())
                                 .map(Bytes::from)
                                 .map_err(|e| Error::Corrupt {
                                     key: key.to_string(),

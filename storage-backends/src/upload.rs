@@ -54,6 +54,10 @@ pub struct UploadOptions {
     pub part_size: usize,
     /// Blocks hashed or compressed at once (default: the number of cores).
     pub workers: usize,
+    /// The repository's key when it is encrypted: blocks are then identified by their keyed
+    /// digest and stored encrypted. The engine sets it from the repository (a value given
+    /// in options is replaced).
+    pub key: Option<Arc<chain_core::RepoKey>>,
 }
 
 impl Default for UploadOptions {
@@ -64,6 +68,7 @@ impl Default for UploadOptions {
             parts_in_flight: 8,
             part_size: 8 << 20,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            key: None,
         }
     }
 }
@@ -475,6 +480,7 @@ impl ArtifactWriter {
         // throughput at 2x workers, ~25 MiB more peak RSS).
         let depth = self.options.workers + 1;
         let known = Arc::clone(&self.known);
+        let key = self.options.key.clone();
         // Encoding runs in its own task, ahead of the upload, `depth` blocks at a time on the
         // blocking pool (hash, then compress unless the parent has the block), handing
         // blocks over in order through a bounded channel.
@@ -484,9 +490,10 @@ impl ArtifactWriter {
             let encoded = blocks
                 .map_ok(move |raw| {
                     let known = Arc::clone(&known);
+                    let key = key.clone();
                     async move {
                         tokio::task::spawn_blocking(move || {
-                            let digest = Sha256Digest::of(&raw);
+                            let digest = chain_core::block_digest(&raw, key.as_deref());
                             let block = BlockRef {
                                 digest,
                                 len: raw.len() as u32,
@@ -494,8 +501,12 @@ impl ArtifactWriter {
                             if known.contains(&digest) {
                                 return Ok((block, None));
                             }
-                            let encoded =
-                                chain_core::encode_hashed_block(&raw, digest, compression)?;
+                            let encoded = chain_core::encode_hashed_block(
+                                &raw,
+                                digest,
+                                compression,
+                                key.as_deref(),
+                            )?;
                             Ok((block, Some(encoded.bytes)))
                         })
                         .await

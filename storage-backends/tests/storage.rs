@@ -28,6 +28,7 @@ pub fn small_parts() -> UploadOptions {
         parts_in_flight: 3,
         part_size: 5 << 20,
         workers: 2,
+        key: None,
     }
 }
 
@@ -118,6 +119,7 @@ pub async fn write_artifact(
         &index,
         &stored,
         Compression::Zstd { level: 3 },
+        None,
     )
     .await?;
     Ok((manifest, stored, state))
@@ -131,7 +133,7 @@ pub async fn read_state(
 ) -> BTreeMap<String, Vec<u8>> {
     let mut where_is: BTreeMap<Sha256Digest, (Path, BlockLocation)> = BTreeMap::new();
     for m in chain {
-        let index = read::read_index(store.as_ref(), m)
+        let index = read::read_index(store.as_ref(), m, None)
             .await
             .expect("index reads");
         if let Some(data) = read::data_object(m) {
@@ -150,7 +152,7 @@ pub async fn read_state(
                     .get(&b.digest)
                     .expect("every block is stored in the chain")
                     .clone();
-                let got: Vec<Bytes> = read::read_blocks(Arc::clone(store), key, vec![loc], 2)
+                let got: Vec<Bytes> = read::read_blocks(Arc::clone(store), key, vec![loc], 2, None)
                     .try_collect()
                     .await
                     .expect("block reads");
@@ -334,6 +336,7 @@ async fn conformance(b: &Backend) {
         damaged_key.clone(),
         stored.locations.clone(),
         4,
+        None,
     )
     .try_collect::<Vec<_>>()
     .await

@@ -289,6 +289,11 @@ fn secrets_never_appear_in_output_logs_or_stored_objects() {
     // signature of the SAS URLs that Azure's server copy makes (a credential while it lasts).
     const AZURITE_KEY: &str =
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    // An encrypted repository's passphrases and key file.
+    const PASSPHRASE: &str = "catena-PASSPHRASE-never-print-4417";
+    const NEW_PASSPHRASE: &str = "catena-NEWPASS-never-print-9902";
+    const SECRET_NAME_PASSPHRASE: &str = "catena-MOUNTED-pass-never-print-5150";
+    const KEY_FILE: &str = "catena-KEYFILE-never-print-0123456789abcdef";
     let needles = [
         KEY_ID,
         SECRET,
@@ -296,6 +301,10 @@ fn secrets_never_appear_in_output_logs_or_stored_objects() {
         "catena-azure-key-NEVER-PRINT",
         AZURITE_KEY,
         "sig=",
+        PASSPHRASE,
+        NEW_PASSPHRASE,
+        SECRET_NAME_PASSPHRASE,
+        KEY_FILE,
     ];
 
     let t = tempfile::tempdir().expect("tempdir");
@@ -333,6 +342,16 @@ fn secrets_never_appear_in_output_logs_or_stored_objects() {
     )
     .expect("write");
 
+    for (file, text) in [
+        ("pass", PASSPHRASE),
+        ("newpass", NEW_PASSPHRASE),
+        ("keyfile", KEY_FILE),
+        ("wrongpass", "not-the-passphrase"),
+    ] {
+        std::fs::write(t.path().join(file), format!("{text}\n")).expect("write");
+    }
+    std::fs::create_dir_all(secrets.join("encsecret")).expect("mkdir");
+    std::fs::write(secrets.join("encsecret/passphrase"), SECRET_NAME_PASSPHRASE).expect("write");
     let prefix = common::unique("secrets");
     let url = format!("s3://{}/{prefix}", common::BUCKET);
     let (data_s, secrets_s) = (
@@ -464,6 +483,118 @@ fn secrets_never_appear_in_output_logs_or_stored_objects() {
         s3(&moto, "awscreds"),
         false,
     );
+    // An encrypted repository beside the plain one (after it: the plain repository's
+    // commands cover every database under the prefix): created by a backup with a
+    // passphrase file, given a key file and a mounted secret's passphrase as more slots,
+    // its passphrase changed; every command at TRACE, and the error paths of keys.
+    let enc_url = format!("{url}/enc");
+    let file = |name: &str| t.path().join(name).display().to_string();
+    let (pass, newpass, keyfile, wrongpass) = (
+        file("pass"),
+        file("newpass"),
+        file("keyfile"),
+        file("wrongpass"),
+    );
+    let enc = |args: &[&str], flags: &[&str], ok: bool| {
+        let mut v: Vec<String> = args.iter().chain(flags).map(|s| s.to_string()).collect();
+        v.extend(s3(&moto, "awscreds"));
+        (v, ok)
+    };
+    let with_pass = ["--passphrase-file", pass.as_str()];
+    let with_key = ["--key-file", keyfile.as_str()];
+    let with_mounted = ["--encryption-secret-name", "encsecret"];
+    let with_new = ["--passphrase-file", newpass.as_str()];
+    let enc_runs = [
+        enc(
+            &["backup", "--from", data_s, "--to-path", &enc_url],
+            &with_pass,
+            true,
+        ),
+        enc(
+            &[
+                "key",
+                "add",
+                "--from-path",
+                &enc_url,
+                "--new-key-file",
+                &keyfile,
+            ],
+            &with_pass,
+            true,
+        ),
+        enc(
+            &[
+                "key",
+                "add",
+                "--from-path",
+                &enc_url,
+                "--new-passphrase-file",
+                &secrets.join("encsecret/passphrase").display().to_string(),
+            ],
+            &with_key,
+            true,
+        ),
+        enc(
+            &["backup", "--from", data_s, "--to-path", &enc_url],
+            &with_mounted,
+            true,
+        ),
+        enc(&["key", "list", "--from-path", &enc_url], &with_key, true),
+        enc(
+            &[
+                "key",
+                "passwd",
+                "--from-path",
+                &enc_url,
+                "--new-passphrase-file",
+                &newpass,
+            ],
+            &with_pass,
+            true,
+        ),
+        enc(&["check", "--from-path", &enc_url], &with_new, true),
+        enc(
+            &[
+                "aggregate",
+                "neo4j",
+                "--from-path",
+                &enc_url,
+                "--copy",
+                "server",
+            ],
+            &with_key,
+            true,
+        ),
+        enc(
+            &[
+                "restore",
+                "neo4j",
+                "--from-path",
+                &enc_url,
+                "--to",
+                &file("enc-restored"),
+            ],
+            &with_mounted,
+            true,
+        ),
+        enc(&["check", "--from-path", &enc_url], &with_pass, false),
+        enc(
+            &["check", "--from-path", &enc_url],
+            &["--passphrase-file", wrongpass.as_str()],
+            false,
+        ),
+        enc(&["check", "--from-path", &enc_url], &[], false),
+        enc(&["check", "--from-path", &url], &with_key, false),
+        enc(
+            &["backup", "--from", data_s, "--to-path", &enc_url],
+            &["--key-file", pass.as_str()],
+            false,
+        ),
+    ];
+    for (args, ok) in enc_runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        add(&args, Vec::new(), ok);
+    }
     if let Some(s3s) = &s3s {
         // s3s-fs checks signatures: these credentials are wrong there.
         add(

@@ -37,7 +37,7 @@ async fn rewrite_manifest(repo: &Repository, id: &ArtifactId, change: impl FnOnc
 }
 
 /// Overwrites an object's bytes with `bytes`.
-async fn overwrite(repo: &Repository, key: &Key, bytes: Vec<u8>) {
+pub(crate) async fn overwrite(repo: &Repository, key: &Key, bytes: Vec<u8>) {
     repo.store().delete(key).await.expect("delete");
     repo.store()
         .put(key, Bytes::from(bytes).into())

@@ -13,6 +13,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 use storage_backends::layout;
 
+mod encryption;
 mod hostile;
 mod reliability;
 
@@ -64,7 +65,7 @@ pub(crate) fn committed(report: &BackupReport) -> (ArtifactId, BackupDecision) {
 // ---------------------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
-enum Node {
+pub(crate) enum Node {
     Dir,
     File {
         len: usize,
@@ -77,7 +78,7 @@ enum Node {
     },
 }
 
-fn tree() -> impl Strategy<Value = Vec<(Vec<&'static str>, Node)>> {
+pub(crate) fn tree() -> impl Strategy<Value = Vec<(Vec<&'static str>, Node)>> {
     let name = prop_oneof![
         Just("a"),
         Just("b"),
@@ -95,7 +96,7 @@ fn tree() -> impl Strategy<Value = Vec<(Vec<&'static str>, Node)>> {
 }
 
 /// Writes `nodes` under `root` (skipping those whose parent is a file or link).
-fn build_tree(root: &Path, nodes: &[(Vec<&'static str>, Node)], generation: u64) {
+pub(crate) fn build_tree(root: &Path, nodes: &[(Vec<&'static str>, Node)], generation: u64) {
     for (parts, node) in nodes {
         let p = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
         if p.exists() || std::fs::symlink_metadata(&p).is_ok() {

@@ -119,7 +119,7 @@ async fn assemble_on(b: &Backend, caught_by_verification: &mut Vec<&'static str>
                 .await
                 .unwrap_or_else(|e| panic!("{name}: client copy failed: {e}")),
         }
-        let check = verify_assembled(&store, &dest, &plan)
+        let check = verify_assembled(&store, &dest, &plan, None)
             .await
             .unwrap_or_else(|e| panic!("{name}: verification failed: {e}"));
         assert!(check.records >= 2, "{name}: {check:?}");
@@ -172,7 +172,7 @@ async fn assemble_on(b: &Backend, caught_by_verification: &mut Vec<&'static str>
         .await
         .is_ok()
     {
-        let e = verify_assembled(&store, &dest, &plan)
+        let e = verify_assembled(&store, &dest, &plan, None)
             .await
             .expect_err("a shifted range must be caught");
         // Caught by a record that fails its digest, or by the size (moto answers a range
