@@ -75,8 +75,8 @@ impl Repository {
         Ok(Some(RepoConfig::from_json(&bytes)?))
     }
 
-    /// The repository's key slots, by id. A slot that does not decode is an error naming it
-    /// (remove it with `catena key remove` if it is not yours).
+    /// The repository's key slots, by id. An object under `_keys/` that is not a usable slot
+    /// is passed over with a warning naming it.
     pub async fn key_slots(&self) -> Result<Vec<KeySlot>, Error> {
         let metas = self.list(&Path::from(KEYS_PREFIX)).await?;
         let mut slots = Vec::new();
@@ -97,15 +97,22 @@ impl Repository {
                     return Err(storage_backends::Error::store("reading", &meta.location, e).into());
                 }
             };
-            let slot = KeySlot::from_json(&bytes)
-                .map_err(|e| Error::Encryption(format!("{}: {e}", meta.location)))?;
-            if slot.key() != meta.location.as_ref() {
-                return Err(Error::Encryption(format!(
-                    "{} holds key slot {}: a slot moved by hand; remove it",
-                    meta.location, slot.id
-                )));
+            // An object under _keys/ that is not a slot of its own name (damaged, or written
+            // by someone else) opens nothing; it is named and passed over, so that it cannot
+            // keep the repository's real slots from opening.
+            match KeySlot::from_json(&bytes) {
+                Ok(slot) if slot.key() == meta.location.as_ref() => slots.push(slot),
+                Ok(slot) => tracing::warn!(
+                    key = %meta.location,
+                    slot = %slot.id,
+                    "this object holds another slot's id (moved by hand?); it is passed over: remove it"
+                ),
+                Err(e) => tracing::warn!(
+                    key = %meta.location,
+                    error = %e,
+                    "this object is not a usable key slot; it is passed over: remove it"
+                ),
             }
-            slots.push(slot);
         }
         slots.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(slots)

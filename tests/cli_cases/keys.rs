@@ -183,6 +183,14 @@ fn an_encrypted_repository_from_the_command_line() {
         "no key slot opens with this key file",
     );
     assert_eq!(slots(&repo, &pass2).len(), 2);
+    // A damaged or foreign object under _keys/ is passed over: the real slots still open.
+    std::fs::write(
+        t.path().join("repo/_keys/0000000000000000.json"),
+        b"{not a slot",
+    )
+    .expect("write");
+    run_ok(with(&["check", "--from-path", &repo], &pass2));
+    assert_eq!(slots(&repo, &pass2).len(), 2);
     // A plain repository refuses a key; `key` refuses a plain repository.
     let plain = p("plain");
     ok(&["backup", "--from", &data, "--to-path", &plain]);
