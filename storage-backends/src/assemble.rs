@@ -37,7 +37,7 @@ mod s3;
 
 pub(crate) use azure::AzureCopy;
 pub(crate) use local::LocalCopy;
-pub(crate) use s3::S3Copy;
+pub(crate) use s3::{S3Copy, SseCustomerKey};
 
 /// Largest range one GET of [`client_copy`] or of a sent part asks for.
 const READ_CHUNK: u64 = 8 << 20;

@@ -10,7 +10,10 @@
 //! `localPath` (the directory used when `cloudProvider` is empty), and `azureEndpoint` /
 //! `azureUseEmulator` (Azure-compatible endpoints such as Azurite), and S3's own encryption at
 //! rest in the chart's style: `s3ServerSideEncryption` (`AES256`, `aws:kms`, `aws:kms:dsse`),
-//! `s3SseKmsKeyId`, `s3SseBucketKeyEnabled`.
+//! `s3SseKmsKeyId`, `s3SseBucketKeyEnabled`, and for `SSE-C` (a key of the customer's own)
+//! `s3SseCustomerKeySecretName` / `s3SseCustomerKeySecretKey`. `azureEncryptionScope` and
+//! `gcsKmsKeyName` are recognised and refused at start: object_store 0.14 cannot send them, and
+//! a backup must never be written without the encryption it was asked for.
 //!
 //! [`StorageConfig::build`] validates once, with errors that name the keys involved, and
 //! returns a [`Storage`]: the store, already scoped to the prefix, plus any warnings.
@@ -116,6 +119,19 @@ pub struct StorageConfig {
     /// An S3 Bucket Key for SSE-KMS, fewer KMS requests (Catena).
     #[serde(default)]
     pub s3_sse_bucket_key_enabled: bool,
+    /// The secret holding the SSE-C key, when `s3ServerSideEncryption` is `SSE-C` (Catena):
+    /// `<secretsDir>/<this>/<s3SseCustomerKeySecretKey>` holds 32 bytes, raw or base64.
+    #[serde(default)]
+    pub s3_sse_customer_key_secret_name: Option<String>,
+    /// The key of the SSE-C key file in that secret (Catena; default `sse-c.key`).
+    #[serde(default)]
+    pub s3_sse_customer_key_secret_key: Option<String>,
+    /// An Azure encryption scope (Catena): refused at start, see the module documentation.
+    #[serde(default)]
+    pub azure_encryption_scope: Option<String>,
+    /// A GCS KMS key (Catena): refused at start, see the module documentation.
+    #[serde(default)]
+    pub gcs_kms_key_name: Option<String>,
     /// The secret holding the credentials file.
     #[serde(default)]
     pub secret_name: Option<String>,
@@ -161,6 +177,10 @@ impl Default for StorageConfig {
             s3_server_side_encryption: None,
             s3_sse_kms_key_id: None,
             s3_sse_bucket_key_enabled: false,
+            s3_sse_customer_key_secret_name: None,
+            s3_sse_customer_key_secret_key: None,
+            azure_encryption_scope: None,
+            gcs_kms_key_name: None,
             secret_name: None,
             secret_key_name: None,
             azure_storage_account_name: None,
@@ -192,6 +212,16 @@ impl std::fmt::Debug for StorageConfig {
             .field("s3_server_side_encryption", &self.s3_server_side_encryption)
             .field("s3_sse_kms_key_id", &self.s3_sse_kms_key_id)
             .field("s3_sse_bucket_key_enabled", &self.s3_sse_bucket_key_enabled)
+            .field(
+                "s3_sse_customer_key_secret_name",
+                &self.s3_sse_customer_key_secret_name,
+            )
+            .field(
+                "s3_sse_customer_key_secret_key",
+                &self.s3_sse_customer_key_secret_key,
+            )
+            .field("azure_encryption_scope", &self.azure_encryption_scope)
+            .field("gcs_kms_key_name", &self.gcs_kms_key_name)
             .field("secret_name", &self.secret_name)
             .field("secret_key_name", &self.secret_key_name)
             .field(
@@ -209,8 +239,10 @@ impl std::fmt::Debug for StorageConfig {
 
 /// S3 server-side encryption, checked ([`StorageConfig`]'s `s3ServerSideEncryption` keys).
 struct Sse {
-    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
+    /// `AES256`, `aws:kms`, `aws:kms:dsse` or `SSE-C`.
     kind: &'static str,
+    /// The file holding the SSE-C key, for `SSE-C`.
+    customer_key_file: Option<PathBuf>,
     /// The KMS key of `aws:kms*`.
     kms_key: Option<String>,
     /// An S3 Bucket Key for SSE-KMS.
@@ -267,8 +299,8 @@ pub struct StorageOverrides {
     /// Deprecated alias of the S3 endpoint (minioEndpoint).
     #[cfg_attr(feature = "clap", arg(long, env = "CATENA_MINIO_ENDPOINT"))]
     pub minio_endpoint: Option<String>,
-    /// S3 server-side encryption: AES256, aws:kms or aws:kms:dsse (s3ServerSideEncryption;
-    /// not a chart key).
+    /// S3 server-side encryption: AES256, aws:kms, aws:kms:dsse or SSE-C
+    /// (s3ServerSideEncryption; not a chart key).
     #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_SERVER_SIDE_ENCRYPTION"))]
     pub s3_server_side_encryption: Option<String>,
     /// The KMS key id or ARN of aws:kms (s3SseKmsKeyId; not a chart key).
@@ -277,6 +309,28 @@ pub struct StorageOverrides {
     /// An S3 Bucket Key for SSE-KMS (s3SseBucketKeyEnabled; not a chart key).
     #[cfg_attr(feature = "clap", arg(long, env = "CATENA_S3_SSE_BUCKET_KEY_ENABLED", num_args = 0..=1, default_missing_value = "true"))]
     pub s3_sse_bucket_key_enabled: Option<bool>,
+    /// Secret holding the SSE-C key: SECRETS_DIR/NAME/KEY holds 32 bytes, raw or base64
+    /// (s3SseCustomerKeySecretName; not a chart key).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "CATENA_S3_SSE_CUSTOMER_KEY_SECRET_NAME")
+    )]
+    pub s3_sse_customer_key_secret_name: Option<String>,
+    /// Key of the SSE-C key file in that secret (s3SseCustomerKeySecretKey; default
+    /// sse-c.key; not a chart key).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "CATENA_S3_SSE_CUSTOMER_KEY_SECRET_KEY")
+    )]
+    pub s3_sse_customer_key_secret_key: Option<String>,
+    /// An Azure encryption scope (azureEncryptionScope; not a chart key): refused, as
+    /// object_store 0.14 cannot send it; give the container a default scope instead.
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_AZURE_ENCRYPTION_SCOPE"))]
+    pub azure_encryption_scope: Option<String>,
+    /// A GCS KMS key (gcsKmsKeyName; not a chart key): refused, as object_store 0.14
+    /// cannot send it; give the bucket a default KMS key instead.
+    #[cfg_attr(feature = "clap", arg(long, env = "CATENA_GCS_KMS_KEY_NAME"))]
+    pub gcs_kms_key_name: Option<String>,
     /// Secret holding the credentials file (secretName).
     #[cfg_attr(feature = "clap", arg(long, env = "CATENA_SECRET_NAME"))]
     pub secret_name: Option<String>,
@@ -339,6 +393,16 @@ impl StorageConfig {
         if let Some(v) = o.s3_sse_bucket_key_enabled {
             self.s3_sse_bucket_key_enabled = v;
         }
+        text(
+            &mut self.s3_sse_customer_key_secret_name,
+            &o.s3_sse_customer_key_secret_name,
+        );
+        text(
+            &mut self.s3_sse_customer_key_secret_key,
+            &o.s3_sse_customer_key_secret_key,
+        );
+        text(&mut self.azure_encryption_scope, &o.azure_encryption_scope);
+        text(&mut self.gcs_kms_key_name, &o.gcs_kms_key_name);
         if o.s3_endpoint_tls.is_some() {
             self.s3_endpoint_tls = o.s3_endpoint_tls;
         }
@@ -718,6 +782,14 @@ impl StorageConfig {
             ),
             ("s3SseKmsKeyId", given(&self.s3_sse_kms_key_id).is_some()),
             ("s3SseBucketKeyEnabled", self.s3_sse_bucket_key_enabled),
+            (
+                "s3SseCustomerKeySecretName",
+                given(&self.s3_sse_customer_key_secret_name).is_some(),
+            ),
+            (
+                "s3SseCustomerKeySecretKey",
+                given(&self.s3_sse_customer_key_secret_key).is_some(),
+            ),
         ];
         if self.cloud_provider != CloudProvider::Aws
             && let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set)
@@ -733,6 +805,17 @@ impl StorageConfig {
             return Err(Error::config(format!(
                 "azureStorageAccountName applies only to cloudProvider \"azure\", but cloudProvider is {:?}",
                 self.provider_name()
+            )));
+        }
+        // Never write unencrypted because a setting could not be sent: refuse it.
+        if let Some(scope) = given(&self.azure_encryption_scope) {
+            return Err(Error::config(format!(
+                "azureEncryptionScope {scope:?} cannot be honoured: the Azure client Catena uses (object_store 0.14) cannot send an encryption scope, and Catena will not write without the encryption asked for. Give the container {scope:?} as its default scope instead (az storage container create --default-encryption-scope {scope} --prevent-encryption-scope-override true): every blob Catena writes then gets it. Then remove azureEncryptionScope"
+            )));
+        }
+        if let Some(key) = given(&self.gcs_kms_key_name) {
+            return Err(Error::config(format!(
+                "gcsKmsKeyName {key:?} cannot be honoured: the GCS client Catena uses (object_store 0.14) cannot send a KMS key, and Catena will not write without the encryption asked for. Make it the bucket's default key instead (gcloud storage buckets update gs://BUCKET --default-encryption-key={key}): every object Catena writes then gets it. Then remove gcsKmsKeyName"
             )));
         }
         self.sse()?;
@@ -790,15 +873,39 @@ impl StorageConfig {
             Some("AES256") => Some("AES256"),
             Some("aws:kms") => Some("aws:kms"),
             Some("aws:kms:dsse") => Some("aws:kms:dsse"),
-            Some(other) if other.eq_ignore_ascii_case("sse-c") => {
-                return Err(Error::config(
-                    "s3ServerSideEncryption sse-c (customer-provided keys) is not supported: use aws:kms with s3SseKmsKeyId, or AES256",
-                ));
-            }
+            Some(other) if other.eq_ignore_ascii_case("sse-c") => Some("SSE-C"),
             Some(other) => {
                 return Err(Error::config(format!(
-                    "s3ServerSideEncryption {other:?} is not AES256 (SSE-S3), aws:kms (SSE-KMS) or aws:kms:dsse: set one of them, or remove the key to use the bucket's default encryption"
+                    "s3ServerSideEncryption {other:?} is not AES256 (SSE-S3), aws:kms (SSE-KMS), aws:kms:dsse or SSE-C: set one of them, or remove the key to use the bucket's default encryption"
                 )));
+            }
+        };
+        let customer_key_file = match (
+            kind == Some("SSE-C"),
+            given(&self.s3_sse_customer_key_secret_name),
+        ) {
+            (true, Some(name)) => Some(self.secret_path(
+                name,
+                given(&self.s3_sse_customer_key_secret_key).unwrap_or("sse-c.key"),
+                "s3SseCustomerKeySecretName",
+            )?),
+            (true, None) => {
+                return Err(Error::config(
+                    "s3ServerSideEncryption SSE-C needs the key: set s3SseCustomerKeySecretName to the secret holding it (a file of 32 bytes, raw or base64, under the secrets directory)",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::config(
+                    "s3SseCustomerKeySecretName is set but s3ServerSideEncryption is not SSE-C: set s3ServerSideEncryption: SSE-C, or remove s3SseCustomerKeySecretName",
+                ));
+            }
+            (false, None) => {
+                if given(&self.s3_sse_customer_key_secret_key).is_some() {
+                    return Err(Error::config(
+                        "s3SseCustomerKeySecretKey is set but s3SseCustomerKeySecretName is not: set s3SseCustomerKeySecretName",
+                    ));
+                }
+                None
             }
         };
         let key = given(&self.s3_sse_kms_key_id);
@@ -815,6 +922,7 @@ impl StorageConfig {
         }
         Ok(kind.map(|kind| Sse {
             kind,
+            customer_key_file,
             kms_key: key.map(str::to_owned),
             bucket_key: self.s3_sse_bucket_key_enabled,
         }))
@@ -1012,11 +1120,27 @@ impl StorageConfig {
                     name.parse::<K>()
                         .map_err(|e| Error::config(format!("S3 encryption setting {name}: {e}")))
                 };
+                let mut sse_c = None;
                 match self.sse()? {
+                    Some(Sse {
+                        customer_key_file: Some(path),
+                        ..
+                    }) => {
+                        let key = crate::assemble::SseCustomerKey::read(&path)?;
+                        b = b
+                            .with_config(encryption("aws_server_side_encryption")?, "sse-c")
+                            .with_config(encryption("aws_sse_customer_key_base64")?, key.base64());
+                        settings.push((
+                            "server_side_encryption".into(),
+                            format!("SSE-C, the key in {}", path.display()),
+                        ));
+                        sse_c = Some(key);
+                    }
                     Some(Sse {
                         kind,
                         kms_key: key,
                         bucket_key,
+                        ..
                     }) => {
                         b = b.with_config(encryption("aws_server_side_encryption")?, kind);
                         if let Some(key) = &key {
@@ -1090,15 +1214,18 @@ impl StorageConfig {
                         .is_some_and(|e| e.starts_with("http://")),
                     "S3",
                 )?;
-                server_copy = Some(Arc::new(crate::assemble::S3Copy::new(
-                    Arc::clone(&store),
-                    http,
-                    self.bucket_name.trim(),
-                    &region,
-                    request_endpoint.as_deref(),
-                    virtual_hosted,
-                    prefix,
-                )));
+                server_copy = Some(Arc::new(
+                    crate::assemble::S3Copy::new(
+                        Arc::clone(&store),
+                        http,
+                        self.bucket_name.trim(),
+                        &region,
+                        request_endpoint.as_deref(),
+                        virtual_hosted,
+                        prefix,
+                    )
+                    .with_sse_c(sse_c),
+                ));
                 (store, format!("s3://{}{at}", self.bucket_name))
             }
             CloudProvider::Gcp => {

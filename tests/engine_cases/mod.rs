@@ -690,6 +690,193 @@ print(json.dumps(out))
     assert_same("sse", &snapshot(&src), &snapshot(&into));
 }
 
+/// A plain-HTTP proxy on 127.0.0.1 in front of `upstream` (`host:port`) that forwards every
+/// byte both ways and keeps the head (request line and headers) of each request it carries.
+/// Requests are told apart by `Content-Length`; a chunked body ends the test, as the heads
+/// after it could not be found.
+fn recording_proxy(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = format!("http://{}", listener.local_addr().expect("addr"));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heads);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                return;
+            };
+            let (mut client_back, mut server_back) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_back, &mut client_back);
+                let _ = client_back.shutdown(std::net::Shutdown::Both);
+            });
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let (mut pending, mut body_left) = (Vec::<u8>::new(), 0usize);
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    let mut input = buf[..n].to_vec();
+                    loop {
+                        let skip = body_left.min(input.len());
+                        body_left -= skip;
+                        input.drain(..skip);
+                        if input.is_empty() {
+                            break;
+                        }
+                        pending.append(&mut input);
+                        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            break;
+                        };
+                        let head = String::from_utf8_lossy(&pending[..end]).to_string();
+                        let lower = head.to_ascii_lowercase();
+                        assert!(!lower.contains("transfer-encoding: chunked"), "{head}");
+                        body_left = lower
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().expect("length"))
+                            .unwrap_or(0);
+                        seen.lock().expect("lock").push(head);
+                        input = pending.split_off(end + 4);
+                        pending.clear();
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (at, heads)
+}
+
+/// S3 SSE-C (a key of the customer's own) reaches every request that reads or writes an
+/// object: the puts, each part, each read of a restore and a check, and each
+/// `UploadPartCopy` of a server-copy aggregate, which also names the key of its source.
+/// Moto ignores SSE-C, so a recording proxy in front of it reads the requests themselves; the
+/// key never shows in the settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_sse_c_goes_with_every_object_request_and_the_server_copy() {
+    use base64::Engine as _;
+    let Some(endpoint) = common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (proxy, heads) = recording_proxy(upstream);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = [0x42u8; 32];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    std::fs::create_dir_all(dir.path().join("ssec")).expect("mkdir");
+    std::fs::write(dir.path().join("ssec/sse-c.key"), key).expect("write");
+    let prefix = common::unique("ssec");
+    let config = StorageConfig {
+        s3_server_side_encryption: Some("SSE-C".into()),
+        s3_sse_customer_key_secret_name: Some("ssec".into()),
+        ..common::s3_config(&proxy, dir.path(), "k", "s", &prefix)
+    };
+    let storage = config.build().await.expect("moto with SSE-C");
+    let said = storage
+        .settings
+        .iter()
+        .find(|(k, _)| k == "server_side_encryption")
+        .map(|(_, v)| v.clone())
+        .expect("said");
+    assert!(said.starts_with("SSE-C, the key in "), "{said}");
+    let repo = Repository::new(storage);
+    let name = "ssec";
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("big"), data(12 << 20, 6, true)).expect("write");
+    committed(&backup_dir(&repo, name, &src, auto()).await);
+    mutate(&src, 1);
+    committed(&backup_dir(&repo, name, &src, auto()).await);
+    let options = AggregateOptions {
+        copy: CopyMode::Server,
+        ..AggregateOptions::default()
+    };
+    let report = aggregate(&repo, &db(name), &options, &progress())
+        .await
+        .expect("aggregate by server copy");
+    let copy = report.copy.expect("copy report");
+    assert!(copy.server_bytes > 0, "{copy:?}");
+    let into = work.path().join("restored");
+    restore_to(&repo, name, RestoreTarget::Latest, &into).await;
+    assert_same("ssec", &snapshot(&src), &snapshot(&into));
+    let checked = check(&repo, &db(name), &CheckOptions::default(), &progress())
+        .await
+        .expect("check");
+    assert!(checked.ok, "{checked:?}");
+
+    let heads = heads.lock().expect("lock").clone();
+    let key_b64 = b64.encode(key);
+    let md5 = b64.encode(<md5::Md5 as md5::Digest>::digest(key));
+    let has = |head: &str, name: &str, value: &str| {
+        head.lines().any(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, v)| n.trim().eq_ignore_ascii_case(name) && v.trim() == value)
+        })
+    };
+    let sse_c = |head: &str, pre: &str| {
+        has(
+            head,
+            &format!("x-amz-{pre}server-side-encryption-customer-algorithm"),
+            "AES256",
+        ) && has(
+            head,
+            &format!("x-amz-{pre}server-side-encryption-customer-key"),
+            &key_b64,
+        ) && has(
+            head,
+            &format!("x-amz-{pre}server-side-encryption-customer-key-md5"),
+            &md5,
+        )
+    };
+    let (mut object_requests, mut part_copies) = (0, 0);
+    for head in &heads {
+        let line = head.lines().next().unwrap_or_default();
+        let (method, target) = line.split_once(' ').unwrap_or_default();
+        let path = target.split(' ').next().unwrap_or_default();
+        // Requests on one object under the repository: reads, writes, multipart starts and
+        // parts. Listings, deletes, completions and aborts carry no object data.
+        let on_object = path.contains(&prefix)
+            && !path.contains("list-type")
+            && (matches!(method, "GET" | "HEAD" | "PUT")
+                || (method == "POST" && path.contains("?uploads")));
+        if !on_object {
+            continue;
+        }
+        object_requests += 1;
+        assert!(sse_c(head, ""), "a request without the SSE-C key: {line}");
+        if head.to_ascii_lowercase().contains("x-amz-copy-source:") {
+            part_copies += 1;
+            assert!(
+                sse_c(head, "copy-source-"),
+                "an UploadPartCopy without the source's SSE-C key: {line}"
+            );
+        }
+    }
+    assert!(
+        part_copies > 0 && object_requests > part_copies + 8,
+        "{object_requests} {part_copies}"
+    );
+    eprintln!(
+        "SSE-C: {object_requests} object requests of {} carried the key, {part_copies} UploadPartCopy also the source's",
+        heads.len()
+    );
+}
+
 /// A server copy that goes wrong (a range one byte off, an error after writing, a copy that
 /// never ends and is cancelled) leaves the repository as it was: no new artifact, no new
 /// object, the old chain whole, even with `keepOldBackup: false`; `auto` then copies

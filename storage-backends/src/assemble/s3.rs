@@ -5,7 +5,8 @@
 //! `UploadPartCopy`, so that one request is signed here with `aws-sigv4` (the AWS SDK's
 //! signer) and sent over an HTTP client built by the same connector and client options as
 //! the store's (endpoint, TLS CA or skip-verify), with the store's own credential provider
-//! (credentials file, workload identity).
+//! (credentials file, workload identity). With SSE-C, each `UploadPartCopy` carries the
+//! customer key twice, as S3 asks: for the part written and for the source read.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -56,6 +57,90 @@ pub(crate) struct S3Copy {
     objects_url: String,
     /// The repository prefix, which the store behind [`AssemblyJob::store`] adds itself.
     prefix: Option<Path>,
+    /// The SSE-C key, when the store writes with one.
+    sse_c: Option<SseCustomerKey>,
+}
+
+/// An SSE-C key: 32 bytes the server encrypts with and forgets, sent with every request that
+/// reads or writes an object. `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct SseCustomerKey {
+    /// Base64 of the 32 bytes.
+    base64: zeroize::Zeroizing<String>,
+    /// Base64 of their MD5, which S3 checks the key against.
+    md5: String,
+}
+
+impl std::fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SseCustomerKey(<redacted>)")
+    }
+}
+
+impl SseCustomerKey {
+    /// Reads the key file: 32 bytes, raw or as base64 text.
+    pub(crate) fn read(path: &std::path::Path) -> Result<Self, Error> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let fail = |why: String| Error::CredentialsFile {
+            path: path.to_owned(),
+            why,
+        };
+        let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+            fail(format!(
+                "cannot read the SSE-C key ({e}); it is named by s3SseCustomerKeySecretName/s3SseCustomerKeySecretKey under the secrets directory"
+            ))
+        })?);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key: zeroize::Zeroizing<Vec<u8>> = if bytes.len() == 32 {
+            zeroize::Zeroizing::new(bytes.to_vec())
+        } else {
+            let text: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(
+                bytes
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect(),
+            );
+            zeroize::Zeroizing::new(b64.decode(&text[..]).unwrap_or_default())
+        };
+        if key.len() != 32 {
+            return Err(fail(format!(
+                "the SSE-C key must be 32 bytes, raw or base64 ({} bytes found); make one with `openssl rand 32 > sse-c.key`",
+                bytes.len()
+            )));
+        }
+        Ok(Self {
+            base64: zeroize::Zeroizing::new(b64.encode(&key[..])),
+            md5: b64.encode(md5::Md5::digest(&key[..])),
+        })
+    }
+
+    /// The key as base64, as object_store's `aws_sse_customer_key_base64` takes it.
+    pub(crate) fn base64(&self) -> &str {
+        &self.base64
+    }
+
+    /// The six headers of an `UploadPartCopy` from and to SSE-C objects.
+    fn copy_headers(&self) -> [(&'static str, &str); 6] {
+        [
+            ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+            ("x-amz-server-side-encryption-customer-key", &self.base64),
+            ("x-amz-server-side-encryption-customer-key-md5", &self.md5),
+            (
+                "x-amz-copy-source-server-side-encryption-customer-algorithm",
+                "AES256",
+            ),
+            (
+                "x-amz-copy-source-server-side-encryption-customer-key",
+                &self.base64,
+            ),
+            (
+                "x-amz-copy-source-server-side-encryption-customer-key-md5",
+                &self.md5,
+            ),
+        ]
+    }
 }
 
 impl S3Copy {
@@ -84,7 +169,14 @@ impl S3Copy {
             region: region.to_owned(),
             objects_url,
             prefix,
+            sse_c: None,
         }
+    }
+
+    /// This copy, sending `key` with every `UploadPartCopy` (the store's SSE-C key).
+    pub(crate) fn with_sse_c(mut self, key: Option<SseCustomerKey>) -> Self {
+        self.sse_c = key;
+        self
     }
 
     /// The key in the bucket.
@@ -179,11 +271,14 @@ impl S3Copy {
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| CopyError::Fail(format!("URL {url} has no host")))?;
-        let headers = [
+        let mut headers = vec![
             ("host", host.as_str()),
             ("x-amz-copy-source", copy_source),
             ("x-amz-copy-source-range", copy_range),
         ];
+        if let Some(key) = &self.sse_c {
+            headers.extend(key.copy_headers());
+        }
         let signable = SignableRequest::new(
             "PUT",
             url,

@@ -726,8 +726,10 @@ async fn every_storage_key_can_be_overridden() {
 }
 
 /// S3 server-side encryption is checked before anything is written: an unknown type, SSE-C
-/// (not supported), a KMS key or bucket key without SSE-KMS, and any of them on a store
-/// that is not S3 are refused, naming the key; what is set shows in the settings.
+/// without its key (or with a key file that is not 32 bytes), a KMS key or bucket key without
+/// SSE-KMS, and any of them on a store that is not S3 are refused, naming the key; so are an
+/// Azure encryption scope and a GCS KMS key, which the clients cannot send. What is set shows
+/// in the settings, an SSE-C key never.
 #[tokio::test]
 async fn server_side_encryption_is_checked_at_start() {
     let sse = |kind: &str| StorageConfig {
@@ -738,7 +740,37 @@ async fn server_side_encryption_is_checked_at_start() {
         (sse("aes"), "s3ServerSideEncryption \"aes\" is not AES256"),
         (
             sse("sse-c"),
-            "sse-c (customer-provided keys) is not supported",
+            "SSE-C needs the key: set s3SseCustomerKeySecretName",
+        ),
+        (
+            StorageConfig {
+                s3_sse_customer_key_secret_name: Some("ssec".into()),
+                ..sse("AES256")
+            },
+            "s3SseCustomerKeySecretName is set but s3ServerSideEncryption is not SSE-C",
+        ),
+        (
+            StorageConfig {
+                s3_sse_customer_key_secret_key: Some("k".into()),
+                ..aws()
+            },
+            "s3SseCustomerKeySecretKey is set but s3SseCustomerKeySecretName is not",
+        ),
+        (
+            StorageConfig {
+                cloud_provider: CloudProvider::Azure,
+                azure_encryption_scope: Some("backups".into()),
+                ..StorageConfig::default()
+            },
+            "azureEncryptionScope \"backups\" cannot be honoured",
+        ),
+        (
+            StorageConfig {
+                cloud_provider: CloudProvider::Gcp,
+                gcs_kms_key_name: Some("projects/p/keys/k".into()),
+                ..StorageConfig::default()
+            },
+            "gcsKmsKeyName \"projects/p/keys/k\" cannot be honoured",
         ),
         (
             StorageConfig {
@@ -781,6 +813,32 @@ async fn server_side_encryption_is_checked_at_start() {
         setting(&built, "server_side_encryption").as_deref(),
         Some("aws:kms, key alias/backups, bucket key")
     );
+    // SSE-C: the key file holds 32 bytes, raw or base64; anything else is refused at start.
+    let secret = dir.path().join("ssec");
+    std::fs::create_dir_all(&secret).expect("mkdir");
+    let ssec = || StorageConfig {
+        s3_sse_customer_key_secret_name: Some("ssec".into()),
+        s3_endpoint: Some("http://127.0.0.1:9".into()),
+        secrets_dir: dir.path().to_owned(),
+        ..sse("SSE-C")
+    };
+    let e = build_err(ssec()).await;
+    assert!(e.contains("cannot read the SSE-C key"), "{e}");
+    std::fs::write(secret.join("sse-c.key"), "c2hvcnQ=\n").expect("write");
+    let e = build_err(ssec()).await;
+    assert!(e.contains("must be 32 bytes, raw or base64"), "{e}");
+    // 32 bytes of base64 text that is also not 32 bytes long: decoded.
+    let raw = [0x5au8; 32];
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    for content in [raw.to_vec(), format!("{b64}\n").into_bytes()] {
+        std::fs::write(secret.join("sse-c.key"), &content).expect("write");
+        let built = ssec().build().await.expect("SSE-C builds");
+        let said = setting(&built, "server_side_encryption").expect("said");
+        assert!(said.starts_with("SSE-C, the key in "), "{said}");
+        let shown = format!("{said} {:?} {:?}", built.settings, ssec());
+        assert!(!shown.contains(&b64), "the key is never shown: {shown}");
+    }
     let plain = StorageConfig {
         s3_endpoint: Some("http://127.0.0.1:9".into()),
         secrets_dir: dir.path().to_owned(),
