@@ -572,9 +572,16 @@ async fn fail_writer(
         id.database().as_str(),
         &format!("{id}.error.json"),
     ]));
+    // Stored in clear: an encrypted repository's note withholds the message, which can
+    // name a file (as its run record does).
+    let message = if repo.key().is_some() {
+        "withheld from an encrypted repository's note; see the command's output or log".into()
+    } else {
+        error.to_string()
+    };
     let note = serde_json::json!({
         "artifact": id.to_string(),
-        "error": error.to_string(),
+        "error": message,
         "data": stored.object.as_ref().map(|_| kept.to_string()),
         "blocks": stored.locations.len(),
     });

@@ -89,6 +89,19 @@ pub struct CheckReport {
     pub report_key: Option<String>,
 }
 
+impl CheckReport {
+    /// The report as an encrypted repository stores it (reports are stored in clear): each
+    /// problem keeps its artifact, object and offset, and its text, which may name a file,
+    /// is withheld.
+    pub fn redacted(&self) -> Self {
+        let mut report = self.clone();
+        for p in &mut report.problems {
+            p.problem = "damaged; the details are withheld from an encrypted repository's stored report: run `catena check` with the key to see them".into();
+        }
+        report
+    }
+}
+
 fn problem(
     artifact: Option<&ArtifactId>,
     key: Option<String>,
@@ -253,10 +266,17 @@ pub async fn check(
                 rand::random::<u32>()
             ),
         ]);
+        // Stored in clear: an encrypted repository's copy keeps where, not what (a
+        // composition error can name a file); the returned report keeps it whole.
+        let stored = if repo.key().is_some() {
+            report.redacted()
+        } else {
+            report.clone()
+        };
         commit::put_create(
             repo.store().as_ref(),
             &key,
-            Bytes::from(chain_core::sealed::seal(&report)),
+            Bytes::from(chain_core::sealed::seal(&stored)),
         )
         .await?;
         Some(key.to_string())

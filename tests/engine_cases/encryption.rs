@@ -493,3 +493,87 @@ fn encrypted_round_trip_and_server_copy_aggregate_of_random_trees() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// What an encrypted repository stores in clear beside its artifacts withholds the messages
+/// that can name a file: the note of a `keepFailed` backup (the plain repository's note
+/// holds the message, as the control) and a stored check report, whose problems keep their
+/// artifact and object while the returned report keeps everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_and_reports_stored_in_clear_withhold_what_can_name_a_file() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("a-good"), data(2 << 20, 1, true)).expect("write");
+    std::fs::write(src.join("b-broken"), data(3 << 20, 2, true)).expect("write");
+    for encrypted in [false, true] {
+        let plain = local_repo(&work.path().join(format!("repo-{encrypted}"))).await;
+        let repo = if encrypted {
+            plain
+                .create_encrypted(&key_file(), cheap())
+                .await
+                .expect("create")
+        } else {
+            plain
+        };
+        let source: Arc<dyn BackupSource> = Arc::new(super::broken_source(&src));
+        let mut opts = options(BackupRequest::default());
+        opts.keep_failed = true;
+        let report = backup(&repo, vec![(db("kept"), source)], &opts, &progress())
+            .await
+            .expect("run");
+        let outcome = &report.run.databases[0];
+        let error = outcome.error.clone().unwrap_or_default();
+        assert!(error.contains("disk read error"), "{outcome:?}");
+        let note = outcome.kept_failed.clone().expect("a note");
+        let stored = objects(&repo).await;
+        assert!(stored.iter().any(|(k, _)| *k == note), "{note}");
+        let leaked = leaks(&stored, &[b"disk read error"]);
+        if encrypted {
+            assert_eq!(leaked, Vec::<String>::new(), "the message is withheld");
+        } else {
+            assert!(leaked.contains(&note), "control: {leaked:?}");
+        }
+    }
+    // A stored check report of a damaged chain: where, not what.
+    let (repo, ids) = encrypted_chain(&work.path().join("chain")).await;
+    let data_key = layout::data_key(&ids[0]);
+    let mut bad = repo
+        .store()
+        .get(&data_key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes")
+        .to_vec();
+    bad[100] ^= 1;
+    put(&repo, &data_key, Bytes::from(bad)).await;
+    let options = CheckOptions {
+        write_report: true,
+        ..CheckOptions::default()
+    };
+    let report = check(&repo, &db("neo4j"), &options, &progress())
+        .await
+        .expect("check");
+    assert!(!report.ok);
+    let returned = &report.problems[0];
+    assert!(returned.problem.contains("authentication"), "{returned:?}");
+    let key = Key::from(report.report_key.clone().expect("stored").as_str());
+    let bytes = repo
+        .store()
+        .get(&key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    let stored: CheckReport = chain_core::sealed::open(&bytes).expect("a sealed report");
+    assert_eq!(stored.problems.len(), report.problems.len());
+    for (s, r) in stored.problems.iter().zip(&report.problems) {
+        assert_eq!(
+            (&s.artifact, &s.key, s.offset),
+            (&r.artifact, &r.key, r.offset)
+        );
+        assert!(s.problem.contains("withheld"), "{s:?}");
+    }
+}
