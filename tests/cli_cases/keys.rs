@@ -208,3 +208,78 @@ fn an_encrypted_repository_from_the_command_line() {
     );
     assert!(!Path::new(&plain).join("_config.json").exists());
 }
+
+/// SIGTERM during the first backup of an encrypted repository (its config and key slot
+/// written, the data upload in flight): nothing is committed and no upload stays open; what
+/// is left is a valid empty encrypted repository that opens with the same key and no other,
+/// and the next backup with that key commits.
+#[test]
+fn a_first_encrypted_backup_stopped_by_sigterm_leaves_a_repository_its_key_opens() {
+    let Some(moto) = crate::common::server_var("CATENA_TEST_MOTO_ENDPOINT", "moto") else {
+        return;
+    };
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("neo4j")).expect("mkdir");
+    std::fs::write(
+        data.join("neo4j/store"),
+        crate::common::data(48 << 20, 9, true),
+    )
+    .expect("write");
+    std::fs::write(t.path().join("key"), [9u8; 32]).expect("write");
+    std::fs::write(t.path().join("other"), [8u8; 32]).expect("write");
+    let secrets = t.path().join("secrets");
+    crate::common::aws_secret(&secrets, "awscreds", "moto-key", "moto-secret", "us-east-1");
+    let prefix = crate::common::unique("enc-signal");
+    let url = format!("s3://{}/{prefix}", crate::common::BUCKET);
+    let with = |key: &str, args: &[&str]| {
+        let mut c = catena();
+        c.args(args)
+            .args(["--s3-endpoint", &moto, "--secret-name", "awscreds"])
+            .arg("--secrets-dir")
+            .arg(&secrets)
+            .arg("--key-file")
+            .arg(t.path().join(key))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let data_s = data.to_str().expect("utf8");
+    let backup = ["backup", "--from", data_s, "--to-path", &url];
+    let child = with("key", &backup)
+        .args(["--parts-in-flight", "1", "--part-size-mib", "5"])
+        .spawn()
+        .expect("spawn");
+    let (code, _, out) = super::operator::signal_when(
+        child,
+        "backup neo4j: started",
+        std::time::Duration::from_millis(300),
+        "TERM",
+    );
+    assert_eq!(code, Some(143), "{out}");
+    assert_eq!(super::operator::moto_open_uploads(&moto, &prefix), 0);
+    let artifacts = |key: &str| {
+        let o = with(key, &["--format", "JSON", "inspect", "--from-path", &url])
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        v.as_array().expect("array").len()
+    };
+    assert_eq!(artifacts("key"), 0, "nothing committed");
+    let o = with(
+        "key",
+        &["--format", "JSON", "key", "list", "--from-path", &url],
+    )
+    .output()
+    .expect("runs");
+    assert!(o.status.success(), "{}", text(&o));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let o = with("other", &backup).output().expect("runs");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no key slot opens"), "{}", text(&o));
+    let o = with("key", &backup).output().expect("runs");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(artifacts("key"), 1);
+}

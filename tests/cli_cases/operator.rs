@@ -512,7 +512,7 @@ fn every_storage_key_is_a_flag_and_a_variable() {
 }
 
 /// Multipart uploads still open in the moto bucket under `prefix`.
-fn moto_open_uploads(endpoint: &str, prefix: &str) -> usize {
+pub(super) fn moto_open_uploads(endpoint: &str, prefix: &str) -> usize {
     http_get(
         endpoint,
         &format!("/{}?uploads&prefix={prefix}", common::BUCKET),
@@ -523,7 +523,7 @@ fn moto_open_uploads(endpoint: &str, prefix: &str) -> usize {
 
 /// Sends `signal` (TERM or INT) to `child` once `ready` has shown on its stderr (and
 /// `after` more), then returns its exit code, how long it took to exit and all it printed.
-fn signal_when(
+pub(super) fn signal_when(
     mut child: std::process::Child,
     ready: &str,
     after: std::time::Duration,
