@@ -9,7 +9,7 @@ use chain_core::{
     ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSet, DatabaseName, Entry,
     EntryKind, FileStamp, ManifestBuilder, State,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -336,14 +336,60 @@ async fn run_one(
     .with_cancellation(options.cancel.clone());
 
     let mut entries = Vec::with_capacity(listing.entries.len());
-    for entry in listing.entries {
-        if let Some(trusted) = unchanged(&base, &entry, options.force_read) {
-            outcome.unchanged_bytes += trusted.0;
+    // Small files wait here and are read and stored together (the state is keyed by path,
+    // so the order entries arrive in does not matter).
+    let small_limit = SMALL_FILE.min(u64::from(options.upload.block_size));
+    let mut batch: Vec<SourceEntry> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let mut listed = listing.entries.into_iter().peekable();
+    loop {
+        let next = listed.next();
+        let trusted = next
+            .as_ref()
+            .and_then(|e| unchanged(&base, e, options.force_read));
+        let small = match next.as_ref().map(|e| &e.kind) {
+            Some(SourceKind::File { size }) if trusted.is_none() && *size <= small_limit => {
+                Some(*size)
+            }
+            _ => None,
+        };
+        if let (Some(size), Some(entry)) = (small, &next) {
+            batch_bytes += size;
+            batch.push(entry.clone());
+        }
+        let full = batch.len() >= SMALL_BATCH_FILES || batch_bytes >= SMALL_BATCH_BYTES;
+        if !batch.is_empty() && (full || listed.peek().is_none()) {
+            let files = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            let read = read_small_files(
+                &mut writer,
+                source,
+                files,
+                db,
+                progress,
+                &mut outcome.bytes_read,
+            )
+            .await;
+            match read {
+                Ok(read) => entries.extend(read),
+                Err(e) => {
+                    outcome.kept_failed =
+                        fail_writer(repo, writer, &id, &e, options.keep_failed).await;
+                    return Err(e);
+                }
+            }
+        }
+        let Some(entry) = next else { break };
+        if small.is_some() {
+            continue;
+        }
+        if let Some((bytes, trusted)) = trusted {
+            outcome.unchanged_bytes += bytes;
             progress.event(ProgressEvent::Bytes {
                 database: db.to_string(),
-                bytes: trusted.0,
+                bytes,
             });
-            entries.push(trusted.1);
+            entries.push(trusted);
             continue;
         }
         match read_entry(
@@ -451,6 +497,87 @@ fn unchanged(base: &State, entry: &SourceEntry, force_read: bool) -> Option<(u64
             stamp: entry.stamp,
         },
     ))
+}
+
+/// Files of at most this many bytes (and one block) are read and stored in batches.
+const SMALL_FILE: u64 = 256 << 10;
+/// A batch of small files: at most this many files...
+const SMALL_BATCH_FILES: usize = 256;
+/// ...or this many bytes (the batch is held in memory twice: read, and encoded).
+const SMALL_BATCH_BYTES: u64 = 4 << 20;
+/// Small files read at once, ahead of the writer.
+const SMALL_READ_AHEAD: usize = 8;
+
+/// Reads a batch of small listed files, `SMALL_READ_AHEAD` at a time, and stores them in
+/// one trip to the writer's workers. A file that changed while it was read (its stat after
+/// the read differs from the listing's) goes through [`read_entry`], which reads it again.
+async fn read_small_files(
+    writer: &mut ArtifactWriter,
+    source: &dyn BackupSource,
+    files: Vec<SourceEntry>,
+    db: &DatabaseName,
+    progress: &Arc<dyn Progress>,
+    bytes_read: &mut u64,
+) -> Result<Vec<Entry>, Error> {
+    let read: Vec<(SourceEntry, Bytes, bool)> = futures::stream::iter(files)
+        .map(|entry| async move {
+            progress.event(ProgressEvent::Item {
+                database: db.to_string(),
+                name: entry.path.to_string(),
+            });
+            let chunks: Vec<Bytes> = source
+                .open(&entry.path)
+                .await?
+                .try_collect()
+                .await
+                .map_err(|e| Error::Source {
+                    path: entry.path.as_str().into(),
+                    why: format!("reading failed: {e}"),
+                    cause: Some(e),
+                })?;
+            let content = if chunks.len() == 1 {
+                chunks.into_iter().next().unwrap_or_default()
+            } else {
+                Bytes::from(chunks.concat())
+            };
+            let size = content.len() as u64;
+            let now = source.stat(&entry.path).await?;
+            let same = now.as_ref().is_some_and(|n| {
+                n.kind == (SourceKind::File { size })
+                    && n.meta.mtime_ns == entry.meta.mtime_ns
+                    && n.stamp == entry.stamp
+            }) && entry.kind == (SourceKind::File { size });
+            progress.event(ProgressEvent::Bytes {
+                database: db.to_string(),
+                bytes: size,
+            });
+            Ok::<_, Error>((entry, content, same))
+        })
+        .buffered(SMALL_READ_AHEAD)
+        .try_collect()
+        .await?;
+    let (steady, changed): (Vec<_>, Vec<_>) = read.into_iter().partition(|(_, _, same)| *same);
+    let contents: Vec<Bytes> = steady.iter().map(|(_, c, _)| c.clone()).collect();
+    *bytes_read += contents.iter().map(|c| c.len() as u64).sum::<u64>();
+    let blocks = writer.write_small_files(contents).await?;
+    let mut out: Vec<Entry> = steady
+        .into_iter()
+        .zip(blocks)
+        .map(|((entry, content, _), blocks)| Entry {
+            path: entry.path,
+            kind: EntryKind::File {
+                size: content.len() as u64,
+                blocks,
+            },
+            meta: entry.meta,
+            stamp: entry.stamp,
+        })
+        .collect();
+    for (entry, _, _) in changed {
+        tracing::warn!(path = %entry.path, "the file changed while it was read; reading it again");
+        out.push(read_entry(writer, source, entry, db, progress, bytes_read).await?);
+    }
+    Ok(out)
 }
 
 /// Reads one listed entry into the artifact: a file's content goes through the writer,

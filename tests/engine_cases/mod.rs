@@ -1476,7 +1476,24 @@ async fn a_file_changed_while_read_is_read_again_never_stored_torn() {
     let src = work.path().join("src");
     std::fs::create_dir(&src).expect("mkdir");
     std::fs::write(src.join("live.db"), data(700_000, 4, true)).expect("write");
-    let source: Arc<dyn BackupSource> = Arc::new(changing_source(&src));
+    // Small files are read in batches: one changed while read, between steady ones.
+    for i in 0..20 {
+        std::fs::write(src.join(format!("small-{i:02}")), data(9_000, i, true)).expect("write");
+    }
+    let steady = snapshot(&src);
+    let source: Arc<dyn BackupSource> = Arc::new(HookedSource {
+        inner: DirectorySource::new(&src),
+        hook: {
+            let changing = changing_source(&src);
+            Box::new(move |path, full, stream| {
+                if path.as_str() == "live.db" || path.as_str() == "small-07" {
+                    (changing.hook)(path, full, stream)
+                } else {
+                    stream
+                }
+            })
+        },
+    });
     let report = backup(
         repo,
         vec![(db("live"), source)],
@@ -1488,11 +1505,52 @@ async fn a_file_changed_while_read_is_read_again_never_stored_torn() {
     assert!(report.succeeded(), "{:?}", report.run.databases);
     let into = work.path().join("restored");
     restore_to(repo, "live", RestoreTarget::Latest, &into).await;
-    assert_eq!(
-        std::fs::read(into.join("live.db")).expect("read"),
-        std::fs::read(src.join("live.db")).expect("read"),
-        "the restored file is the complete, final version"
+    for name in ["live.db", "small-07"] {
+        // Not assert_eq: its message would print every byte.
+        assert!(
+            std::fs::read(into.join(name)).expect("read")
+                == std::fs::read(src.join(name)).expect("read"),
+            "{name}: the restored file is the complete, final version"
+        );
+        assert_ne!(
+            steady.get(name).map(|s| &s.1),
+            snapshot(&src).get(name).map(|s| &s.1),
+            "{name} changed during the backup"
+        );
+    }
+    assert_same("changing", &snapshot(&src), &snapshot(&into));
+}
+
+/// A small file, read in a batch with others, that fails while read fails its database as a
+/// large one does: nothing committed, the error names the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_that_fails_while_read_fails_the_database() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("a-good"), data(5_000, 1, true)).expect("write");
+    std::fs::write(src.join("b-broken"), data(5_000, 2, true)).expect("write");
+    std::fs::write(src.join("c-good"), data(5_000, 3, true)).expect("write");
+    let source: Arc<dyn BackupSource> = Arc::new(broken_source(&src));
+    let report = backup(
+        repo,
+        vec![(db("smallfail"), source)],
+        &options(auto()),
+        &progress(),
+    )
+    .await
+    .expect("run");
+    assert!(!report.succeeded());
+    let outcome = &report.run.databases[0];
+    let error = outcome.error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("b-broken") && error.contains("disk read error"),
+        "{outcome:?}"
     );
+    let view = repo.catalog(&db("smallfail")).await.expect("catalog");
+    assert!(view.catalog.is_empty() && view.objects.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
