@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 files="${1:-100000}"
 runs="${2:-3}"
 # CATENA_BIN: the binary to measure (default: this tree's release build); CATENA_BEFORE:
-# another build whose restore is measured beside it, alternating (a change's before/after).
+# another build whose FULL and restore are measured beside it, alternating (a change's
+# before/after).
 if [ -z "${CATENA_BIN:-}" ]; then cargo build --release --example catena 2>/dev/null; fi
 CATENA="${CATENA_BIN:-$PWD/target/release/examples/catena}"
 BEFORE="${CATENA_BEFORE:-}"
@@ -70,6 +71,24 @@ if command -v restic >/dev/null; then
   restic init >/dev/null
   measure restic-first restic backup --quiet "$W/data"
 fi
+# More FULLs into fresh repositories, RUNS of each, the order rotating: this build, the
+# build before a change (CATENA_BEFORE, when given) and restic's first backup, for medians
+# of one run.
+for run in $(seq 1 "$runs"); do
+  tools="full"; [ -n "$BEFORE" ] && tools="$tools full-before"
+  command -v restic >/dev/null && tools="$tools restic-first"
+  for _ in $(seq 2 "$run"); do tools="$(echo "$tools" | awk '{for (i = 2; i <= NF; i++) printf "%s ", $i; print $1}')"; done
+  for tool in $tools; do
+    rm -rf "$W/full-again" "$W/restic-again"; sync
+    case $tool in
+      full) measure full "$CATENA" backup --from "$W/data" --to-path "$W/full-again" --type FULL ;;
+      full-before) measure full-before "$BEFORE" backup --from "$W/data" --to-path "$W/full-again" --type FULL ;;
+      restic-first) RESTIC_REPOSITORY="$W/restic-again" restic init >/dev/null
+        RESTIC_REPOSITORY="$W/restic-again" measure restic-first restic backup --quiet "$W/data" ;;
+    esac
+  done
+done
+rm -rf "$W/full-again" "$W/restic-again"
 for run in $(seq 1 "$runs"); do
   # Each DIFF meets its own fresh 1% change; the order alternates so that neither way
   # always meets a warm cache first.
