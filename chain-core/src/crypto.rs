@@ -151,7 +151,8 @@ impl Secret {
 pub struct RepoKey {
     repository: String,
     master: Zeroizing<[u8; KEY_LEN]>,
-    records: XChaCha20Poly1305,
+    /// The records key: XChaCha20-Poly1305 (see [`xchacha_key`]).
+    records: Zeroizing<[u8; KEY_LEN]>,
     block_id: Zeroizing<[u8; KEY_LEN]>,
     index_id: Zeroizing<[u8; KEY_LEN]>,
     manifest: Zeroizing<[u8; KEY_LEN]>,
@@ -210,7 +211,7 @@ impl RepoKey {
         let records = derive("catena/v1/records");
         Self {
             repository: repository.to_owned(),
-            records: XChaCha20Poly1305::new(&(*records).into()),
+            records,
             block_id: derive("catena/v1/block-id"),
             index_id: derive("catena/v1/index-id"),
             manifest: derive("catena/v1/manifest"),
@@ -269,15 +270,15 @@ impl RepoKey {
     pub(crate) fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, at: usize) {
         let nonce: [u8; NONCE_LEN] = random();
         buf[at..at + NONCE_LEN].copy_from_slice(&nonce);
-        let tag = self
-            .records
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                aad,
-                (&mut buf[at + NONCE_LEN..]).into(),
+        let (key, short) = xchacha_key(&self.records, &nonce);
+        let tag = key
+            .seal_in_place_separate_tag(
+                short,
+                ring::aead::Aad::from(aad),
+                &mut buf[at + NONCE_LEN..],
             )
-            .expect("XChaCha20-Poly1305 encrypts up to 256 GiB per message");
-        buf.extend_from_slice(&tag);
+            .expect("ChaCha20-Poly1305 seals up to 256 GiB per message");
+        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Decrypts `sealed` (nonce, ciphertext, tag) with `aad`, returning the plaintext; `None`
@@ -287,20 +288,41 @@ impl RepoKey {
             return None;
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut out = ciphertext.to_vec();
         let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-        let tag: [u8; TAG_LEN] = tag.try_into().ok()?;
-        self.records
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                aad,
-                (&mut out[..]).into(),
-                &tag.into(),
-            )
-            .ok()?;
+        let mut out = rest.to_vec();
+        let (key, short) = xchacha_key(&self.records, &nonce);
+        let len = key
+            .open_in_place(short, ring::aead::Aad::from(aad), &mut out)
+            .ok()?
+            .len();
+        out.truncate(len);
         Some(out)
     }
+}
+
+/// XChaCha20-Poly1305 of `key` and a 24-byte `nonce`, as the IETF ChaCha20-Poly1305 key and
+/// 12-byte nonce that compute it (draft-irtf-cfrg-xchacha, section 2.3): the subkey is
+/// HChaCha20 of the key and the nonce's first 16 bytes, the short nonce four zero bytes and
+/// the nonce's last 8. The bytes are those of RustCrypto's `XChaCha20Poly1305` (a test
+/// compares them); *ring*'s ChaCha20-Poly1305 computes them about twice as fast here (2.4
+/// against 1.3 GB/s), which is most of what encryption costs a backup.
+fn xchacha_key(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+) -> (ring::aead::LessSafeKey, ring::aead::Nonce) {
+    let head: [u8; 16] = nonce[..16].try_into().expect("16 bytes");
+    let sub = Zeroizing::new(<[u8; KEY_LEN]>::from(chacha20::hchacha::<chacha20::R20>(
+        &(*key).into(),
+        &head.into(),
+    )));
+    let mut short = [0u8; 12];
+    short[4..].copy_from_slice(&nonce[16..]);
+    let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &sub[..])
+        .expect("a 32-byte ChaCha20-Poly1305 key");
+    (
+        ring::aead::LessSafeKey::new(key),
+        ring::aead::Nonce::assume_unique_for_key(short),
+    )
 }
 
 /// A block's identity: its SHA-256 in a plain repository, its keyed HMAC in an encrypted one.
@@ -655,6 +677,49 @@ pub fn open_slots(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records sealed through ring (`xchacha_key`) are RustCrypto's XChaCha20-Poly1305 byte
+    /// for byte, both ways, for lengths around ChaCha's 64-byte blocks and a whole block.
+    #[test]
+    fn records_through_ring_are_xchacha20_poly1305_byte_for_byte() {
+        for (i, len) in [0usize, 1, 15, 16, 63, 64, 65, 1000, 4097, 1 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let key: [u8; KEY_LEN] = std::array::from_fn(|j| (j * 7 + i) as u8);
+            let nonce: [u8; NONCE_LEN] = std::array::from_fn(|j| (j * 13 + i * 3) as u8);
+            let aad = format!("header {i}");
+            let plain: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+            let mut reference = plain.clone();
+            let tag = XChaCha20Poly1305::new(&key.into())
+                .encrypt_inout_detached(
+                    &XNonce::from(nonce),
+                    aad.as_bytes(),
+                    (&mut reference[..]).into(),
+                )
+                .expect("seal");
+            reference.extend_from_slice(&tag);
+            let (k, short) = xchacha_key(&key, &nonce);
+            let mut ours = plain.clone();
+            let t = k
+                .seal_in_place_separate_tag(short, ring::aead::Aad::from(aad.as_bytes()), &mut ours)
+                .expect("seal");
+            ours.extend_from_slice(t.as_ref());
+            assert_eq!(ours, reference, "length {len}");
+            let (k, short) = xchacha_key(&key, &nonce);
+            let mut back = reference.clone();
+            let opened = k
+                .open_in_place(short, ring::aead::Aad::from(aad.as_bytes()), &mut back)
+                .expect("opens");
+            assert_eq!(opened, &plain[..], "length {len}");
+            let (k, short) = xchacha_key(&key, &nonce);
+            let mut wrong = reference.clone();
+            assert!(
+                k.open_in_place(short, ring::aead::Aad::from(b"another header"), &mut wrong)
+                    .is_err()
+            );
+        }
+    }
 
     pub(crate) fn fast() -> Argon2Params {
         Argon2Params {
