@@ -499,23 +499,7 @@ impl ArtifactWriter {
                 chunk
                     .iter()
                     .filter(|raw| !raw.is_empty())
-                    .map(|raw| {
-                        let digest = chain_core::block_digest(raw, key.as_deref());
-                        let block = BlockRef {
-                            digest,
-                            len: raw.len() as u32,
-                        };
-                        if known.contains(&digest) {
-                            return Ok((block, None));
-                        }
-                        let encoded = chain_core::encode_hashed_block(
-                            raw,
-                            digest,
-                            compression,
-                            key.as_deref(),
-                        )?;
-                        Ok((block, Some(encoded.bytes)))
-                    })
+                    .map(|raw| encode_unless_known(raw, &known, compression, key.as_deref()))
                     .collect::<Result<Vec<_>, Error>>()
             }));
         }
@@ -600,21 +584,7 @@ impl ArtifactWriter {
                     let key = key.clone();
                     async move {
                         tokio::task::spawn_blocking(move || {
-                            let digest = chain_core::block_digest(&raw, key.as_deref());
-                            let block = BlockRef {
-                                digest,
-                                len: raw.len() as u32,
-                            };
-                            if known.contains(&digest) {
-                                return Ok((block, None));
-                            }
-                            let encoded = chain_core::encode_hashed_block(
-                                &raw,
-                                digest,
-                                compression,
-                                key.as_deref(),
-                            )?;
-                            Ok((block, Some(encoded.bytes)))
+                            encode_unless_known(&raw, &known, compression, key.as_deref())
                         })
                         .await
                         .map_err(|e| Error::Task(e.to_string()))?
@@ -692,6 +662,26 @@ impl ArtifactWriter {
     pub async fn abort(mut self) {
         self.data.abort().await;
     }
+}
+
+/// One block's identity, and its record unless `known` (the parent's blocks) has it: the
+/// work of a writer's workers, for streamed files and batches of small ones alike.
+fn encode_unless_known(
+    raw: &[u8],
+    known: &HashSet<Sha256Digest>,
+    compression: Compression,
+    key: Option<&chain_core::RepoKey>,
+) -> Result<(BlockRef, Option<Vec<u8>>), Error> {
+    let digest = chain_core::block_digest(raw, key);
+    let block = BlockRef {
+        digest,
+        len: raw.len() as u32,
+    };
+    if known.contains(&digest) {
+        return Ok((block, None));
+    }
+    let encoded = chain_core::encode_hashed_block(raw, digest, compression, key)?;
+    Ok((block, Some(encoded.bytes)))
 }
 
 /// Regroups a byte stream into blocks of exactly `size` bytes (the last may be shorter;
