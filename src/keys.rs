@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chain_core::crypto::{
-    Argon2Params, CONFIG_KEY, Encryption, KEYS_PREFIX, KeyError, KeySlot, RepoConfig, RepoKey,
-    Secret, SlotKind,
+    Argon2Params, CONFIG_KEY, Encryption, KEYS_PREFIX, KeyError, KeySlot, RecordCipher, RepoConfig,
+    RepoKey, Secret, SlotKind,
 };
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
@@ -178,8 +178,9 @@ impl Repository {
         secret: &Secret,
         params: Argon2Params,
     ) -> Result<Self, Error> {
-        let config = RepoConfig::new_encrypted(jiff::Timestamp::now());
-        let key = RepoKey::generate(&config.repository);
+        let cipher = RecordCipher::Xaes256Gcm;
+        let config = RepoConfig::new_encrypted(cipher, jiff::Timestamp::now());
+        let key = RepoKey::generate(&config.repository, cipher);
         let slot = self.write_slot(&key, secret, params).await?;
         let config_key = Path::from(CONFIG_KEY);
         match self

@@ -13,6 +13,8 @@ mod keys;
 mod operator;
 #[path = "cli_cases/reliability.rs"]
 mod reliability;
+#[path = "cli_cases/xchacha.rs"]
+mod xchacha;
 use catena::values;
 
 use std::path::{Path, PathBuf};

@@ -18,8 +18,9 @@ use crate::{BlockRef, ChangeSet, Compression, Error, Sha256Digest};
 /// Version of the container format (block header and index header) of a plain repository.
 pub const CONTAINER_VERSION: u8 = 1;
 /// Version of the container format of an encrypted repository: the payload of a record
-/// and the body of an index are sealed (nonce, XChaCha20-Poly1305 ciphertext, tag) with
-/// the 48-byte header as associated data, and the header's digest is keyed.
+/// and the body of an index are sealed (nonce, ciphertext, tag, under the repository's
+/// [`crate::crypto::RecordCipher`]) with the 48-byte header as associated data, and the
+/// header's digest is keyed.
 pub const ENCRYPTED_CONTAINER_VERSION: u8 = 2;
 /// Magic bytes that start every block.
 pub const BLOCK_MAGIC: [u8; 4] = *b"CTNB";
@@ -940,7 +941,7 @@ mod tests {
     }
 
     fn key() -> RepoKey {
-        RepoKey::generate(&"ab".repeat(16))
+        RepoKey::generate(&"ab".repeat(16), crate::crypto::RecordCipher::Xaes256Gcm)
     }
 
     #[test]

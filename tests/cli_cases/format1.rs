@@ -10,12 +10,17 @@ fn fixture() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a tree, symlinks as symlinks.
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir") {
         let e = e.expect("entry");
         let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
+        let t = e.file_type().expect("type");
+        if t.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).expect("link"), &target)
+                .expect("symlink");
+        } else if t.is_dir() {
             copy_dir(&e.path(), &target);
         } else {
             std::fs::copy(e.path(), &target).expect("copy");
@@ -24,7 +29,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The restored tree as `expected.txt` spells it: `<sha256> ./path` or `symlink ./p -> t`.
-fn listing(root: &Path) -> String {
+pub(crate) fn listing(root: &Path) -> String {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).expect("read_dir") {
             let e = e.expect("entry");
@@ -72,7 +77,7 @@ fn restore_matches(repo: &str, to: &Path) {
     assert!(to.join("empty").is_dir());
 }
 
-fn manifests(repo: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn manifests(repo: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(repo.join("neo4j")).expect("read_dir") {
         let p = e.expect("entry").path();

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use catena::chain_core::crypto::{Argon2Params, Secret};
+use catena::chain_core::crypto::{Argon2Params, RecordCipher, Secret};
 use catena::chain_core::*;
 use catena::*;
 use futures::TryStreamExt;
@@ -370,7 +370,7 @@ async fn every_flipped_byte_of_every_encrypted_object_kind_is_detected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_forged_without_the_key_is_refused_by_restore_check_and_expire() {
     type Forge = fn(Manifest, &RepoKey) -> Manifest;
-    let other = RepoKey::generate(&"00".repeat(16));
+    let other = RepoKey::generate(&"00".repeat(16), RecordCipher::Xaes256Gcm);
     let forgeries: [(&str, Forge); 3] = [
         ("plain", |mut m, _| {
             m.format_version = 2;
