@@ -341,9 +341,15 @@ async fn run_one(
     let small_limit = SMALL_FILE.min(u64::from(options.upload.block_size));
     let mut batch: Vec<SourceEntry> = Vec::new();
     let mut batch_bytes = 0u64;
-    let mut listed = listing.entries.into_iter().peekable();
+    // The listing is consumed from its end, and its buffer shrinks as it empties, so the
+    // listing and the entries it becomes are not both held whole (many-files memory).
+    let mut listed = listing.entries;
+    listed.reverse();
     loop {
-        let next = listed.next();
+        let next = listed.pop();
+        if listed.capacity() > 1024 && listed.len() < listed.capacity() / 2 {
+            listed.shrink_to_fit();
+        }
         let trusted = next
             .as_ref()
             .and_then(|e| unchanged(&base, e, options.force_read));
@@ -358,7 +364,7 @@ async fn run_one(
             batch.push(entry.clone());
         }
         let full = batch.len() >= SMALL_BATCH_FILES || batch_bytes >= SMALL_BATCH_BYTES;
-        if !batch.is_empty() && (full || listed.peek().is_none()) {
+        if !batch.is_empty() && (full || listed.is_empty()) {
             let files = std::mem::take(&mut batch);
             batch_bytes = 0;
             let read = read_small_files(
