@@ -528,7 +528,20 @@ impl RepoConfig {
             what: format!("the config object {CONFIG_KEY}"),
             why,
         };
-        let config: Self = crate::sealed::open(bytes).map_err(|e| invalid(e.to_string()))?;
+        let config: Self = crate::sealed::open(bytes).map_err(|e| {
+            // A sound config naming a cipher this Catena does not know was written by a newer
+            // one: say so, rather than only that the value is unknown.
+            let newer = crate::sealed::open::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("encryption")?.as_str().map(str::to_owned))
+                .filter(|c| !["none", "xchacha20-poly1305", "xaes-256-gcm"].contains(&c.as_str()));
+            match newer {
+                Some(cipher) => invalid(format!(
+                    "it names the cipher {cipher:?}, which this Catena does not know; upgrade Catena"
+                )),
+                None => invalid(e.to_string()),
+            }
+        })?;
         if config.format != KEYS_FORMAT {
             return Err(invalid(format!(
                 "format {} is not one this Catena reads; upgrade Catena",
@@ -976,6 +989,18 @@ mod tests {
         assert!(KeySlot::from_json(&slot.to_json()).is_err());
         slot.argon2id = None;
         assert!(KeySlot::from_json(&slot.to_json()).is_err());
+        // A config of a newer Catena, naming a cipher this one does not know.
+        let newer = serde_json::to_string_pretty(&config)
+            .expect("JSON")
+            .replace("xaes-256-gcm", "aegis-256");
+        let newer = crate::sealed::seal_bytes(newer.into_bytes());
+        let err = RepoConfig::from_json(&newer)
+            .expect_err("unknown cipher")
+            .to_string();
+        assert!(
+            err.contains("\"aegis-256\"") && err.contains("upgrade Catena"),
+            "{err}"
+        );
         assert!(Secret::passphrase("\n").is_err());
         assert!(Secret::key_file(vec![1; 31]).is_err());
     }
