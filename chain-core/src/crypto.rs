@@ -534,7 +534,10 @@ impl RepoConfig {
             let newer = crate::sealed::open::<serde_json::Value>(bytes)
                 .ok()
                 .and_then(|v| v.get("encryption")?.as_str().map(str::to_owned))
-                .filter(|c| !["none", "xchacha20-poly1305", "xaes-256-gcm"].contains(&c.as_str()));
+                .filter(|c| {
+                    serde_json::from_value::<Encryption>(serde_json::Value::String(c.clone()))
+                        .is_err()
+                });
             match newer {
                 Some(cipher) => invalid(format!(
                     "it names the cipher {cipher:?}, which this Catena does not know; upgrade Catena"
