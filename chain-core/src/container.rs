@@ -326,8 +326,13 @@ pub enum DecodeError {
     )]
     NotEncrypted,
     /// The sealed payload does not authenticate under the repository's key.
-    #[error("it failed authentication: damaged, or not written with this repository's key")]
-    Authentication,
+    #[error(
+        "it failed authentication under {cipher}, the cipher the repository's config names: damaged, written with another key, or the config names the wrong cipher"
+    )]
+    Authentication {
+        /// The cipher it was opened with ([`crate::crypto::RecordCipher::name`]).
+        cipher: &'static str,
+    },
 }
 
 /// Checks that a header's version is the one `key` calls for, and opens the sealed payload
@@ -344,7 +349,9 @@ fn open_payload<'a>(
         (true, Some(key)) => key
             .open(&bytes[..48], &bytes[48..])
             .map(std::borrow::Cow::Owned)
-            .ok_or(DecodeError::Authentication),
+            .ok_or(DecodeError::Authentication {
+                cipher: key.cipher().name(),
+            }),
     }
 }
 
@@ -971,10 +978,12 @@ mod tests {
                 decode_block(&e.bytes, &e.block, None),
                 Err(DecodeError::KeyNeeded)
             );
-            assert_eq!(
+            assert!(matches!(
                 decode_block(&e.bytes, &e.block, Some(&self::key())),
-                Err(DecodeError::Authentication)
-            );
+                Err(DecodeError::Authentication {
+                    cipher: "xaes-256-gcm"
+                })
+            ));
             let plain = encode_block(&raw, c).expect("encode");
             let claimed = BlockRef {
                 digest,

@@ -79,6 +79,16 @@ impl Encryption {
     }
 }
 
+impl RecordCipher {
+    /// The cipher's name, as the config object spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XChaCha20Poly1305 => "xchacha20-poly1305",
+            Self::Xaes256Gcm => "xaes-256-gcm",
+        }
+    }
+}
+
 impl From<RecordCipher> for Encryption {
     fn from(cipher: RecordCipher) -> Self {
         match cipher {

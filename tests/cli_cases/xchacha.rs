@@ -12,6 +12,15 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xchacha")
 }
 
+/// A copy of the fixture's repository in a new temporary directory, and the key file's path.
+fn copied() -> (tempfile::TempDir, PathBuf, String) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let repo = t.path().join("repo");
+    copy_dir(&fixture().join("repo"), &repo);
+    let key = fixture().join("key").to_str().expect("utf8").to_owned();
+    (t, repo, key)
+}
+
 fn encryption(repo: &Path) -> String {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo.join("_config.json")).expect("config"))
@@ -36,12 +45,9 @@ fn restore(repo: &str, to: &Path, key: &str) -> String {
 
 #[test]
 fn an_xchacha_repository_is_checked_restored_grown_and_aggregated_with_its_cipher() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let repo = t.path().join("repo");
-    copy_dir(&fixture().join("repo"), &repo);
+    let (t, repo, key) = copied();
     let repo_s = repo.to_str().expect("utf8");
-    let key = fixture().join("key");
-    let key = key.to_str().expect("utf8");
+    let key = key.as_str();
     let expected = std::fs::read_to_string(fixture().join("expected.txt")).expect("expected");
     assert_eq!(encryption(&repo), "xchacha20-poly1305");
     assert!(manifests(&repo).iter().all(|m| m["format_version"] == 3));
@@ -144,4 +150,46 @@ fn an_xchacha_repository_is_checked_restored_grown_and_aggregated_with_its_ciphe
     assert_eq!(encryption(&fresh), "xaes-256-gcm");
     let fresh_s = fresh.to_str().expect("utf8");
     assert_eq!(restore(fresh_s, &t.path().join("r4"), key), grown);
+}
+
+/// Damage between objects: the config object rewritten (and resealed) to name the other
+/// cipher. The key slots still open, but no index or record authenticates: check reports
+/// the chain damaged, restore writes nothing under the target, and neither exits 0.
+#[test]
+fn a_config_naming_the_wrong_cipher_restores_nothing_and_check_says_so() {
+    use chain_core::crypto::{Encryption, RepoConfig};
+    let (t, repo, key) = copied();
+    let repo_s = repo.to_str().expect("utf8");
+    let key = key.as_str();
+    let config_path = repo.join("_config.json");
+    let mut config =
+        RepoConfig::from_json(&std::fs::read(&config_path).expect("read")).expect("config");
+    config.encryption = Encryption::Xaes256Gcm;
+    std::fs::write(&config_path, config.to_json()).expect("write");
+
+    let to = t.path().join("restored");
+    let o = run(&[
+        "restore",
+        "neo4j",
+        "--from-path",
+        repo_s,
+        "--to",
+        to.to_str().expect("utf8"),
+        "--key-file",
+        key,
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("failed authentication"), "{}", text(&o));
+    assert!(!to.exists(), "nothing restored under the target");
+
+    let o = run(&["check", "--from-path", repo_s, "--key-file", key]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The message names the cipher the config gave, so the operator can see it is wrong.
+    assert!(
+        text(&o).contains(
+            "failed authentication under xaes-256-gcm, the cipher the repository's config names"
+        ),
+        "{}",
+        text(&o)
+    );
 }
