@@ -69,35 +69,54 @@ pub fn encode_hashed_block(
     compression: Compression,
     key: Option<&RepoKey>,
 ) -> Result<EncodedBlock, Error> {
+    let mut bytes = Vec::new();
+    let block = encode_hashed_block_into(raw, digest, compression, key, &mut bytes)?;
+    // Give back the unused bound: a well-compressed block would otherwise keep a whole
+    // block's allocation alive while it waits in a part.
+    bytes.shrink_to_fit();
+    Ok(EncodedBlock { block, bytes })
+}
+
+/// [`encode_hashed_block`] into a buffer the caller reuses: `bytes` is overwritten with the
+/// record (its capacity kept, so that a pipeline recycling a few buffers allocates nothing
+/// per block once warm).
+pub fn encode_hashed_block_into(
+    raw: &[u8],
+    digest: Sha256Digest,
+    compression: Compression,
+    key: Option<&RepoKey>,
+    bytes: &mut Vec<u8>,
+) -> Result<BlockRef, Error> {
     let raw_len = u32::try_from(raw.len())
         .ok()
         .filter(|&n| n > 0 && n <= MAX_BLOCK_SIZE)
         .ok_or(Error::InvalidBlockSize {
             size: raw.len() as u64,
         })?;
-    // One allocation: the header's room (and the nonce's, encrypted), then the payload
-    // compressed in place after it, then room for the tag.
+    // The header's room (and the nonce's, encrypted), then the payload compressed in place
+    // after it, then room for the tag. Only bytes beyond the buffer's current length are
+    // zeroed before zstd overwrites them.
     let start = BLOCK_HEADER_LEN + if key.is_some() { NONCE_LEN } else { 0 };
     let tail = if key.is_some() { TAG_LEN } else { 0 };
-    let mut bytes;
     let mut codec = CODEC_NONE;
     if let Compression::Zstd { level } = compression
         && looks_compressible(raw, level)
     {
-        bytes = vec![0u8; start + zstd::zstd_safe::compress_bound(raw.len())];
+        let bound = start + zstd::zstd_safe::compress_bound(raw.len());
+        // Exactly: a reused buffer grown by doubling would hold twice a block.
+        bytes.reserve_exact(bound.saturating_sub(bytes.len()) + tail);
+        bytes.resize(bound, 0);
         let n = with_compressor(level, |c| c.compress_to_buffer(raw, &mut bytes[start..]))
             .map_err(|e| Error::Compression { why: e.to_string() })?;
         if n < raw.len() {
             codec = CODEC_ZSTD;
             bytes.truncate(start + n);
-            // Give back the unused bound: a well-compressed block would otherwise keep a
-            // whole block's allocation alive while it waits in a part.
-            bytes.shrink_to(start + n + tail);
         } else {
             bytes.truncate(start);
         }
     } else {
-        bytes = Vec::with_capacity(start + raw.len() + tail);
+        bytes.clear();
+        bytes.reserve_exact(start + raw.len() + tail);
         bytes.resize(start, 0);
     }
     if codec == CODEC_NONE {
@@ -111,20 +130,18 @@ pub fn encode_hashed_block(
         CONTAINER_VERSION
     };
     bytes[5] = codec;
+    bytes[6..8].fill(0);
     bytes[8..12].copy_from_slice(&raw_len.to_be_bytes());
     bytes[12..16].copy_from_slice(&payload_len.to_be_bytes());
     bytes[16..48].copy_from_slice(&digest.0);
     if let Some(key) = key {
         let header: [u8; BLOCK_HEADER_LEN] =
             bytes[..BLOCK_HEADER_LEN].try_into().expect("48 bytes");
-        key.seal_in_place(&header, &mut bytes, BLOCK_HEADER_LEN);
+        key.seal_in_place(&header, bytes, BLOCK_HEADER_LEN);
     }
-    Ok(EncodedBlock {
-        block: BlockRef {
-            digest,
-            len: raw_len,
-        },
-        bytes,
+    Ok(BlockRef {
+        digest,
+        len: raw_len,
     })
 }
 
@@ -222,12 +239,12 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     }
 }
 
-thread_local! {
-    /// One zstd context per thread and level, reused: creating one per block costs more
-    /// than compressing a small block.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
-}
+/// zstd compression contexts, reused: creating one per block costs more than compressing
+/// a small block. A shared pool rather than one per thread: a pipeline's blocking pool has
+/// more threads than compress at once, and each context is a few MiB at higher levels; the
+/// pool holds as many as ever compressed at the same time.
+static COMPRESSORS: std::sync::Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+    std::sync::Mutex::new(Vec::new());
 
 thread_local! {
     /// One zstd decompression context per thread, reused: a context per block was an
@@ -240,14 +257,19 @@ fn with_compressor<T>(
     level: i32,
     f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        let (_, compressor) = slot.as_mut().expect("set above");
-        f(compressor)
-    })
+    let pooled = COMPRESSORS.lock().ok().and_then(|mut pool| {
+        let i = pool.iter().position(|(l, _)| *l == level)?;
+        Some(pool.swap_remove(i).1)
+    });
+    let mut compressor = match pooled {
+        Some(c) => c,
+        None => zstd::bulk::Compressor::new(level)?,
+    };
+    let out = f(&mut compressor);
+    if let Ok(mut pool) = COMPRESSORS.lock() {
+        pool.push((level, compressor));
+    }
+    out
 }
 
 /// Why a stored block or index does not decode. The caller adds the object key and offset.
@@ -811,6 +833,54 @@ mod tests {
             .collect();
         let e = encode_block(&noise, Compression::Zstd { level: 3 }).expect("encode");
         assert!(e.bytes.len() <= noise.len() + BLOCK_HEADER_LEN);
+    }
+
+    /// A reused buffer holds the bytes of the block before; none of them may reach the
+    /// next record (compressed after stored, stored after compressed, shorter after
+    /// longer, plain and sealed).
+    #[test]
+    fn a_reused_buffer_gives_the_same_records_as_a_fresh_one() {
+        let noise: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let blocks = [
+            sample(1 << 20),
+            noise.clone(),
+            vec![0u8; 10],
+            noise[..1000].to_vec(),
+            sample(70_000),
+            vec![9u8],
+        ];
+        let key = key();
+        for c in [Compression::None, Compression::Zstd { level: 1 }] {
+            let mut buf = Vec::new();
+            for raw in &blocks {
+                let digest = Sha256Digest::of(raw);
+                let block =
+                    encode_hashed_block_into(raw, digest, c, None, &mut buf).expect("encode");
+                let fresh = encode_hashed_block(raw, digest, c, None).expect("encode");
+                assert_eq!(block, fresh.block);
+                assert!(
+                    buf == fresh.bytes,
+                    "a record of {} bytes differs",
+                    raw.len()
+                );
+            }
+            let mut sealed = Vec::new();
+            for raw in &blocks {
+                let digest = crate::block_digest(raw, Some(&key));
+                let block = encode_hashed_block_into(raw, digest, c, Some(&key), &mut sealed)
+                    .expect("encode");
+                assert_eq!(
+                    &decode_block(&sealed, &block, Some(&key)).expect("opens"),
+                    raw
+                );
+                let fresh = encode_hashed_block(raw, digest, c, Some(&key)).expect("encode");
+                assert_eq!(sealed.len(), fresh.bytes.len());
+                // The nonces differ; the headers may not.
+                assert_eq!(sealed[..BLOCK_HEADER_LEN], fresh.bytes[..BLOCK_HEADER_LEN]);
+            }
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ struct Cli {
     /// Multipart part size in MiB (default 8; at least 5).
     #[arg(long, global = true)]
     part_size_mib: Option<usize>,
-    /// Parts uploaded at once (default 8).
+    /// Parts held at once, the one being filled included: the others upload (default 8).
     #[arg(long, global = true)]
     parts_in_flight: Option<usize>,
     #[command(flatten)]

@@ -90,6 +90,7 @@ fn slowly(inner: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, R
 pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     plan: Arc<Plan>,
+    part_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl FaultStore {
@@ -102,7 +103,15 @@ impl FaultStore {
                 fault,
                 calls: AtomicU64::new(0),
             }),
+            part_gate: None,
         }
+    }
+
+    /// Holds every part upload until `gate` has a permit (a test adds one to let them all
+    /// through): what a writer keeps in memory while its uploads are slow.
+    pub fn with_part_gate(mut self, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        self.part_gate = Some(gate);
+        self
     }
 
     /// Calls made so far.
@@ -121,11 +130,11 @@ impl std::fmt::Display for FaultStore {
 struct FaultUpload {
     inner: Box<dyn MultipartUpload>,
     plan: Arc<Plan>,
+    part_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
-#[async_trait]
-impl MultipartUpload for FaultUpload {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+impl FaultUpload {
+    fn put_part_ungated(&mut self, data: PutPayload) -> UploadPart {
         match self.plan.next() {
             Some(Fault::Slow) => {
                 let part = self.inner.put_part(data);
@@ -138,7 +147,21 @@ impl MultipartUpload for FaultUpload {
             None => self.inner.put_part(data),
         }
     }
+}
 
+#[async_trait]
+impl MultipartUpload for FaultUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        if let Some(gate) = self.part_gate.clone() {
+            // The part is held (its payload alive) until the gate opens.
+            let part = self.put_part_ungated(data);
+            return Box::pin(async move {
+                let _open = gate.acquire().await.map_err(|_| injected(Fault::Error))?;
+                part.await
+            });
+        }
+        self.put_part_ungated(data)
+    }
     async fn complete(&mut self) -> Result<PutResult> {
         match self.plan.gate().await {
             Some(f) => Err(fail(f).await),
@@ -179,6 +202,7 @@ impl ObjectStore for FaultStore {
             None => Ok(Box::new(FaultUpload {
                 inner: self.inner.put_multipart_opts(location, opts).await?,
                 plan: Arc::clone(&self.plan),
+                part_gate: self.part_gate.clone(),
             })),
         }
     }

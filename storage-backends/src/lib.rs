@@ -54,6 +54,7 @@
 //! ```
 
 pub mod assemble;
+mod buffers;
 pub mod commit;
 mod config;
 pub mod credentials;

@@ -9,8 +9,15 @@
 //!
 //! [`ObjectWriter`] writes one object front to back; [`ArtifactWriter`] turns file streams
 //! into stored blocks of one data object and remembers where each block went. Memory is
-//! bounded by configuration: about `parts_in_flight x part_size`, plus one part being
-//! filled, plus `2 x workers` blocks being hashed or compressed; never by the data size.
+//! bounded by configuration: at most `parts_in_flight` parts of `part_size` bytes are held
+//! (the one being filled counts: while it fills, at most `parts_in_flight - 1` upload; with
+//! 1, reading waits for each upload), plus about `2 x workers` blocks being hashed,
+//! compressed or handed over and as many recycled block buffers; never by the data size.
+//! Part and block buffers are allocated once per writer and reused (a part's buffer returns
+//! when its upload drops it), so that the allocator is not left with heaps fragmented by
+//! thousands of block-sized allocations on many threads: that, not the data held, was a
+//! third of a backup's peak RSS (docs/DESIGN.md, "Why are parts copied into reused
+//! buffers").
 //!
 //! Any error aborts the multipart upload ([`ObjectWriter::abort`] is also called on drop
 //! paths by the owners). Objects smaller than one part are written with a single
@@ -31,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::buffers::BufferPool;
 
 /// S3's smallest part (all parts but the last).
 pub const MIN_PART_SIZE: usize = 5 << 20;
@@ -48,7 +56,8 @@ pub struct UploadOptions {
     pub block_size: u32,
     /// Block compression (default zstd level 3).
     pub compression: Compression,
-    /// Parts uploading at once (default 8).
+    /// Parts held at once, the one being filled included (default 8): while one fills, the
+    /// others upload.
     pub parts_in_flight: usize,
     /// The part size to start from (default 8 MiB; never below 5 MiB).
     pub part_size: usize,
@@ -141,8 +150,10 @@ pub struct ObjectWriter {
     store: Arc<dyn ObjectStore>,
     key: Path,
     upload: Option<Box<dyn MultipartUpload>>,
-    buf: Vec<Bytes>,
-    buffered: usize,
+    /// The part being filled (no capacity until the first byte of a part arrives).
+    part: Vec<u8>,
+    /// Buffers of parts whose upload is done, for the next parts.
+    pool: Arc<BufferPool>,
     part_size: usize,
     grow: bool,
     parts: usize,
@@ -184,8 +195,10 @@ impl ObjectWriter {
             store,
             key,
             upload: None,
-            buf: Vec::new(),
-            buffered: 0,
+            part: Vec::new(),
+            // Each part holds its buffer until its upload drops it: never more than
+            // parts_in_flight at once.
+            pool: BufferPool::new(options.parts_in_flight.max(1)),
             part_size,
             grow: expected.is_none(),
             parts: 0,
@@ -218,50 +231,62 @@ impl ObjectWriter {
         &self.key
     }
 
-    /// Appends a copy of `bytes`, sending full parts; waits when `parts_in_flight` parts
-    /// are uploading.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.write_bytes(Bytes::copy_from_slice(bytes)).await
-    }
-
-    /// Appends `bytes` without copying: a part is a list of such chunks, sent once it
-    /// holds at least the part size. Waits when `parts_in_flight` parts are uploading.
-    pub async fn write_bytes(&mut self, mut bytes: Bytes) -> Result<(), Error> {
+    /// Appends `bytes` to the part being filled, sending it when full. Before a new part
+    /// is begun, waits until fewer than `parts_in_flight` parts are uploading.
+    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
         self.size += bytes.len() as u64;
         while !bytes.is_empty() {
-            let room = self.part_size - self.buffered;
-            let chunk = bytes.split_to(room.min(bytes.len()));
-            self.buffered += chunk.len();
-            self.buf.push(chunk);
-            if self.buffered >= self.part_size {
+            if self.part.capacity() == 0 {
+                self.begin_part().await?;
+            }
+            let room = self.part_size - self.part.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.part.extend_from_slice(now);
+            bytes = rest;
+            if self.part.len() >= self.part_size {
                 self.send_part().await?;
             }
         }
         Ok(())
     }
 
-    /// Feeds the chunks to the whole-object hash (on the blocking pool) and returns them
-    /// as one payload.
-    async fn take_hashed(&mut self) -> Result<PutPayload, Error> {
-        let chunks = std::mem::take(&mut self.buf);
-        self.buffered = 0;
-        if !self.hashed {
-            return Ok(chunks.into_iter().collect());
+    /// [`write`](Self::write) for bytes the caller already holds as [`Bytes`] (copied into
+    /// the part like any other).
+    pub async fn write_bytes(&mut self, bytes: Bytes) -> Result<(), Error> {
+        self.write(&bytes).await
+    }
+
+    /// Takes a buffer for the next part, once fewer than `parts_in_flight` parts (this one
+    /// counted) are held.
+    async fn begin_part(&mut self) -> Result<(), Error> {
+        while self.in_flight.len() >= self.max_in_flight.max(1) {
+            self.wait_one().await?;
         }
-        let mut hasher = self
-            .hasher
-            .take()
-            .expect("the hasher is back after every part");
-        let (hasher, chunks) = tokio::task::spawn_blocking(move || {
-            for c in &chunks {
-                hasher.update(c);
-            }
-            (hasher, chunks)
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?;
-        self.hasher = Some(hasher);
-        Ok(chunks.into_iter().collect())
+        self.part = self.pool.take(self.part_size);
+        Ok(())
+    }
+
+    /// Feeds the part to the whole-object hash (on the blocking pool) and returns it as a
+    /// payload whose buffer goes back to the pool once the upload drops it.
+    async fn take_hashed(&mut self) -> Result<PutPayload, Error> {
+        let part = std::mem::take(&mut self.part);
+        let part = if self.hashed {
+            let mut hasher = self
+                .hasher
+                .take()
+                .expect("the hasher is back after every part");
+            let (hasher, part) = tokio::task::spawn_blocking(move || {
+                hasher.update(&part);
+                (hasher, part)
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+            self.hasher = Some(hasher);
+            part
+        } else {
+            part
+        };
+        Ok(PutPayload::from(self.pool.share(part)))
     }
 
     async fn send_part(&mut self) -> Result<(), Error> {
@@ -294,9 +319,7 @@ impl ObjectWriter {
                 self.key
             )));
         }
-        while self.in_flight.len() >= self.max_in_flight {
-            self.wait_one().await?;
-        }
+        // begin_part made room: at most parts_in_flight - 1 others are uploading.
         let upload = self.upload.as_mut().expect("started above");
         self.in_flight.push(upload.put_part(part));
         self.parts += 1;
@@ -338,7 +361,7 @@ impl ObjectWriter {
                 .await
                 .map_err(|e| Error::store("writing", &self.key, e))?;
         } else {
-            if self.buffered > 0 {
+            if !self.part.is_empty() {
                 self.send_part().await?;
             }
             while !self.in_flight.is_empty() {
@@ -395,6 +418,8 @@ pub struct ArtifactWriter {
     locations: Vec<BlockLocation>,
     options: UploadOptions,
     stored_block_bytes: u64,
+    /// Buffers of encoded blocks, back from the data object once copied into a part.
+    buffers: Arc<BufferPool>,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -433,6 +458,7 @@ impl ArtifactWriter {
             cancel: CancellationToken::new(),
             known: Arc::new(known),
             stored_here: HashSet::new(),
+            buffers: BufferPool::new(2 * options.workers + 2),
             locations: Vec::new(),
             options,
             stored_block_bytes: 0,
@@ -499,7 +525,7 @@ impl ArtifactWriter {
                 chunk
                     .iter()
                     .filter(|raw| !raw.is_empty())
-                    .map(|raw| encode_unless_known(raw, &known, compression, key.as_deref()))
+                    .map(|raw| encode_unless_known(raw, &known, compression, key.as_deref(), None))
                     .collect::<Result<Vec<_>, Error>>()
             }));
         }
@@ -549,8 +575,9 @@ impl ArtifactWriter {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => Err(Error::Cancelled),
-                r = self.data.write_bytes(Bytes::from(bytes)) => r,
+                r = self.data.write(&bytes) => r,
             }?;
+            self.buffers.give(bytes);
             self.stored_block_bytes += u64::from(block.len);
             self.locations.push(BlockLocation {
                 digest: block.digest,
@@ -572,19 +599,28 @@ impl ArtifactWriter {
         let depth = self.options.workers + 1;
         let known = Arc::clone(&self.known);
         let key = self.options.key.clone();
+        let buffers = Arc::clone(&self.buffers);
         // Encoding runs in its own task, ahead of the upload, `depth` blocks at a time on the
         // blocking pool (hash, then compress unless the parent has the block), handing
-        // blocks over in order through a bounded channel.
+        // blocks over in order through a channel of one: while the upload waits for a
+        // part's room, the encoded blocks wait in the buffered stream, not in a queue too.
         let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<Result<(BlockRef, Option<Vec<u8>>), Error>>(depth);
+            tokio::sync::mpsc::channel::<Result<(BlockRef, Option<Vec<u8>>), Error>>(1);
         let encoder = tokio::spawn(async move {
             let encoded = blocks
                 .map_ok(move |raw| {
                     let known = Arc::clone(&known);
                     let key = key.clone();
+                    let buffers = Arc::clone(&buffers);
                     async move {
                         tokio::task::spawn_blocking(move || {
-                            encode_unless_known(&raw, &known, compression, key.as_deref())
+                            encode_unless_known(
+                                &raw,
+                                &known,
+                                compression,
+                                key.as_deref(),
+                                Some(&buffers),
+                            )
                         })
                         .await
                         .map_err(|e| Error::Task(e.to_string()))?
@@ -665,12 +701,15 @@ impl ArtifactWriter {
 }
 
 /// One block's identity, and its record unless `known` (the parent's blocks) has it: the
-/// work of a writer's workers, for streamed files and batches of small ones alike.
+/// work of a writer's workers, for streamed files and batches of small ones alike. The
+/// record is encoded into a recycled buffer of `buffers` when given (streamed files' blocks),
+/// into a new one of its size otherwise (small files' few KiB).
 fn encode_unless_known(
     raw: &[u8],
     known: &HashSet<Sha256Digest>,
     compression: Compression,
     key: Option<&chain_core::RepoKey>,
+    buffers: Option<&BufferPool>,
 ) -> Result<(BlockRef, Option<Vec<u8>>), Error> {
     let digest = chain_core::block_digest(raw, key);
     let block = BlockRef {
@@ -680,8 +719,19 @@ fn encode_unless_known(
     if known.contains(&digest) {
         return Ok((block, None));
     }
-    let encoded = chain_core::encode_hashed_block(raw, digest, compression, key)?;
-    Ok((block, Some(encoded.bytes)))
+    let Some(buffers) = buffers else {
+        let encoded = chain_core::encode_hashed_block(raw, digest, compression, key)?;
+        return Ok((block, Some(encoded.bytes)));
+    };
+    let mut buf = buffers.take(0);
+    let encoded = chain_core::encode_hashed_block_into(raw, digest, compression, key, &mut buf);
+    match encoded {
+        Ok(_) => Ok((block, Some(buf))),
+        Err(e) => {
+            buffers.give(buf);
+            Err(e.into())
+        }
+    }
 }
 
 /// Regroups a byte stream into blocks of exactly `size` bytes (the last may be shorter;
@@ -779,5 +829,62 @@ mod tests {
             .await
             .expect("none");
         assert!(none.is_empty());
+    }
+
+    /// The memory promise of the module documentation: while uploads are slow, a writer
+    /// holds at most `parts_in_flight` parts, the one being filled included (it used to
+    /// fill one more while `parts_in_flight` uploaded).
+    #[tokio::test(start_paused = true)]
+    async fn at_most_parts_in_flight_parts_are_held_the_one_being_filled_included() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            crate::FaultStore::new(Arc::clone(&memory), None, crate::Fault::Error)
+                .with_part_gate(Arc::clone(&gate)),
+        );
+        let options = UploadOptions {
+            parts_in_flight: 2,
+            part_size: MIN_PART_SIZE,
+            ..UploadOptions::default()
+        };
+        let data: Vec<u8> = (0..4 * MIN_PART_SIZE + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let writer = tokio::spawn({
+            let (data, accepted) = (data.clone(), Arc::clone(&accepted));
+            async move {
+                let mut w = ObjectWriter::new(store, Path::from("o"), &options, None);
+                for chunk in data.chunks(64 << 10) {
+                    w.write(chunk).await?;
+                    accepted.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+                w.finish().await
+            }
+        });
+        // No upload finishes: the writer runs until it waits for room (the paused clock
+        // moves on only once every task waits).
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2 * MIN_PART_SIZE,
+            "two parts held: one uploading and one filled, then sent; the third waits"
+        );
+        gate.add_permits(1);
+        let written = writer.await.expect("joined").expect("written");
+        assert_eq!(written.size, data.len() as u64);
+        let stored = memory
+            .get(&Path::from("o"))
+            .await
+            .expect("stored")
+            .bytes()
+            .await
+            .expect("read");
+        assert!(
+            stored == data,
+            "the object holds the bytes written, in order"
+        );
+        assert_eq!(written.sha256, Some(Sha256Digest::of(&data)));
     }
 }
