@@ -3,8 +3,9 @@
 # of 1-16 KiB, then RUNS rounds of two DIFFs, each after its own rewrite of 1% of the files,
 # alternating which goes first: one by default (unchanged files are skipped by size, mtime,
 # device, inode and ctime) and one with --force-read (every file read, the behaviour before
-# the skip). Then a restore of the last point. When restic is installed, its backup after
-# each change is measured too. The restore is measured RUNS times.
+# the skip). Then a restore of the last point, RUNS times. When restic is installed, its
+# backup after each change and its restore are measured too (with the sync its restore does
+# not do on a line of its own), and both restores are compared.
 #
 #   benches/run-many-files.sh [FILES] [RUNS]
 #   benches/run-many-files.sh 100000 3        # the defaults
@@ -25,7 +26,21 @@ BEFORE="${CATENA_BEFORE:-}"
 W="$(mktemp -d /tmp/catena-many.XXXXXX)"
 OUT="$PWD/target/bench-many-files.jsonl"
 : >"$OUT"
-trap 'rm -rf "$W"' EXIT
+trap 'umount "$W/fs" 2>/dev/null || true; rm -rf "$W"' EXIT
+# Each restore writes into a file system of its own, made just before it (ext4 on a loop
+# device, when run as root with mkfs.ext4): ext4 slows down for every tool after a few
+# 100,000-file trees have been deleted (runs 2 to 4 below), which buried the comparison.
+FRESH_FS=0
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then FRESH_FS=1; fi
+fresh_fs() { # prints where the next restore goes
+  if [ "$FRESH_FS" = 1 ]; then
+    umount "$W/fs" 2>/dev/null || true
+    rm -f "$W/fs.img"; truncate -s 4G "$W/fs.img"; mkfs.ext4 -q -F "$W/fs.img"
+    mkdir -p "$W/fs"; mount -o loop "$W/fs.img" "$W/fs"; echo "$W/fs"
+  else
+    rm -rf "$W/restored" "$W/restored-restic"; echo "$W"
+  fi
+}
 
 # The data: FILES files of 1-16 KiB in directories of 1,000, half compressible.
 python3 - "$W/data/neo4j" "$files" <<'EOF'
@@ -106,15 +121,43 @@ for run in $(seq 1 "$runs"); do
   done
 done
 restore_with() { # name, binary
-  rm -rf "$W/restored"; sync
-  measure "$1" "$2" restore neo4j --from-path "$repo" --to "$W/restored"
-}
-for run in $(seq 1 "$runs"); do
-  if [ -z "$BEFORE" ]; then restore_with restore "$CATENA"
-  elif (( run % 2 )); then restore_with restore "$CATENA"; restore_with restore-before "$BEFORE"
-  else restore_with restore-before "$BEFORE"; restore_with restore "$CATENA"
+  local to; to=$(fresh_fs); sync
+  if [ "$2" = restic ]; then
+    # restic does not sync what it restores; Catena's restore returns only once every byte
+    # is on disk (one syncfs). The sync that gives restic's restore the same promise is
+    # measured on its own line, right after it.
+    measure restic-restore restic restore latest --target "$to/restored-restic"
+    measure restic-restore-sync sync
+  else
+    measure "$1" "$2" restore neo4j --from-path "$repo" --to "$to/restored"
   fi
+}
+# The restores rotate like the FULLs: this build, the build before (CATENA_BEFORE) and
+# restic, so that none always meets the file system right after a tree was deleted.
+for run in $(seq 1 "$runs"); do
+  tools="restore"; [ -n "$BEFORE" ] && tools="$tools restore-before"
+  command -v restic >/dev/null && tools="$tools restic"
+  for _ in $(seq 2 "$run"); do tools="$(echo "$tools" | awk '{for (i = 2; i <= NF; i++) printf "%s ", $i; print $1}')"; done
+  for tool in $tools; do
+    case $tool in
+      restore) restore_with restore "$CATENA" ;;
+      restore-before) restore_with restore-before "$BEFORE" ;;
+      restic) restore_with restic restic ;;
+    esac
+  done
 done
+umount "$W/fs" 2>/dev/null || true
+if command -v restic >/dev/null; then
+  # Both restores hold the same bytes (not timed).
+  rm -rf "$W/restored" "$W/restored-restic"
+  "$CATENA" restore neo4j --from-path "$repo" --to "$W/restored" >/dev/null 2>&1
+  restic restore latest --quiet --target "$W/restored-restic" >/dev/null
+  if diff -r "$W/restored" "$W/restored-restic$W/data/neo4j" >/dev/null; then
+    echo "Catena's and restic's restores compared: identical"
+  else
+    echo "!! Catena's and restic's restores differ"; exit 1
+  fi
+fi
 
 python3 - "$OUT" <<'EOF'
 import json, statistics, sys
