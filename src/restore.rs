@@ -324,17 +324,20 @@ async fn write_tree(
     // BUDGET_UNIT, from a budget of `parallel_files` such reservations. Small files are
     // latency-bound (a ranged read and trips to the blocking pool each): 16 at once restored
     // 100,000 of them in 7.9-10.0 s against 10.7-11.0 s for 4 (docs/BENCHMARKS.md).
-    let per_file = options.blocks_in_flight.max(1) as u64 * read::COALESCE_BYTES;
-    let units = |bytes: u64| bytes.min(per_file).div_ceil(BUDGET_UNIT).max(1);
-    let budget = options.parallel_files.max(1) as u64 * units(per_file);
-    let budget = Arc::new(tokio::sync::Semaphore::new(
-        usize::try_from(budget).unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
-    ));
+    // Saturating and clamped: the options are a library's public fields, and no value of
+    // them may overflow, or ask more of the budget than it holds (a wait for ever).
+    let per_file = (options.blocks_in_flight.max(1) as u64).saturating_mul(read::COALESCE_BYTES);
+    let budget = (options.parallel_files.max(1) as u64)
+        .saturating_mul(per_file.div_ceil(BUDGET_UNIT))
+        .min(u64::from(u32::MAX))
+        .min(tokio::sync::Semaphore::MAX_PERMITS as u64);
+    let units = move |bytes: u64| bytes.min(per_file).div_ceil(BUDGET_UNIT).clamp(1, budget);
+    let budget_permits = Arc::new(tokio::sync::Semaphore::new(budget as usize));
     // Indexes, not references, in the stream: a closure over `&Entry` would make this
     // future not `Send` for all lifetimes, so that callers could not spawn it.
     let totals: Vec<u64> = futures::stream::iter(0..files.len())
         .map(|i| {
-            let budget = Arc::clone(&budget);
+            let budget = Arc::clone(&budget_permits);
             let file = files[i];
             let size = match &file.kind {
                 EntryKind::File { size, .. } => *size,
@@ -342,13 +345,13 @@ async fn write_tree(
             };
             async move {
                 let _reserved = budget
-                    .acquire_many_owned(u32::try_from(units(size)).unwrap_or(u32::MAX))
+                    .acquire_many_owned(units(size) as u32)
                     .await
                     .map_err(|e| Error::restore(root, e.to_string()))?;
                 restore_file(repo, db, cs, root, file, options, progress).await
             }
         })
-        .buffer_unordered(4 * options.parallel_files.max(1))
+        .buffer_unordered(options.parallel_files.max(1).saturating_mul(4))
         .try_collect()
         .await?;
     for e in &entries {

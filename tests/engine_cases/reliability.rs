@@ -766,3 +766,48 @@ async fn every_flipped_byte_and_every_truncation_is_detected_and_named() {
     assert!(r.ok, "repaired: {:?}", r.problems);
     eprintln!("corruption: {}", figures.join("; "));
 }
+
+/// A restore's parallelism is a library's public fields: no value of them overflows,
+/// panics or waits for ever (each file reserves its reads from a byte budget), and every
+/// value restores the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_restore_parallelism_restores_the_same_bytes() {
+    let repo = Repository::from_store(Arc::new(object_store::memory::InMemory::new()), "memory");
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    write_small_version(&src, 1, 2);
+    for i in 0..40 {
+        std::fs::write(src.join(format!("small-{i}")), vec![i as u8; i * 700]).expect("write");
+    }
+    let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&src));
+    backup(
+        &repo,
+        vec![(db("par"), source)],
+        &BackupOptions::default(),
+        &progress(),
+    )
+    .await
+    .expect("backup");
+    for (n, (files, blocks)) in [(1, 1), (4, 8), (usize::MAX, usize::MAX), (1, usize::MAX)]
+        .into_iter()
+        .enumerate()
+    {
+        let into = work.path().join(format!("into-{n}"));
+        let options = RestoreOptions {
+            parallel_files: files,
+            blocks_in_flight: blocks,
+            ..RestoreOptions::new(&into)
+        };
+        restore(&repo, &db("par"), &options, &progress())
+            .await
+            .unwrap_or_else(|e| panic!("{files} files, {blocks} blocks: {e}"));
+        for entry in std::fs::read_dir(&src).expect("list") {
+            let name = entry.expect("entry").file_name();
+            assert_eq!(
+                std::fs::read(into.join(&name)).expect("restored"),
+                std::fs::read(src.join(&name)).expect("source"),
+                "{files} files, {blocks} blocks: {name:?}"
+            );
+        }
+    }
+}
