@@ -26,18 +26,9 @@ cargo build --release --example catena 2>/dev/null
 cargo bench --bench peers --no-run 2>/dev/null
 CATENA="$PWD/target/release/examples/catena"
 PEERS=$(ls -t target/release/deps/peers-* | grep -v '\.d$' | head -n 1)
-W="$(mktemp -d /tmp/catena-aggregate.XXXXXX)"
-OUT="$PWD/target/bench-aggregate.jsonl"
-: >"$OUT"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
 # shellcheck source=benches/servers.sh
 source benches/servers.sh
+bench_workspace aggregate
 mib=$(python3 -c "print(int($gib * 1024))")
 
 for store in $stores; do

@@ -21,18 +21,9 @@ cargo build --release --example catena 2>/dev/null
 cargo bench --bench peers --no-run 2>/dev/null
 CATENA="$PWD/target/release/examples/catena"
 PEERS=$(ls -t target/release/deps/peers-* | grep -v '\.d$' | head -n 1)
-W="$(mktemp -d /tmp/catena-enc.XXXXXX)"
-OUT="$PWD/target/bench-encryption.jsonl"
-: >"$OUT"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
 # shellcheck source=benches/servers.sh
 source benches/servers.sh
+bench_workspace encryption
 head -c 32 /dev/urandom >"$W/keyfile"
 echo "bench passphrase" >"$W/pass"
 export RESTIC_PASSWORD=bench-password

@@ -25,18 +25,9 @@ cargo bench --bench peers --no-run 2>/dev/null
 CATENA="${CATENA_BIN:-$PWD/target/release/examples/catena}"
 BEFORE="${CATENA_BEFORE:-}"
 PEERS=$(ls -t target/release/deps/peers-* | grep -v '\.d$' | head -n 1)
-W="$(mktemp -d /tmp/catena-mem.XXXXXX)"
-OUT="$PWD/target/bench-memory.jsonl"
-: >"$OUT"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
 # shellcheck source=benches/servers.sh
 source benches/servers.sh
+bench_workspace memory
 export RESTIC_PASSWORD=bench-password
 
 # measure SERVER GIB RUN LABEL MIB -- command...

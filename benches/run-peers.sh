@@ -45,18 +45,9 @@ cargo bench --bench peers --no-run 2>/dev/null
 CATENA="$PWD/target/release/examples/catena"
 PEERS=$(ls -t target/release/deps/peers-* | grep -v '\.d$' | head -n 1)
 
-W="$(mktemp -d /tmp/catena-peers.XXXXXX)"
-OUT="$PWD/target/bench-peers.jsonl"
-: >"$OUT"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
 # shellcheck source=benches/servers.sh
 source benches/servers.sh
+bench_workspace peers
 stored() { # bytes under a prefix of the bucket
   "$AWS" --endpoint-url "$ENDPOINT" s3 ls --recursive --summarize "s3://bench/$1/" 2>/dev/null | awk '/Total Size/ {print $3}' | tail -n 1
 }

@@ -5,6 +5,22 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 did not open" >&2; return 1; }
 
+# bench_workspace NAME: a work directory W under /tmp and the output file
+# OUT=target/bench-NAME.jsonl (emptied); at exit the servers in PIDS are stopped and W is
+# removed.
+bench_workspace() {
+  W="$(mktemp -d "/tmp/catena-$1.XXXXXX")"
+  OUT="$PWD/target/bench-$1.jsonl"
+  : >"$OUT"
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+
 # ---- servers ------------------------------------------------------------------------
 start_garage() {
   local d="$W/garage" s3 rpc admin
