@@ -101,7 +101,7 @@ impl AssemblyJob<'_> {
             let mut at = range.start;
             while at < range.end {
                 let end = range.end.min(at + READ_CHUNK);
-                out.push(get_exact(self.store.as_ref(), key, at..end).await?);
+                out.push(crate::read::read_range(self.store.as_ref(), key, at..end).await?);
                 at = end;
             }
         }
@@ -119,26 +119,6 @@ pub trait ServerCopy: Debug + Send + Sync {
     /// Writes `job.dest` as the concatenation of the plan's parts, create-only. On error or
     /// cancellation nothing is visible at `job.dest` and no upload is left open.
     async fn assemble(&self, job: &AssemblyJob<'_>) -> Result<(), Error>;
-}
-
-/// A ranged GET that must return exactly the range.
-async fn get_exact(store: &dyn ObjectStore, key: &Path, range: Range<u64>) -> Result<Bytes, Error> {
-    let bytes = store
-        .get_range(key, range.clone())
-        .await
-        .map_err(|e| Error::store("reading a range of", key, e))?;
-    if bytes.len() as u64 != range.end - range.start {
-        return Err(Error::Corrupt {
-            key: key.to_string(),
-            offset: range.start,
-            why: format!(
-                "asked for {} bytes, got {}: the object is shorter than its index says",
-                range.end - range.start,
-                bytes.len()
-            ),
-        });
-    }
-    Ok(bytes)
 }
 
 /// The memory store's copy: the parts' ranges of the stored bytes (no copy of the bytes
@@ -167,7 +147,12 @@ impl ServerCopy for InProcessCopy {
             match part {
                 Part::Copy { source, range } => {
                     chunks.push(
-                        get_exact(job.store.as_ref(), job.source(*source)?, range.clone()).await?,
+                        crate::read::read_range(
+                            job.store.as_ref(),
+                            job.source(*source)?,
+                            range.clone(),
+                        )
+                        .await?,
                     );
                 }
                 Part::Send { ranges } => chunks.extend(job.read_ranges(ranges).await?),
@@ -210,7 +195,7 @@ pub async fn client_copy(job: &AssemblyJob<'_>, options: &UploadOptions) -> Resu
     let mut reads = futures::stream::iter(ranges)
         .map(move |(key, range)| {
             let store = Arc::clone(&store);
-            async move { get_exact(store.as_ref(), &key, range).await }
+            async move { crate::read::read_range(store.as_ref(), &key, range).await }
         })
         .buffered(options.parts_in_flight.max(1));
     let copied = async {

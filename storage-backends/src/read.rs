@@ -183,6 +183,59 @@ fn coalesce(blocks: Vec<(Path, BlockLocation)>) -> Vec<(Path, Vec<BlockLocation>
     groups
 }
 
+/// Reads the bytes `range` of the object `key` with one ranged GET, and checks that the
+/// store gave exactly that many (a shorter object is corruption, named with its offset).
+pub async fn read_range(
+    store: &dyn ObjectStore,
+    key: &Path,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, Error> {
+    let stored = store
+        .get_range(key, range.clone())
+        .await
+        .map_err(|e| Error::store("reading a range of", key, e))?;
+    if stored.len() as u64 != range.end - range.start {
+        return Err(Error::Corrupt {
+            key: key.to_string(),
+            offset: range.start,
+            why: format!(
+                "asked for {} bytes, got {}: the object is shorter than its index says",
+                range.end - range.start,
+                stored.len()
+            ),
+        });
+    }
+    Ok(stored)
+}
+
+/// Decodes and verifies the block at `loc` out of `stored`, the bytes [`read_range`] gave
+/// for a range of the object `key` that starts at `start` and holds the whole block
+/// (decrypted and authenticated under `repo_key` in an encrypted repository). CPU work: call
+/// it on the blocking pool.
+pub fn decode_at(
+    stored: &Bytes,
+    start: u64,
+    loc: &BlockLocation,
+    key: &Path,
+    repo_key: Option<&chain_core::RepoKey>,
+) -> Result<Bytes, Error> {
+    let corrupt = |why: String| Error::Corrupt {
+        key: key.to_string(),
+        offset: loc.offset,
+        why,
+    };
+    let at = loc
+        .offset
+        .checked_sub(start)
+        .and_then(|at| usize::try_from(at).ok())
+        .filter(|at| at.saturating_add(loc.stored_len as usize) <= stored.len())
+        .ok_or_else(|| corrupt("the block lies outside the bytes read for it".to_owned()))?;
+    let raw = stored.slice(at..at + loc.stored_len as usize);
+    chain_core::decode_block(&raw, &loc.block(), repo_key)
+        .map(Bytes::from)
+        .map_err(|e| corrupt(e.to_string()))
+}
+
 /// Like [`read_blocks`], for blocks spread over several objects (a file of a DIFF chain):
 /// each item names its object. Blocks that lie back to back in one object are fetched with
 /// one ranged GET (up to [`COALESCE_BYTES`]); `in_flight` such requests run at once, and
@@ -203,34 +256,10 @@ pub fn read_blocks_at(
                     (Some(f), Some(l)) => (f.offset, l.range().end),
                     _ => return Ok(Vec::new()),
                 };
-                let stored = store
-                    .get_range(&key, start..end)
-                    .await
-                    .map_err(|e| Error::store("reading a block of", &key, e))?;
-                if stored.len() as u64 != end - start {
-                    return Err(Error::Corrupt {
-                        key: key.to_string(),
-                        offset: start,
-                        why: format!(
-                            "range read gave {} bytes, the index records {}",
-                            stored.len(),
-                            end - start
-                        ),
-                    });
-                }
+                let stored = read_range(store.as_ref(), &key, start..end).await?;
                 tokio::task::spawn_blocking(move || {
                     locs.iter()
-                        .map(|loc| {
-                            let at = (loc.offset - start) as usize;
-                            let raw = stored.slice(at..at + loc.stored_len as usize);
-                            chain_core::decode_block(&raw, &loc.block(), repo_key.as_deref())
-                                .map(Bytes::from)
-                                .map_err(|e| Error::Corrupt {
-                                    key: key.to_string(),
-                                    offset: loc.offset,
-                                    why: e.to_string(),
-                                })
-                        })
+                        .map(|loc| decode_at(&stored, start, loc, &key, repo_key.as_deref()))
                         .collect::<Result<Vec<Bytes>, Error>>()
                 })
                 .await

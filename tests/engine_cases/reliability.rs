@@ -811,3 +811,139 @@ async fn any_restore_parallelism_restores_the_same_bytes() {
         }
     }
 }
+
+/// A tree of many small files (some with the same bytes, one empty, one large) with their
+/// own times and modes, in three directories.
+fn write_many_small(src: &Path, round: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    for i in 0..240u64 {
+        let dir = src.join(format!("d{}", i % 3));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join(format!("f{i:03}"));
+        // Round 1 rewrites every eighth file and adds new ones.
+        let seed = if round > 0 && i % 8 == 0 { 1000 + i } else { i };
+        if round == 0 && i >= 230 {
+            continue;
+        }
+        let body = match i {
+            7 => Vec::new(),
+            9 => data(2_500_000, seed, false),
+            // The same bytes under two names: one block, stored once.
+            _ if i % 50 == 1 => data(3_000, 1, false),
+            _ => data((i as usize * 137) % 20_000 + 1, seed, i % 2 == 0),
+        };
+        std::fs::write(&p, body).expect("write");
+        let mode = if i % 5 == 0 { 0o600 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let mtime = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(1_700_000_000_000_000_000 + i * 1_000_003 + round);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("set mtime");
+    }
+}
+
+fn assert_same_files(src: &Path, into: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = 0;
+    for dir in std::fs::read_dir(src).expect("list") {
+        let dir = dir.expect("entry").path();
+        for file in std::fs::read_dir(&dir).expect("list") {
+            let file = file.expect("entry").path();
+            let rel = file.strip_prefix(src).expect("under src");
+            let got = into.join(rel);
+            assert_eq!(
+                std::fs::read(&got).expect("restored"),
+                std::fs::read(&file).expect("source"),
+                "{rel:?}"
+            );
+            let (a, b) = (
+                std::fs::metadata(&got).expect("meta"),
+                std::fs::metadata(&file).expect("meta"),
+            );
+            assert_eq!(a.mode(), b.mode(), "{rel:?}: mode");
+            assert_eq!(
+                (a.mtime(), a.mtime_nsec()),
+                (b.mtime(), b.mtime_nsec()),
+                "{rel:?}: mtime"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 240, "files compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_restored_together_keep_bytes_times_and_modes() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let repo = Repository::from_store(Arc::clone(&inner), "memory");
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    for (round, kind) in [(0, BackupType::Full), (1, BackupType::Diff)] {
+        write_many_small(&src, round);
+        let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new(&src));
+        let options = options(BackupRequest {
+            backup_type: kind,
+            ..BackupRequest::default()
+        });
+        backup(&repo, vec![(db("runs"), source)], &options, &progress())
+            .await
+            .expect("backup");
+    }
+    // Through a store that counts its calls: the small files of the FULL and of the DIFF
+    // are restored a run at a time, one ranged read each, not one read per file.
+    let counting = Arc::new(FaultStore::new(Arc::clone(&inner), None, Fault::Timeout));
+    let counted = Repository::from_store(counting.clone(), "counted");
+    let into = work.path().join("into");
+    restore(
+        &counted,
+        &db("runs"),
+        &RestoreOptions::new(&into),
+        &progress(),
+    )
+    .await
+    .expect("restore");
+    assert_same_files(&src, &into);
+    assert!(
+        counting.calls() < 40,
+        "{} store calls to restore 240 files",
+        counting.calls()
+    );
+
+    // A damaged byte inside the data object, in the middle of the small files: the restore
+    // fails naming the object, and nothing appears at the destination.
+    let data_key = inner
+        .list(None)
+        .map_ok(|m| m.location)
+        .try_filter(|k| futures::future::ready(k.as_ref().ends_with(".data")))
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("list")
+        .into_iter()
+        .min()
+        .expect("a data object");
+    let mut bytes = inner
+        .get(&data_key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body")
+        .to_vec();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x40;
+    inner.put(&data_key, bytes.into()).await.expect("put");
+    let damaged = work.path().join("damaged");
+    let err = restore(
+        &repo,
+        &db("runs"),
+        &RestoreOptions::new(&damaged),
+        &progress(),
+    )
+    .await
+    .expect_err("a damaged block is refused");
+    assert!(err.to_string().contains(data_key.as_ref()), "{err}");
+    assert!(!damaged.exists(), "a failed restore left {damaged:?}");
+}
