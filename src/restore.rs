@@ -513,13 +513,14 @@ async fn restore_run(
         .rev()
         .find_map(|f| f.4.last())
         .map(|l| l.range().end);
-    let stored = match (&key, first, last) {
-        (Some(key), Some(start), Some(end)) => Some((
-            read::read_range(repo.store().as_ref(), key, start..end).await?,
-            start,
-        )),
-        _ => None,
+    // small_file_runs puts only files with blocks, back to back in one object, in a run.
+    let (Some(key), Some(start), Some(end)) = (key, first, last) else {
+        return Err(Error::restore(
+            root,
+            "internal: a run of files without blocks",
+        ));
     };
+    let stored = read::read_range(repo.store().as_ref(), &key, start..end).await?;
     let repo_key = repo.key().cloned();
     let written = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
         use std::io::Write;
@@ -540,20 +541,12 @@ async fn restore_run(
                 .map_err(|err| Error::restore_io(&p, err))?;
             let mut written = 0u64;
             for loc in &locs {
-                let (Some((bytes, start)), Some(key)) = (&stored, &key) else {
-                    break;
-                };
-                let block = read::decode_at(bytes, *start, loc, key, repo_key.as_deref())?;
+                let block = read::decode_at(&stored, start, loc, &key, repo_key.as_deref())?;
                 file.write_all(&block)
                     .map_err(|err| Error::restore_io(&p, err))?;
                 written += block.len() as u64;
             }
-            if written != size {
-                return Err(Error::Inconsistent {
-                    what,
-                    why: format!("restored {written} bytes, the index records {size}"),
-                });
-            }
+            check_length(&what, written, size)?;
             file_meta(&file, &meta).map_err(|err| Error::restore_io(&p, err))?;
             total += written;
         }
@@ -633,12 +626,7 @@ async fn restore_file(
     }
     writer.write(batch).await?;
     let file = writer.finish().await?;
-    if written != *size {
-        return Err(Error::Inconsistent {
-            what: e.path.to_string(),
-            why: format!("restored {written} bytes, the index records {size}"),
-        });
-    }
+    check_length(e.path.as_str(), written, *size)?;
     // On the open file: no second open per file.
     file_meta(&file, &e.meta).map_err(|err| Error::restore_io(&p, err))?;
     Ok(written)
@@ -654,6 +642,17 @@ const SYNC_EVERY: u64 = 64 << 20;
 /// The unit in which a restore's files reserve their reads in flight (one for any file of
 /// up to 64 KiB).
 const BUDGET_UNIT: u64 = 64 << 10;
+
+/// A restored file must hold exactly the bytes its index entry records.
+fn check_length(what: &str, written: u64, size: u64) -> Result<(), Error> {
+    if written == size {
+        return Ok(());
+    }
+    Err(Error::Inconsistent {
+        what: what.to_owned(),
+        why: format!("restored {written} bytes, the index records {size}"),
+    })
+}
 
 /// Writes batches of blocks to a file on the blocking pool, one batch at a time, overlapping
 /// with the caller's downloads; syncs every [`SYNC_EVERY`] bytes (the rest is synced with
