@@ -139,19 +139,35 @@ pub(crate) fn init_logging(verbose: u8) {
         .init();
 }
 
-/// The runtime. A few blocking threads are enough for the pipelines (their work is bounded
-/// by the workers and parts in flight); each extra one would keep an allocator arena of its
-/// own, which shows as resident memory that grows with the data size.
+/// The runtime. Its blocking pool does the pipelines' CPU work (hashing, compressing,
+/// decoding) and their file I/O; one thread per core (at least 2, at most 8) keeps every core
+/// busy, and each thread beyond that only keeps a glibc allocator arena of its own, which
+/// shows as resident memory (docs/DESIGN.md, "Why one blocking thread per core").
+/// `CATENA_BLOCKING_THREADS` sets another number (for slow file systems, where more reads or
+/// writes in flight help).
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match std::env::var("CATENA_BLOCKING_THREADS") {
+        Ok(v) => blocking_threads(&v)?,
+        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(
-            std::env::var("CATENA_BLOCKING_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(8),
-        )
+        .max_blocking_threads(threads)
         .build()
+}
+
+/// `CATENA_BLOCKING_THREADS`, read: a whole number from 1 up.
+fn blocking_threads(value: &str) -> std::io::Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "CATENA_BLOCKING_THREADS must be a whole number from 1 up, not {value:?}: \
+                 set it so, or unset it for one per core"
+            ),
+        )),
+    }
 }
 
 /// The repository a command works on, opened (see [`open_repository`]); never created.

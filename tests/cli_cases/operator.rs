@@ -1324,3 +1324,82 @@ fn schedule_cancels_its_run_keeps_going_without_history_and_honours_from_path() 
         "an upload was left open"
     );
 }
+
+/// Runs `catena` with `CATENA_BLOCKING_THREADS` set; a run that has not ended after five
+/// minutes is killed and reported as stuck (a pipeline that waited on a second blocking
+/// thread would hang here instead of failing).
+fn run_with_blocking_threads(threads: &str, args: &[&str]) -> std::process::Output {
+    let mut child = catena()
+        .env("CATENA_BLOCKING_THREADS", threads)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("catena {args:?} with {threads} blocking thread(s) is stuck");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn one_blocking_thread_backs_up_and_restores_and_a_bad_count_is_refused() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = t.path().join("data");
+    make_data(&data);
+    // Small files too, so that the batched small-file paths run (backup and restore).
+    let small = data.join("neo4j/small");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    for i in 0..300u32 {
+        let body: Vec<u8> = (0..(i * 37 % 5000 + 1)).map(|j| (i ^ j) as u8).collect();
+        std::fs::write(small.join(format!("f{i:03}")), body).expect("write");
+    }
+    let (repo, out) = (t.path().join("repo"), t.path().join("restored"));
+    let (repo_s, data_s) = (repo.to_str().expect("utf8"), data.to_str().expect("utf8"));
+    let backup = ["backup", "neo4j", "--from", data_s, "--to-path", repo_s];
+    let o = run_with_blocking_threads("1", &backup);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(small.join("f007"), b"changed").expect("write");
+    let o = run_with_blocking_threads("1", &[&backup[..], &["--type", "DIFF"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let to = out.to_str().expect("utf8");
+    let restore = ["restore", "neo4j", "--from-path", repo_s, "--to", to];
+    let o = run_with_blocking_threads("1", &restore);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(out.join("store")).expect("read"),
+        std::fs::read(data.join("neo4j/store")).expect("read")
+    );
+    for i in 0..300u32 {
+        let name = format!("small/f{i:03}");
+        assert_eq!(
+            std::fs::read(out.join(&name)).expect("restored"),
+            std::fs::read(data.join("neo4j").join(&name)).expect("source"),
+            "{name}"
+        );
+    }
+
+    // A count that is not a whole number from 1 up is refused before anything runs, naming
+    // the variable; nothing is written.
+    for bad in ["0", "-1", "many", ""] {
+        let o = run_with_blocking_threads(bad, &["backup", "--from", data_s, "--to-path", repo_s]);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("CATENA_BLOCKING_THREADS must be a whole number from 1 up"),
+            "{bad:?}: {}",
+            text(&o)
+        );
+    }
+    let o = run(&["inspect", "--from-path", repo_s, "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect JSON");
+    assert_eq!(
+        rows.as_array().expect("rows").len(),
+        2,
+        "FULL and DIFF only"
+    );
+}
