@@ -599,9 +599,10 @@ async fn restore_file(
         repo.key().cloned(),
     );
     // Blocks are gathered into batches of WRITE_BATCH bytes; each batch is written on the
-    // blocking pool while the next one downloads and decodes, and every SYNC_EVERY bytes
-    // the file is synced there too, so that the one sync of the whole tree at the end (the
-    // restore is durable before its rename) does not wait for all the write-back at once.
+    // blocking pool while the next one downloads and decodes, and every WRITE_BACK_EVERY
+    // bytes the kernel's write-back of them is started there too, so that the one sync of
+    // the whole tree at the end (the restore is durable before its rename) finds little
+    // left to wait for.
     let mut writer = BatchWriter::new(file, p.clone());
     let mut written = 0u64;
     let mut batch: Vec<bytes::Bytes> = Vec::new();
@@ -636,8 +637,8 @@ async fn restore_file(
 const WRITE_BATCH: usize = 8 << 20;
 /// Writes up to this size are done on the calling task instead of the blocking pool.
 const INLINE_WRITE_MAX: u64 = 256 << 10;
-/// Bytes written between two syncs of a restored file.
-const SYNC_EVERY: u64 = 64 << 20;
+/// Bytes written between two starts of a restored file's write-back.
+const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 /// The unit in which a restore's files reserve their reads in flight (one for any file of
 /// up to 64 KiB).
@@ -655,13 +656,32 @@ fn check_length(what: &str, written: u64, size: u64) -> Result<(), Error> {
 }
 
 /// Writes batches of blocks to a file on the blocking pool, one batch at a time, overlapping
-/// with the caller's downloads; syncs every [`SYNC_EVERY`] bytes (the rest is synced with
-/// the whole tree, see [`sync_tree`]).
+/// with the caller's downloads; starts the write-back of every [`WRITE_BACK_EVERY`] bytes
+/// without waiting for it (the whole tree is synced at the end, see [`sync_tree`]).
 struct BatchWriter {
     file: Option<std::fs::File>,
     pending: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
     path: PathBuf,
-    unsynced: u64,
+    /// Bytes handed to writes so far.
+    written: u64,
+    /// Bytes written since write-back was last started.
+    since_write_back: u64,
+}
+
+/// Starts the kernel's write-back of `len` bytes of `file` from `offset`, without waiting
+/// for it (`posix_fadvise(POSIX_FADV_DONTNEED)`, which on Linux writes dirty pages back
+/// asynchronously and drops only pages that are already clean: the bytes just written stay
+/// cached). The restore's one `syncfs` at the end waits for what is still in flight. Advice
+/// only: a file system that refuses it is synced at the end all the same.
+fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
+    use rustix::fs::{Advice, fadvise};
+    fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        Advice::DontNeed,
+    )
+    .ok();
 }
 
 impl BatchWriter {
@@ -670,7 +690,8 @@ impl BatchWriter {
             file: Some(file),
             pending: None,
             path,
-            unsynced: 0,
+            written: 0,
+            since_write_back: 0,
         }
     }
 
@@ -694,12 +715,16 @@ impl BatchWriter {
         }
         let mut file = self.take_file().await?;
         let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
-        self.unsynced += len;
-        let sync = self.unsynced >= SYNC_EVERY;
-        if sync {
-            self.unsynced = 0;
+        self.since_write_back += len;
+        self.written += len;
+        // The bytes written since write-back was last started, once they are
+        // WRITE_BACK_EVERY or more: their write-back is started after this batch.
+        let start = (self.since_write_back >= WRITE_BACK_EVERY)
+            .then(|| (self.written - self.since_write_back, self.since_write_back));
+        if start.is_some() {
+            self.since_write_back = 0;
         }
-        if len <= INLINE_WRITE_MAX && !sync {
+        if len <= INLINE_WRITE_MAX && start.is_none() {
             // A small write into the page cache takes microseconds: done here, it saves
             // the two thread switches a trip to the blocking pool costs (most of a small
             // file's restore time otherwise).
@@ -716,8 +741,8 @@ impl BatchWriter {
             for b in &batch {
                 file.write_all(b)?;
             }
-            if sync {
-                file.sync_data()?;
+            if let Some((offset, len)) = start {
+                start_write_back(&file, offset, len);
             }
             Ok(file)
         }));
