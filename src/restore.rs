@@ -662,10 +662,41 @@ struct BatchWriter {
     file: Option<std::fs::File>,
     pending: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
     path: PathBuf,
-    /// Bytes handed to writes so far.
+    write_back: WriteBack,
+}
+
+/// Where a file's write-back is to be started: every `every` bytes written, the range since
+/// the last start.
+#[derive(Debug)]
+struct WriteBack {
+    every: u64,
+    /// Bytes written so far.
     written: u64,
     /// Bytes written since write-back was last started.
-    since_write_back: u64,
+    since: u64,
+}
+
+impl WriteBack {
+    fn new(every: u64) -> Self {
+        Self {
+            every,
+            written: 0,
+            since: 0,
+        }
+    }
+
+    /// Counts `len` more bytes written; once `every` or more have been written since the
+    /// last start, the range (offset, length) whose write-back to start now.
+    fn count(&mut self, len: u64) -> Option<(u64, u64)> {
+        self.written += len;
+        self.since += len;
+        if self.since < self.every {
+            return None;
+        }
+        let range = (self.written - self.since, self.since);
+        self.since = 0;
+        Some(range)
+    }
 }
 
 /// Starts the kernel's write-back of `len` bytes of `file` from `offset`, without waiting
@@ -690,8 +721,7 @@ impl BatchWriter {
             file: Some(file),
             pending: None,
             path,
-            written: 0,
-            since_write_back: 0,
+            write_back: WriteBack::new(WRITE_BACK_EVERY),
         }
     }
 
@@ -715,15 +745,9 @@ impl BatchWriter {
         }
         let mut file = self.take_file().await?;
         let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
-        self.since_write_back += len;
-        self.written += len;
-        // The bytes written since write-back was last started, once they are
-        // WRITE_BACK_EVERY or more: their write-back is started after this batch.
-        let start = (self.since_write_back >= WRITE_BACK_EVERY)
-            .then(|| (self.written - self.since_write_back, self.since_write_back));
-        if start.is_some() {
-            self.since_write_back = 0;
-        }
+        // Once WRITE_BACK_EVERY bytes or more are written since the last start, their
+        // write-back is started after this batch.
+        let start = self.write_back.count(len);
         if len <= INLINE_WRITE_MAX && start.is_none() {
             // A small write into the page cache takes microseconds: done here, it saves
             // the two thread switches a trip to the blocking pool costs (most of a small
@@ -752,5 +776,53 @@ impl BatchWriter {
     /// The file, once every write is done.
     async fn finish(mut self) -> Result<std::fs::File, Error> {
         self.take_file().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_back_starts_cover_every_byte_once_in_order() {
+        let mut wb = WriteBack::new(1000);
+        let mut starts = Vec::new();
+        for len in [10, 500, 489, 1, 0, 1000, 2500, 3, 999] {
+            starts.extend(wb.count(len));
+        }
+        // Contiguous from 0, each at least `every` long, none before `every` bytes.
+        assert_eq!(
+            starts,
+            vec![(0, 1000), (1000, 1000), (2000, 2500), (4500, 1002)]
+        );
+        assert_eq!(wb.written, 5502);
+        assert_eq!(wb.since, 0);
+        assert_eq!(wb.count(7), None);
+    }
+
+    #[tokio::test]
+    async fn batches_across_write_back_starts_land_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("restored");
+        let file = std::fs::File::create(&path).expect("create");
+        let mut writer = BatchWriter::new(file, path.clone());
+        writer.write_back = WriteBack::new(1 << 20);
+        let mut expected = Vec::new();
+        for i in 0..30usize {
+            // Small batches are written inline, large ones on the blocking pool; every few
+            // batches a write-back start follows the write.
+            let len = if i % 3 == 0 { 1000 } else { 300 << 10 };
+            let block: Vec<u8> = (0..len).map(|j| (i * 31 + j * 7) as u8).collect();
+            expected.extend_from_slice(&block);
+            expected.extend_from_slice(&block[..len / 2]);
+            let half = bytes::Bytes::copy_from_slice(&block[..len / 2]);
+            writer
+                .write(vec![bytes::Bytes::from(block), half])
+                .await
+                .expect("write");
+        }
+        assert!(writer.write_back.written > 5 << 20);
+        drop(writer.finish().await.expect("finish"));
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
     }
 }
