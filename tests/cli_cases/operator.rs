@@ -1327,24 +1327,42 @@ fn schedule_cancels_its_run_keeps_going_without_history_and_honours_from_path() 
 
 /// Runs `catena` with `CATENA_BLOCKING_THREADS` set; a run that has not ended after five
 /// minutes is killed and reported as stuck (a pipeline that waited on a second blocking
-/// thread would hang here instead of failing).
+/// thread would hang here instead of failing). Its output goes to files, so that a full
+/// pipe cannot stall it either.
 fn run_with_blocking_threads(threads: &str, args: &[&str]) -> std::process::Output {
+    let out = tempfile::tempfile().expect("stdout file");
+    let err = tempfile::tempfile().expect("stderr file");
     let mut child = catena()
         .env("CATENA_BLOCKING_THREADS", threads)
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(err.try_clone().expect("clone"))
         .spawn()
         .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while child.try_wait().expect("wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
         if std::time::Instant::now() > deadline {
             child.kill().ok();
+            child.wait().ok();
             panic!("catena {args:?} with {threads} blocking thread(s) is stuck");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let read = |mut f: std::fs::File| {
+        use std::io::Seek;
+        f.rewind().expect("rewind");
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).expect("read");
+        bytes
+    };
+    std::process::Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
     }
-    child.wait_with_output().expect("output")
 }
 
 #[test]
