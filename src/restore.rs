@@ -604,7 +604,6 @@ async fn restore_file(
     // the whole tree at the end (the restore is durable before its rename) finds little
     // left to wait for.
     let mut writer = BatchWriter::new(file, p.clone());
-    let mut written = 0u64;
     let mut batch: Vec<bytes::Bytes> = Vec::new();
     let mut batch_len = 0usize;
     while let Some(block) = tokio::select! {
@@ -613,7 +612,6 @@ async fn restore_file(
         b = stream.next() => b,
     } {
         let block = block?;
-        written += block.len() as u64;
         batch_len += block.len();
         progress.event(ProgressEvent::Bytes {
             database: db.to_string(),
@@ -626,7 +624,7 @@ async fn restore_file(
         }
     }
     writer.write(batch).await?;
-    let file = writer.finish().await?;
+    let (file, written) = writer.finish().await?;
     check_length(e.path.as_str(), written, *size)?;
     // On the open file: no second open per file.
     file_meta(&file, &e.meta).map_err(|err| Error::restore_io(&p, err))?;
@@ -773,9 +771,9 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// The file, once every write is done.
-    async fn finish(mut self) -> Result<std::fs::File, Error> {
-        self.take_file().await
+    /// The file, once every write is done, and the bytes written to it.
+    async fn finish(mut self) -> Result<(std::fs::File, u64), Error> {
+        Ok((self.take_file().await?, self.write_back.written))
     }
 }
 
@@ -822,7 +820,9 @@ mod tests {
                 .expect("write");
         }
         assert!(writer.write_back.written > 5 << 20);
-        drop(writer.finish().await.expect("finish"));
+        let (file, written) = writer.finish().await.expect("finish");
+        drop(file);
+        assert_eq!(written, expected.len() as u64);
         assert_eq!(std::fs::read(&path).expect("read"), expected);
     }
 }
