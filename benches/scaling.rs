@@ -141,13 +141,15 @@ fn one(files: usize, links: usize, dir: &std::path::Path) {
 
     // Where each block lives, nearest artifact first; then the entries move from the
     // indexes into the state, as the engine's chain state does.
+    // The engine's map (`Repository::chain_state`): the indexes' block lists move into it.
     let t = Instant::now();
-    let mut blocks: HashMap<Sha256Digest, (usize, BlockLocation)> = HashMap::new();
-    for (n, index) in indexes.iter().enumerate() {
-        for l in &index.blocks {
-            blocks.insert(l.digest, (n, *l));
-        }
-    }
+    let mut indexes = indexes;
+    let blocks = catena::BlockMap::new(indexes.iter_mut().enumerate().map(|(n, index)| {
+        (
+            object_store::path::Path::from(format!("neo4j/{}.data", ids[n])),
+            std::mem::take(&mut index.blocks),
+        )
+    }));
     let map_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();

@@ -81,7 +81,7 @@ pub use gc::{GcOptions, GcReport, gc};
 pub use inspect::{InspectOptions, InspectReport, InspectRow, InspectScope, inspect};
 pub use lock::{DatabaseLock, LockOptions, UnlockOptions, UnlockReport, unlock};
 pub use progress::{NoProgress, Progress, ProgressEvent};
-pub use repo::{CatalogView, ChainState, Repository, Unreadable};
+pub use repo::{BlockMap, CatalogView, ChainState, Repository, Unreadable};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use source::{
     BackupSource, DatabaseScan, DirectorySource, MetadataLevel, SkippedEntry, SourceEntry,

@@ -281,9 +281,14 @@ pub struct StateSummary {
 
 /// The complete set of entries of a database at one point in its history, and the
 /// metadata of the database's root directory when the source records it (format 2).
+///
+/// Held as one vector sorted by path (looked up by binary search): each entry once, its path
+/// once, no tree nodes. A million-file database plans a restore in this state, so its size
+/// per entry is the planning's memory per file (`cargo bench --bench scaling`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct State {
-    entries: BTreeMap<EntryPath, Entry>,
+    /// Sorted by path, no path twice.
+    entries: Vec<Entry>,
     root: Option<Metadata>,
 }
 
@@ -295,10 +300,31 @@ impl State {
 
     /// A state holding `entries`; a later entry with the same path replaces an earlier one.
     pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut entries: Vec<Entry> = entries.into_iter().collect();
+        // Sorted input (an index's lists, a sorted walk) is taken as it is: a stable sort
+        // would allocate scratch space of half the entries.
+        if !entries.is_sorted_by(|a, b| a.path < b.path) {
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            // Of entries with one path (now neighbours, in their given order), the last
+            // stays: `dedup_by` removes the later of two, so the later moves forward first.
+            entries.dedup_by(|later, kept| {
+                let same = later.path == kept.path;
+                if same {
+                    std::mem::swap(later, kept);
+                }
+                same
+            });
+        }
+        entries.shrink_to_fit();
         Self {
-            entries: entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
+            entries,
             root: None,
         }
+    }
+
+    /// Where `path` is in the sorted entries (`Err`: where it would go).
+    fn position(&self, path: &EntryPath) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.path.cmp(path))
     }
 
     /// The same state with the root directory's metadata recorded (`None`: not recorded,
@@ -315,12 +341,12 @@ impl State {
 
     /// The entries in path order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.entries.iter()
     }
 
     /// The entry at `path`.
     pub fn get(&self, path: &EntryPath) -> Option<&Entry> {
-        self.entries.get(path)
+        self.position(path).ok().map(|i| &self.entries[i])
     }
 
     /// Number of entries.
@@ -336,7 +362,7 @@ impl State {
     /// Total bytes of file content.
     pub fn logical_bytes(&self) -> u64 {
         self.entries
-            .values()
+            .iter()
             .map(|e| match &e.kind {
                 EntryKind::File { size, .. } => *size,
                 _ => 0,
@@ -357,7 +383,7 @@ impl State {
     /// The digests of every block the state's files use.
     pub fn block_digests(&self) -> BTreeSet<Sha256Digest> {
         self.entries
-            .values()
+            .iter()
             .flat_map(|e| match &e.kind {
                 EntryKind::File { blocks, .. } => blocks.as_slice(),
                 _ => &[],
@@ -366,8 +392,9 @@ impl State {
             .collect()
     }
 
-    /// Applies one change set, strictly: an added path must be absent, a changed or removed
-    /// one present. On error the state is left as it was.
+    /// Applies one change set, strictly: each list sorted by path without repeats, an added
+    /// path absent, a changed or removed one present, no path both changed and removed. On
+    /// error the state is left as it was.
     pub fn apply(&mut self, changes: &ChangeSet) -> Result<(), ChangeConflict> {
         self.apply_owned(changes.clone())
     }
@@ -377,16 +404,76 @@ impl State {
     /// entry once.
     pub fn apply_owned(&mut self, changes: ChangeSet) -> Result<(), ChangeConflict> {
         changes.check_conflicts(self)?;
-        for path in &changes.removed {
-            self.entries.remove(path);
+        let ChangeSet {
+            added,
+            changed,
+            removed,
+            root,
+        } = changes;
+        // Removed paths are present (checked) and sorted: one pass drops them in place.
+        if !removed.is_empty() {
+            let mut gone = removed.iter().peekable();
+            self.entries.retain(|e| {
+                let drop = gone.peek().is_some_and(|p| **p == e.path);
+                if drop {
+                    gone.next();
+                }
+                !drop
+            });
         }
-        for entry in changes.added.into_iter().chain(changes.changed) {
-            self.entries.insert(entry.path.clone(), entry);
+        // Changed paths are present: each replaces its entry where it is.
+        for entry in changed {
+            if let Ok(i) = self.position(&entry.path) {
+                self.entries[i] = entry;
+            }
         }
-        if let Some(root) = changes.root {
+        self.insert_sorted(added);
+        if let Some(root) = root {
             self.root = Some(root);
         }
         Ok(())
+    }
+
+    /// Merges `added` (sorted, every path absent from the state) into the entries in place:
+    /// the vector grows by exactly `added.len()` and is filled from its end, the larger of
+    /// the two lists' last entries first, so that neither list is ever held twice.
+    fn insert_sorted(&mut self, mut added: Vec<Entry>) {
+        let past_the_end = match (self.entries.last(), added.first()) {
+            (Some(last), Some(first)) => last.path < first.path,
+            _ => true,
+        };
+        if past_the_end {
+            if self.entries.is_empty() {
+                self.entries = added;
+            } else {
+                self.entries.reserve_exact(added.len());
+                self.entries.append(&mut added);
+            }
+            return;
+        }
+        let mut old = self.entries.len();
+        let mut write = old + added.len();
+        self.entries.reserve_exact(added.len());
+        // Placeholders (an empty path allocates nothing), each overwritten below.
+        self.entries.resize_with(write, || Entry {
+            path: EntryPath(String::new()),
+            kind: EntryKind::Directory,
+            meta: Metadata::default(),
+            stamp: None,
+        });
+        while let Some(next) = added.pop() {
+            while old > 0 && self.entries[old - 1].path > next.path {
+                old -= 1;
+                write -= 1;
+                self.entries.swap(old, write);
+            }
+            write -= 1;
+            self.entries[write] = next;
+        }
+        debug_assert_eq!(
+            old, write,
+            "the old entries before the first added one stay put"
+        );
     }
 
     /// The deterministic digest of the state: SHA-256 over the canonical encoding described
@@ -396,7 +483,7 @@ impl State {
         let mut h = Sha256::new();
         h.update(b"catena-state-v1\n");
         h.update((self.entries.len() as u64).to_be_bytes());
-        for e in self.entries.values() {
+        for e in &self.entries {
             put_bytes(&mut h, e.path.as_str().as_bytes());
             match &e.kind {
                 EntryKind::Directory => h.update([0u8]),
@@ -505,29 +592,28 @@ impl ChangeSet {
     /// Like [`ChangeSet::between`], moving `new`'s entries into the change set instead of
     /// copying them (a backup's new state is not needed once its change set is made).
     pub fn between_owned(old: &State, new: State) -> Self {
-        let mut cs = ChangeSet {
-            removed: old
-                .entries
-                .keys()
-                .filter(|p| !new.entries.contains_key(*p))
-                .cloned()
-                .collect(),
-            ..ChangeSet::default()
-        };
+        let mut cs = ChangeSet::default();
         if new.root != old.root {
             cs.root.clone_from(&new.root);
         }
-        // A FULL adds every entry: one allocation of the right size, not a vector grown by
-        // doubling beside the map it drains (100,000 entries: ~15 MB less at the peak).
-        cs.added
-            .reserve_exact(new.entries.len().saturating_sub(old.entries.len()));
-        for (path, entry) in new.entries {
-            match old.entries.get(&path) {
+        if old.entries.is_empty() {
+            // A FULL adds every entry: the state's vector becomes the list as it is.
+            cs.added = new.entries;
+            return cs;
+        }
+        // Both sides are sorted by path: one merge walk.
+        let mut before = old.entries.iter().peekable();
+        for entry in new.entries {
+            while let Some(gone) = before.next_if(|b| b.path < entry.path) {
+                cs.removed.push(gone.path.clone());
+            }
+            match before.next_if(|b| b.path == entry.path) {
                 None => cs.added.push(entry),
-                Some(before) if *before != entry => cs.changed.push(entry),
+                Some(b) if *b != entry => cs.changed.push(entry),
                 Some(_) => {}
             }
         }
+        cs.removed.extend(before.map(|b| b.path.clone()));
         cs
     }
 
@@ -597,18 +683,47 @@ impl ChangeSet {
             path: path.clone(),
             why,
         };
+        // The state merges the lists in path order (an index's decoder has checked this
+        // already; a change set built in memory may not have been).
+        let unsorted = |paths: &mut dyn Iterator<Item = &EntryPath>| {
+            let mut last: Option<&EntryPath> = None;
+            for p in paths {
+                if last.is_some_and(|l| l >= p) {
+                    return Some(p.clone());
+                }
+                last = Some(p);
+            }
+            None
+        };
+        let unsorted = unsorted(&mut self.added.iter().map(|e| &e.path))
+            .or_else(|| unsorted(&mut self.changed.iter().map(|e| &e.path)))
+            .or_else(|| unsorted(&mut self.removed.iter()));
+        if let Some(path) = unsorted {
+            return Err(ChangeConflict {
+                path,
+                why: "a list of the change set is not sorted by path or repeats this path",
+            });
+        }
+        // Changed and removed are both sorted: one walk finds a path in both.
+        let mut removed = self.removed.iter().peekable();
+        for e in &self.changed {
+            while removed.next_if(|p| **p < e.path).is_some() {}
+            if removed.peek().is_some_and(|p| **p == e.path) {
+                return Err(conflict(&e.path, "both changed and removed"));
+            }
+        }
         for e in &self.added {
-            if state.entries.contains_key(&e.path) {
+            if state.position(&e.path).is_ok() {
                 return Err(conflict(&e.path, "added, but it already exists"));
             }
         }
         for e in &self.changed {
-            if !state.entries.contains_key(&e.path) {
+            if state.position(&e.path).is_err() {
                 return Err(conflict(&e.path, "changed, but it does not exist"));
             }
         }
         for p in &self.removed {
-            if !state.entries.contains_key(p) {
+            if state.position(p).is_err() {
                 return Err(conflict(p, "removed, but it does not exist"));
             }
         }

@@ -1,7 +1,7 @@
 //! Property tests: random forests of artifacts (valid and damaged), random states and change
 //! sets, random bytes for the decoders.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chain_core::*;
 use proptest::prelude::*;
@@ -247,6 +247,30 @@ fn entry_kind() -> impl Strategy<Value = EntryKind> {
     ]
 }
 
+fn entry() -> impl Strategy<Value = Entry> {
+    (
+        entry_path(),
+        entry_kind(),
+        0u32..3,
+        0i64..3,
+        prop::option::of(0u64..2),
+    )
+        .prop_map(|(path, kind, mode, mtime, ino)| Entry {
+            stamp: ino.map(|ino| FileStamp {
+                dev: 1,
+                ino,
+                ctime_ns: 0,
+            }),
+            path,
+            kind,
+            meta: Metadata {
+                mode: 0o600 + mode,
+                mtime_ns: mtime,
+                ..Metadata::default()
+            },
+        })
+}
+
 fn state() -> impl Strategy<Value = State> {
     let root = prop::option::of((0u32..2, 0i64..2)).prop_map(|r| {
         r.map(|(mode, mtime)| Metadata {
@@ -255,36 +279,14 @@ fn state() -> impl Strategy<Value = State> {
             ..Metadata::default()
         })
     });
-    (
-        prop::collection::vec(
-            (
-                entry_path(),
-                entry_kind(),
-                0u32..3,
-                0i64..3,
-                prop::option::of(0u64..2),
-            ),
-            0..12,
-        ),
-        root,
-    )
-        .prop_map(|(v, root)| {
-            State::from_entries(v.into_iter().map(|(path, kind, mode, mtime, ino)| Entry {
-                stamp: ino.map(|ino| FileStamp {
-                    dev: 1,
-                    ino,
-                    ctime_ns: 0,
-                }),
-                path,
-                kind,
-                meta: Metadata {
-                    mode: 0o600 + mode,
-                    mtime_ns: mtime,
-                    ..Metadata::default()
-                },
-            }))
-            .with_root(root)
-        })
+    (prop::collection::vec(entry(), 0..12), root)
+        .prop_map(|(v, root)| State::from_entries(v).with_root(root))
+}
+
+/// Whether paths are strictly increasing (sorted, none twice).
+fn strictly_sorted<'a>(paths: impl IntoIterator<Item = &'a EntryPath>) -> bool {
+    let v: Vec<&EntryPath> = paths.into_iter().collect();
+    v.windows(2).all(|w| w[0] < w[1])
 }
 
 /// What `ChangeSet::between(a, b)` turns `a` into: `b`, keeping `a`'s recorded root
@@ -442,6 +444,76 @@ proptest! {
         if let Ok(latest) = plan_restore(&catalog, &RestoreTarget::Latest) {
             for id in &latest.chain {
                 prop_assert!(!deleted.contains(id), "the newest restore point lost {}", id);
+            }
+        }
+    }
+
+    /// The state (one sorted vector) against a model, a sorted map of path to entry: the
+    /// same entries from any list (the last of one path wins), the same lookups, and a change
+    /// set applies exactly when the rules allow it (lists sorted, added paths absent, changed
+    /// and removed present, none both changed and removed), to what the map gives, or fails
+    /// and leaves the state as it was.
+    #[test]
+    fn states_behave_as_a_sorted_map(
+        base in prop::collection::vec(entry(), 0..16),
+        added in prop::collection::vec(entry(), 0..6),
+        changed in prop::collection::vec(entry(), 0..6),
+        removed in prop::collection::vec(entry_path(), 0..6),
+        tidy in 0u8..3,
+    ) {
+        let mut model: BTreeMap<EntryPath, Entry> = BTreeMap::new();
+        for e in &base {
+            model.insert(e.path.clone(), e.clone());
+        }
+        let state = State::from_entries(base.clone());
+        prop_assert_eq!(state.entries().collect::<Vec<_>>(), model.values().collect::<Vec<_>>());
+        prop_assert_eq!(state.len(), model.len());
+        for p in base.iter().chain(&added).map(|e| &e.path).chain(&removed) {
+            prop_assert_eq!(state.get(p), model.get(p));
+        }
+
+        let (mut added, mut changed, mut removed) = (added, changed, removed);
+        if tidy > 0 {
+            // Mostly valid change sets (random lists almost never apply); with `tidy` 2, a
+            // path may be both changed and removed, the one rule left to break.
+            added.retain(|e| !model.contains_key(&e.path));
+            changed.retain(|e| model.contains_key(&e.path));
+            removed.retain(|p| {
+                model.contains_key(p) && (tidy == 2 || !changed.iter().any(|e| e.path == *p))
+            });
+            for list in [&mut added, &mut changed] {
+                list.sort_by(|a, b| a.path.cmp(&b.path));
+                list.dedup_by(|a, b| a.path == b.path);
+            }
+            removed.sort();
+            removed.dedup();
+        }
+        let valid = strictly_sorted(added.iter().map(|e| &e.path))
+            && strictly_sorted(changed.iter().map(|e| &e.path))
+            && strictly_sorted(&removed)
+            && added.iter().all(|e| !model.contains_key(&e.path))
+            && changed.iter().all(|e| model.contains_key(&e.path))
+            && removed.iter().all(|p| model.contains_key(p))
+            && !changed.iter().any(|e| removed.contains(&e.path));
+        let changes = ChangeSet { added, changed, removed, root: None };
+        let mut s = state.clone();
+        match s.apply_owned(changes.clone()) {
+            Ok(()) => {
+                prop_assert!(valid, "an invalid change set applied: {:?}", changes);
+                for p in &changes.removed {
+                    model.remove(p);
+                }
+                for e in changes.added.iter().chain(&changes.changed) {
+                    model.insert(e.path.clone(), e.clone());
+                }
+                prop_assert_eq!(s.entries().collect::<Vec<_>>(), model.values().collect::<Vec<_>>());
+                for p in model.keys() {
+                    prop_assert_eq!(s.get(p), model.get(p));
+                }
+            }
+            Err(conflict) => {
+                prop_assert!(!valid, "a valid change set was refused: {}", conflict);
+                prop_assert_eq!(&s, &state, "a refused change set changed the state");
             }
         }
     }
