@@ -11,13 +11,12 @@
 //! Prints one JSON line: input and sent bytes, wall seconds, MiB/s of input and of bytes
 //! sent, client CPU seconds (user+sys), peak RSS. Asserts nothing about time.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use catena::chain_core::Compression;
-use catena::storage_backends::upload::{ArtifactWriter, ObjectWriter, UploadOptions};
+use catena::storage_backends::upload::{ArtifactWriter, KnownBlocks, ObjectWriter, UploadOptions};
 use futures::StreamExt;
 use object_store::path::Path;
 
@@ -137,7 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut w = ArtifactWriter::new(
                 Arc::clone(&store),
                 key.clone(),
-                HashSet::new(),
+                KnownBlocks::default(),
                 options(Compression::Zstd { level }),
                 Some(blocks * MIB as u64),
             )?;

@@ -6,11 +6,10 @@
 //! cargo run --release --example upload_throughput -- 1024 file:///tmp/catena-throughput
 //! ```
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use catena::chain_core::{ArtifactId, DatabaseName};
-use catena::storage_backends::upload::{ArtifactWriter, UploadOptions};
+use catena::storage_backends::upload::{ArtifactWriter, KnownBlocks, UploadOptions};
 use catena::storage_backends::{StorageConfig, layout};
 use object_store::ObjectStoreExt;
 
@@ -53,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut writer = ArtifactWriter::new(
         storage.store.clone(),
         layout::data_key(&id),
-        HashSet::new(),
+        KnownBlocks::default(),
         options.clone(),
         Some((mib as u64) << 20),
     )?;

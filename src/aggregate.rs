@@ -11,7 +11,7 @@ use chain_core::{
 use futures::StreamExt;
 use serde::Serialize;
 use storage_backends::assemble::{self, AssemblyJob};
-use storage_backends::upload::{ArtifactWriter, StoredData, UploadOptions};
+use storage_backends::upload::{ArtifactWriter, KnownBlocks, StoredData, UploadOptions};
 use storage_backends::{CancellationToken, layout, read};
 
 use crate::lock::DatabaseLock;
@@ -465,7 +465,7 @@ async fn reencode(
     let mut writer = ArtifactWriter::new(
         Arc::clone(repo.store()),
         layout::data_key(id),
-        HashSet::new(),
+        KnownBlocks::default(),
         options.upload.clone(),
         Some(cs.state.logical_bytes()),
     )?

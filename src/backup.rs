@@ -1,12 +1,11 @@
 //! Backup: decide with chain-core, read the parent's state from the bucket (no local state),
 //! store only blocks the parent lacks, commit the manifest last; then a run record.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chain_core::{
-    ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSet, DatabaseName, Entry,
+    ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSetBuilder, DatabaseName, Entry,
     EntryKind, FileStamp, ManifestBuilder, State,
 };
 use futures::{StreamExt, TryStreamExt};
@@ -325,7 +324,16 @@ async fn run_one(
         total_bytes: Some(expected),
     });
     let id = ArtifactId::new(db.clone(), now(), rand::random());
-    let known: HashSet<_> = base.block_digests().into_iter().collect();
+    // The parent's blocks, never stored again: one sorted vector, allocated at its size.
+    fn file_blocks(e: &Entry) -> &[chain_core::BlockRef] {
+        match &e.kind {
+            EntryKind::File { blocks, .. } => blocks,
+            _ => &[],
+        }
+    }
+    let mut known = Vec::with_capacity(base.entries().map(|e| file_blocks(e).len()).sum());
+    known.extend(base.entries().flat_map(file_blocks).map(|b| b.digest));
+    let known = storage_backends::upload::KnownBlocks::new(known);
     let mut writer = ArtifactWriter::new(
         Arc::clone(repo.store()),
         layout::data_key(&id),
@@ -335,20 +343,30 @@ async fn run_one(
     )?
     .with_cancellation(options.cancel.clone());
 
-    let mut entries = Vec::with_capacity(listing.entries.len());
-    // Small files wait here and are read and stored together (the state is keyed by path,
-    // so the order entries arrive in does not matter).
+    // What the walk finds, against the parent's state: only entries that are new or differ
+    // from the parent's are held (a DIFF of unchanged files holds the parent's state once).
+    // Small files wait below and are read and stored together (the change set is sorted
+    // by path at the end, so the order entries arrive in does not matter).
+    let mut listed = ChangeSetBuilder::new(&base);
+    let source_error = |conflict: chain_core::ChangeConflict| Error::Source {
+        path: conflict.path.as_str().into(),
+        why: format!(
+            "{}: the listing is inconsistent; report it to the source's authors",
+            conflict.why
+        ),
+        cause: None,
+    };
     let small_limit = SMALL_FILE.min(u64::from(options.upload.block_size));
     let mut batch: Vec<SourceEntry> = Vec::new();
     let mut batch_bytes = 0u64;
     // The listing is consumed from its end, and its buffer shrinks as it empties, so the
     // listing and the entries it becomes are not both held whole (many-files memory).
-    let mut listed = listing.entries;
-    listed.reverse();
+    let mut listing_left = listing.entries;
+    listing_left.reverse();
     loop {
-        let next = listed.pop();
-        if listed.capacity() > 1024 && listed.len() < listed.capacity() / 2 {
-            listed.shrink_to_fit();
+        let next = listing_left.pop();
+        if listing_left.capacity() > 1024 && listing_left.len() < listing_left.capacity() / 2 {
+            listing_left.shrink_to_fit();
         }
         let trusted = next
             .as_ref()
@@ -364,7 +382,7 @@ async fn run_one(
             batch.push(entry.clone());
         }
         let full = batch.len() >= SMALL_BATCH_FILES || batch_bytes >= SMALL_BATCH_BYTES;
-        if !batch.is_empty() && (full || listed.is_empty()) {
+        if !batch.is_empty() && (full || listing_left.is_empty()) {
             let files = std::mem::take(&mut batch);
             batch_bytes = 0;
             let read = read_small_files(
@@ -376,8 +394,13 @@ async fn run_one(
                 &mut outcome.bytes_read,
             )
             .await;
+            let read = read.and_then(|read| {
+                read.into_iter()
+                    .try_for_each(|e| listed.push(e))
+                    .map_err(source_error)
+            });
             match read {
-                Ok(read) => entries.extend(read),
+                Ok(()) => {}
                 Err(e) => {
                     outcome.kept_failed =
                         fail_writer(repo, writer, &id, &e, options.keep_failed).await;
@@ -395,7 +418,11 @@ async fn run_one(
                 database: db.to_string(),
                 bytes,
             });
-            entries.push(trusted);
+            if let Err(conflict) = listed.push(trusted) {
+                let e = source_error(conflict);
+                outcome.kept_failed = fail_writer(repo, writer, &id, &e, options.keep_failed).await;
+                return Err(e);
+            }
             continue;
         }
         match read_entry(
@@ -407,8 +434,9 @@ async fn run_one(
             &mut outcome.bytes_read,
         )
         .await
+        .and_then(|e| listed.push(e).map_err(source_error))
         {
-            Ok(e) => entries.push(e),
+            Ok(()) => {}
             Err(e) => {
                 outcome.kept_failed = fail_writer(repo, writer, &id, &e, options.keep_failed).await;
                 return Err(e);
@@ -433,10 +461,22 @@ async fn run_one(
     // A root recorded before stays recorded when this source records none (a change set
     // cannot unrecord it), so the digest is that of the state a restore composes.
     let root = listing_root.or_else(|| base.root().cloned());
-    let state = State::from_entries(entries).with_root(root);
-    let summary = state.summary();
-    // The entries move into the change set: a FULL of many files holds them once.
-    let changes = ChangeSet::between_owned(&base, state);
+    let (changes, summary) = match listed.finish(root) {
+        Ok(done) => done,
+        Err(conflict) => {
+            let e = source_error(conflict);
+            storage_backends::commit::delete_quietly(
+                repo.store().as_ref(),
+                &stored
+                    .object
+                    .iter()
+                    .map(|o| o.key.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     let empty = decision.kind == ArtifactKind::Diff && changes.is_empty();
     let mut builder = ManifestBuilder::new(id.clone(), decision).empty(empty);
     // The source's facts (its path, for people) stay out of an encrypted repository's

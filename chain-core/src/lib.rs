@@ -113,6 +113,7 @@ pub use manifest::{
 pub use position::{Position, PositionRange};
 pub use restore::{RestorePlan, RestoreTarget, plan_restore};
 pub use state::{
-    BlockRef, ChangeConflict, ChangeSet, Entry, EntryKind, EntryPath, FileStamp, MAX_COMPONENT_LEN,
-    MAX_PATH_LEN, Metadata, Owner, State, StateSummary, check_restorable, compose, compose_owned,
+    BlockRef, ChangeConflict, ChangeSet, ChangeSetBuilder, Entry, EntryKind, EntryPath, FileStamp,
+    MAX_COMPONENT_LEN, MAX_PATH_LEN, Metadata, Owner, State, StateSummary, check_restorable,
+    compose, compose_owned,
 };

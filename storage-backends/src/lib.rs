@@ -24,14 +24,13 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::collections::HashSet;
 //! use chain_core::*;
-//! use storage_backends::{StorageConfig, upload::{ArtifactWriter, UploadOptions}, layout, read};
+//! use storage_backends::{StorageConfig, upload::{ArtifactWriter, KnownBlocks, UploadOptions}, layout, read};
 //!
 //! let storage = StorageConfig::from_url("memory://")?.build().await?;
 //! let id = ArtifactId::new(DatabaseName::new("neo4j")?, "2026-11-25T02:00:00Z".parse()?, 1);
 //! let mut writer = ArtifactWriter::new(
-//!     storage.store.clone(), layout::data_key(&id), HashSet::new(), UploadOptions::default(), None)?;
+//!     storage.store.clone(), layout::data_key(&id), KnownBlocks::default(), UploadOptions::default(), None)?;
 //! let input = futures::stream::iter([Ok(bytes::Bytes::from_static(b"hello, chain"))]);
 //! let blocks = writer.write_stream(input).await?;
 //! let stored = writer.finish().await?;

@@ -518,6 +518,39 @@ proptest! {
         }
     }
 
+    /// A backup's change set, built entry by entry in the order a walk finds them, is the
+    /// one between the parent's state and the listed state, and so is its summary; a path
+    /// listed twice is refused, whether the parent has it or not.
+    #[test]
+    fn change_sets_built_while_listing_are_those_between_the_states(a in state(), b in state(), seed in any::<u64>()) {
+        let mut walk: Vec<Entry> = b.entries().cloned().collect();
+        walk.sort_by_key(|e| Sha256Digest::of(format!("{seed}/{}", e.path).as_bytes()));
+        let root = b.root().or(a.root()).cloned();
+        let listed = reached(&a, &b);
+
+        let mut builder = ChangeSetBuilder::new(&a);
+        for e in walk.iter().cloned() {
+            builder.push(e).expect("each path is listed once");
+        }
+        let (changes, summary) = builder.finish(root.clone()).expect("finishes");
+        prop_assert_eq!(&changes, &ChangeSet::between_owned(&a, listed.clone()));
+        prop_assert_eq!(summary, listed.summary());
+        let mut applied = a.clone();
+        applied.apply_owned(changes).expect("applies to the parent");
+        prop_assert_eq!(&applied, &listed);
+
+        if !walk.is_empty() {
+            let again = walk[(seed % walk.len() as u64) as usize].clone();
+            let mut builder = ChangeSetBuilder::new(&a);
+            let mut refused = false;
+            for e in walk.into_iter().chain([again]) {
+                refused |= builder.push(e).is_err();
+            }
+            refused |= builder.finish(root).is_err();
+            prop_assert!(refused, "a path listed twice was taken");
+        }
+    }
+
     #[test]
     fn change_sets_between_states_apply_exactly(a in state(), b in state()) {
         let cs = ChangeSet::between(&a, &b);

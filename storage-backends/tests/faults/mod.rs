@@ -153,7 +153,7 @@ async fn cancel_midway(store: Arc<dyn ObjectStore>, moto: Option<(&str, &str)>) 
     let mut writer = ArtifactWriter::new(
         Arc::clone(&store),
         layout::data_key(&id),
-        Default::default(),
+        storage_backends::upload::KnownBlocks::default(),
         crate::small_parts(),
         None,
     )
