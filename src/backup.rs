@@ -445,26 +445,18 @@ async fn run_one(
     }
     // A cancelled upload converts to Error::Cancelled.
     let stored = writer.finish().await?;
-    if options.cancel.is_cancelled() {
-        storage_backends::commit::delete_quietly(
-            repo.store().as_ref(),
-            &stored
-                .object
-                .iter()
-                .map(|o| o.key.clone())
-                .collect::<Vec<_>>(),
-        )
-        .await;
-        return Err(Error::Cancelled);
-    }
-
     // A root recorded before stays recorded when this source records none (a change set
     // cannot unrecord it), so the digest is that of the state a restore composes.
     let root = listing_root.or_else(|| base.root().cloned());
-    let (changes, summary) = match listed.finish(root) {
+    let finished = if options.cancel.is_cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        listed.finish(root).map_err(source_error)
+    };
+    let (changes, summary) = match finished {
         Ok(done) => done,
-        Err(conflict) => {
-            let e = source_error(conflict);
+        Err(e) => {
+            // Nothing names the data object yet: it goes.
             storage_backends::commit::delete_quietly(
                 repo.store().as_ref(),
                 &stored

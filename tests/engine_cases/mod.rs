@@ -1553,6 +1553,82 @@ async fn a_small_file_that_fails_while_read_fails_the_database() {
     assert!(view.catalog.is_empty() && view.objects.is_empty());
 }
 
+/// A directory source whose listing names one path twice (a bug a library user's source
+/// could have).
+#[derive(Debug)]
+struct DoubledSource {
+    inner: DirectorySource,
+    twice: String,
+}
+
+#[async_trait::async_trait]
+impl BackupSource for DoubledSource {
+    fn capability(&self) -> SourceCapability {
+        self.inner.capability()
+    }
+    async fn list(&self) -> Result<SourceListing, catena::Error> {
+        let mut listing = self.inner.list().await?;
+        let again = listing
+            .entries
+            .iter()
+            .find(|e| e.path.as_str() == self.twice)
+            .cloned()
+            .expect("the doubled path is listed");
+        listing.entries.push(again);
+        Ok(listing)
+    }
+    async fn open(&self, path: &EntryPath) -> Result<Stream, catena::Error> {
+        self.inner.open(path).await
+    }
+    async fn stat(&self, path: &EntryPath) -> Result<Option<SourceEntry>, catena::Error> {
+        self.inner.stat(path).await
+    }
+}
+
+/// A listing that names a path twice is refused, not resolved by a guess: the database
+/// fails with an error naming the path, whether the parent has the path (found while the
+/// walk compares entries with the parent's) or not (found when the change set is sorted,
+/// after the data object was written), and nothing is committed or left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_lists_a_path_twice_is_refused() {
+    let rs = repos().await;
+    let repo = &rs[0].repo;
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("old"), data(5_000, 1, true)).expect("write");
+    std::fs::write(src.join("large"), data(700_000, 2, true)).expect("write");
+    assert!(backup_dir(repo, "twice", &src, auto()).await.succeeded());
+    let before = repo.catalog(&db("twice")).await.expect("catalog");
+    std::fs::write(src.join("new"), data(5_000, 3, true)).expect("write");
+    for twice in ["old", "new"] {
+        let source: Arc<dyn BackupSource> = Arc::new(DoubledSource {
+            inner: DirectorySource::new(&src),
+            twice: twice.to_owned(),
+        });
+        let report = backup(
+            repo,
+            vec![(db("twice"), source)],
+            &options(auto()),
+            &progress(),
+        )
+        .await
+        .expect("run");
+        assert!(!report.succeeded(), "{twice}: {:?}", report.run.databases);
+        let error = report.run.databases[0].error.as_deref().unwrap_or("");
+        assert!(
+            error.contains(twice) && error.contains("listed this path twice"),
+            "{twice}: {error}"
+        );
+        let after = repo.catalog(&db("twice")).await.expect("catalog");
+        assert_eq!(
+            after.objects.keys().collect::<Vec<_>>(),
+            before.objects.keys().collect::<Vec<_>>(),
+            "{twice}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn special_files_are_skipped_with_a_warning() {
     let rs = repos().await;
