@@ -244,7 +244,7 @@ async fn aggregate_locked(
         builder,
         &cs.state.summary(),
         ChangeSet::between_owned(&chain_core::State::new(), cs.state),
-        &stored,
+        stored,
         &upload,
     )
     .await?;

@@ -486,7 +486,7 @@ async fn run_one(
         builder,
         &summary,
         changes,
-        &stored,
+        stored,
         &options.upload,
     )
     .await?;

@@ -109,19 +109,30 @@ pub async fn commit(
 /// Commits an artifact whose blocks are stored (backup's and aggregate's one commit path):
 /// the index (its change set and the block locations), then the manifest, built from
 /// `builder` with the state's digest and sizes and the upload's settings. The caller has
-/// checked that it still holds the database's lock.
+/// checked that it still holds the database's lock. The change set and the block locations
+/// move into the index (a FULL of a million files holds each once).
 pub async fn commit_state(
     store: &Arc<dyn ObjectStore>,
     id: &chain_core::ArtifactId,
     builder: ManifestBuilder,
     state: &StateSummary,
     changes: ChangeSet,
-    stored: &StoredData,
+    stored: StoredData,
     upload: &UploadOptions,
 ) -> Result<Manifest, Error> {
+    let StoredData {
+        object,
+        locations,
+        block_bytes,
+    } = stored;
+    let stored = StoredData {
+        object,
+        locations: Vec::new(),
+        block_bytes,
+    };
     let index = Index {
         changes,
-        blocks: stored.locations.clone(),
+        blocks: locations,
     };
     let builder = builder
         .compression(upload.compression)
@@ -131,7 +142,7 @@ pub async fn commit_state(
             logical_bytes: state.logical_bytes,
             block_bytes: stored.block_bytes,
             entries: state.entries,
-            blocks: stored.locations.len() as u64,
+            blocks: index.blocks.len() as u64,
             ..Sizes::default()
         })
         .committed_at(jiff::Timestamp::now());
@@ -140,7 +151,7 @@ pub async fn commit_state(
         id,
         builder,
         &index,
-        stored,
+        &stored,
         upload.compression,
         upload.key.as_deref(),
     )
