@@ -43,19 +43,7 @@ fresh_fs() { # prints where the next restore goes
 }
 
 # The data: FILES files of 1-16 KiB in directories of 1,000, half compressible.
-python3 - "$W/data/neo4j" "$files" <<'EOF'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(1)
-for i in range(n):
-    d = os.path.join(root, f"d{i // 1000:04d}")
-    if i % 1000 == 0:
-        os.makedirs(d, exist_ok=True)
-    size = rng.randint(1024, 16384)
-    body = os.urandom(size) if i % 2 else (b"node %d;" % i) * (size // 8 + 1)
-    with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
-        f.write(body[:size])
-EOF
+python3 benches/many-files-data.py "$W/data/neo4j" "$files"
 change() {
   python3 - "$W/data/neo4j" "$files" "$1" <<'EOF'
 import os, random, sys

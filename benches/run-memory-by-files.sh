@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Memory by number of files (issue "Many files", point 4): for each count, the files of
-# benches/run-many-files.sh (1-16 KiB, half compressible, directories of 1,000), then a
-# FULL, a DIFF with nothing changed (every file trusted by its metadata: the parent's state
-# and the walk, no reads) and a restore into a fresh ext4 file system (when run as root
-# with mkfs.ext4), compared with the source. Each build in CATENA_BINS (default: this
-# tree's release build) in turn, so that two builds can be compared in one run.
+# benches/many-files-data.py (those of run-many-files.sh: 1-16 KiB, half compressible,
+# directories of 1,000), then a FULL, a DIFF with nothing changed (every file trusted by
+# its metadata: the parent's state and the walk, no reads) and a restore into a fresh ext4
+# file system (when run as root with mkfs.ext4), compared with the source. Each build in
+# CATENA_BINS (default: this tree's release build) in turn, so that two builds can be
+# compared in one run.
 #
 #   benches/run-memory-by-files.sh "10000 100000 1000000"
 #   CATENA_BINS="/tmp/catena-before /tmp/catena-after" benches/run-memory-by-files.sh 100000
@@ -29,19 +30,7 @@ measure() { # label, then the command
 }
 for n in $counts; do
   if [ ! -d "$D/data$n" ]; then
-    python3 - "$D/data$n.tmp/neo4j" "$n" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(1)
-for i in range(n):
-    d = os.path.join(root, f"d{i // 1000:04d}")
-    if i % 1000 == 0:
-        os.makedirs(d, exist_ok=True)
-    size = rng.randint(1024, 16384)
-    body = os.urandom(size) if i % 2 else (b"node %d;" % i) * (size // 8 + 1)
-    with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
-        f.write(body[:size])
-PY
+    python3 benches/many-files-data.py "$D/data$n.tmp/neo4j" "$n"
     mv "$D/data$n.tmp" "$D/data$n"
   fi
   for bin in $BINS; do
