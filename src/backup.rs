@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chain_core::{
     ArtifactId, ArtifactKind, BackupDecision, BackupRequest, ChangeSetBuilder, DatabaseName, Entry,
-    EntryKind, FileStamp, ManifestBuilder, State,
+    EntryKind, ManifestBuilder, State,
 };
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -368,9 +368,25 @@ async fn run_one(
         if listing_left.capacity() > 1024 && listing_left.len() < listing_left.capacity() / 2 {
             listing_left.shrink_to_fit();
         }
-        let trusted = next
-            .as_ref()
-            .and_then(|e| unchanged(&base, e, options.force_read));
+        // A file the parent records unchanged by its size, mtime and stamp is recorded with
+        // the parent's blocks, not read (one lookup, nothing allocated when it is the same).
+        let trusted = match next.as_ref() {
+            Some(SourceEntry {
+                path,
+                kind: SourceKind::File { size },
+                meta,
+                stamp,
+            }) if !options.force_read => match listed.push_unchanged(path, *size, meta, *stamp) {
+                Ok(trusted) => trusted.then_some(*size),
+                Err(conflict) => {
+                    let e = source_error(conflict);
+                    outcome.kept_failed =
+                        fail_writer(repo, writer, &id, &e, options.keep_failed).await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         let small = match next.as_ref().map(|e| &e.kind) {
             Some(SourceKind::File { size }) if trusted.is_none() && *size <= small_limit => {
                 Some(*size)
@@ -412,17 +428,12 @@ async fn run_one(
         if small.is_some() {
             continue;
         }
-        if let Some((bytes, trusted)) = trusted {
+        if let Some(bytes) = trusted {
             outcome.unchanged_bytes += bytes;
             progress.event(ProgressEvent::Bytes {
                 database: db.to_string(),
                 bytes,
             });
-            if let Err(conflict) = listed.push(trusted) {
-                let e = source_error(conflict);
-                outcome.kept_failed = fail_writer(repo, writer, &id, &e, options.keep_failed).await;
-                return Err(e);
-            }
             continue;
         }
         match read_entry(
@@ -513,28 +524,6 @@ async fn run_one(
         ));
     }
     Ok(())
-}
-
-/// A listed file that the parent's state records with the same size, mtime and stamp
-/// (device, inode, ctime): the entry as listed with the parent's blocks, and its size;
-/// `None` when it must be read.
-fn unchanged(base: &State, entry: &SourceEntry, force_read: bool) -> Option<(u64, Entry)> {
-    let SourceKind::File { size } = entry.kind else {
-        return None;
-    };
-    let recorded = base.get(&entry.path)?;
-    if force_read || !FileStamp::unchanged(recorded, size, entry.meta.mtime_ns, entry.stamp) {
-        return None;
-    }
-    Some((
-        size,
-        Entry {
-            path: entry.path.clone(),
-            kind: recorded.kind.clone(),
-            meta: entry.meta.clone(),
-            stamp: entry.stamp,
-        },
-    ))
 }
 
 /// Files of at most this many bytes (and one block) are read and stored in batches.

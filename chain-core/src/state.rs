@@ -878,6 +878,42 @@ impl<'a> ChangeSetBuilder<'a> {
         Ok(())
     }
 
+    /// Records a listed regular file of `size` bytes, `meta` and `stamp` if the base
+    /// records the file unchanged by them ([`FileStamp::unchanged`]): the listed entry is
+    /// then the base's blocks under the listed metadata, recorded without reading the file
+    /// (and, when it equals the base's entry, without building it). Returns `false`, having
+    /// recorded nothing, when the file must be read and [`push`](Self::push)ed; a path
+    /// recorded already is refused as by `push`.
+    pub fn push_unchanged(
+        &mut self,
+        path: &EntryPath,
+        size: u64,
+        meta: &Metadata,
+        stamp: Option<FileStamp>,
+    ) -> Result<bool, ChangeConflict> {
+        let Ok(i) = self.base.position(path) else {
+            return Ok(false);
+        };
+        let recorded = &self.base.entries[i];
+        if !FileStamp::unchanged(recorded, size, meta.mtime_ns, stamp) {
+            return Ok(false);
+        }
+        if std::mem::replace(&mut self.listed[i], true) {
+            return Err(Self::twice(path));
+        }
+        // The stamp is the base's already (`unchanged` compares it); other metadata can
+        // differ only where a change kept the ctime, which a source may not record.
+        if recorded.meta != *meta {
+            self.kept.push(Entry {
+                path: path.clone(),
+                kind: recorded.kind.clone(),
+                meta: meta.clone(),
+                stamp,
+            });
+        }
+        Ok(true)
+    }
+
     /// The change set that turns the base into the listed state whose root directory's
     /// metadata is `root` (what [`ChangeSet::between_owned`] gives for that state), and the
     /// summary of that state (what its manifest records).

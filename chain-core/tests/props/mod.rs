@@ -551,6 +551,74 @@ proptest! {
         }
     }
 
+    /// A walk that offers each listed file as unchanged first (what a DIFF does) builds the
+    /// change set between the parent's state and the listed state in which every file the
+    /// parent records with the same size, mtime and stamp has the parent's blocks (trusted,
+    /// not read: even when its content changed, as a write that puts the mtime back does);
+    /// a trusted path listed again is refused.
+    #[test]
+    fn files_offered_as_unchanged_take_the_parents_blocks(
+        a in state(),
+        b in state(),
+        picks in prop::collection::vec((0usize..16, 0u8..4), 0..8),
+    ) {
+        // The listing: b, with some of a's entries listed again as they were (0), with
+        // another mode (1), with other content of the same size, mtime and stamp (2), or
+        // touched (3).
+        let mut listing: Vec<Entry> = b.entries().cloned().collect();
+        let parents: Vec<&Entry> = a.entries().collect();
+        for (i, how) in picks {
+            let Some(p) = parents.get(i % parents.len().max(1)) else { break };
+            let mut e = (*p).clone();
+            match (how, &mut e.kind) {
+                (1, _) => e.meta.mode ^= 0o7,
+                (2, EntryKind::File { blocks, .. }) => {
+                    for block in blocks.iter_mut() {
+                        block.digest = Sha256Digest::of(block.digest.0.as_slice());
+                    }
+                }
+                (3, _) => e.meta.mtime_ns += 10,
+                _ => {}
+            }
+            listing.retain(|l| l.path != e.path);
+            listing.push(e);
+        }
+        let listing = State::from_entries(listing);
+        let mut model = Vec::new();
+        let mut builder = ChangeSetBuilder::new(&a);
+        for e in listing.entries() {
+            let trusted = match (&e.kind, a.get(&e.path)) {
+                (EntryKind::File { size, .. }, Some(p)) => {
+                    FileStamp::unchanged(p, *size, e.meta.mtime_ns, e.stamp).then(|| p.kind.clone())
+                }
+                _ => None,
+            };
+            let offered = match e.kind {
+                EntryKind::File { size, .. } => builder
+                    .push_unchanged(&e.path, size, &e.meta, e.stamp)
+                    .expect("listed once"),
+                _ => false,
+            };
+            prop_assert_eq!(offered, trusted.is_some(), "trusted exactly when unchanged: {}", e.path);
+            if !offered {
+                builder.push(e.clone()).expect("listed once");
+            }
+            let mut m = e.clone();
+            if let Some(kind) = trusted {
+                m.kind = kind;
+                if let EntryKind::File { size, .. } = e.kind {
+                    prop_assert!(builder.push_unchanged(&e.path, size, &e.meta, e.stamp).is_err(), "listed twice");
+                }
+            }
+            model.push(m);
+        }
+        let root = listing.root().or(a.root()).cloned();
+        let (changes, summary) = builder.finish(root.clone()).expect("finishes");
+        let model = State::from_entries(model).with_root(root);
+        prop_assert_eq!(&changes, &ChangeSet::between_owned(&a, model.clone()));
+        prop_assert_eq!(summary, model.summary());
+    }
+
     #[test]
     fn change_sets_between_states_apply_exactly(a in state(), b in state()) {
         let cs = ChangeSet::between(&a, &b);
