@@ -17,7 +17,7 @@ use storage_backends::{CancellationToken, commit, layout};
 
 use crate::lock::DatabaseLock;
 use crate::progress::{Progress, ProgressEvent};
-use crate::source::{BackupSource, SourceEntry, SourceKind};
+use crate::source::{BackupSource, EntrySender, SourceEntry, SourceKind, SourceListing};
 use crate::{Error, Repository};
 
 /// How many times a file that changes while it is read is read again before the backup of
@@ -292,8 +292,13 @@ async fn run_one(
         chain_core::decide_backup(&view.catalog, options.request, source.capability())?;
     let mut base = State::new();
     if let Some(parent) = decision.parent.clone() {
-        match repo.state_of(&view.catalog, &parent).await {
-            Ok(cs) => base = cs.state,
+        // The parent's state only: a backup needs no map of where its blocks are.
+        let composed = match view.catalog.chain(&parent) {
+            Ok(chain) => repo.composed_state(&chain).await,
+            Err(e) => Err(e.into()),
+        };
+        match composed {
+            Ok(state) => base = state,
             Err(e) => {
                 tracing::warn!(database = %db, parent = %parent, error = %e, "the parent cannot be used");
                 decision = chain_core::fallback_after_diff_failure(&decision, db, &e.to_string())?;
@@ -306,43 +311,17 @@ async fn run_one(
         return Ok(());
     };
 
-    let listing = source.list().await?;
-    outcome.warnings = listing.skipped.clone();
-    let refused = listing.refused.clone();
-    let listing_root = listing.root.clone();
-    let expected: u64 = listing
-        .entries
-        .iter()
-        .map(|e| match e.kind {
-            SourceKind::File { size } => size,
-            _ => 0,
-        })
-        .sum();
-    progress.event(ProgressEvent::DatabaseStarted {
-        database: db.to_string(),
-        operation: "backup",
-        total_bytes: Some(expected),
-    });
+    // The source lists while the walk below reads what it has listed so far: at most
+    // LISTING_AHEAD listed entries wait, never the whole listing. Its end (what was
+    // skipped or refused, the root's metadata) or its error comes through `ended`, sent
+    // before the entries' channel closes.
+    let (sender, mut entries) = EntrySender::channel(LISTING_AHEAD);
+    let file_bytes = sender.file_bytes();
+    let (end_tx, mut ended) = tokio::sync::oneshot::channel();
+    let listing = async move {
+        let _ = end_tx.send(source.list_streamed(&sender).await);
+    };
     let id = ArtifactId::new(db.clone(), now(), rand::random());
-    // The parent's blocks, never stored again: one sorted vector, allocated at its size.
-    fn file_blocks(e: &Entry) -> &[chain_core::BlockRef] {
-        match &e.kind {
-            EntryKind::File { blocks, .. } => blocks,
-            _ => &[],
-        }
-    }
-    let mut known = Vec::with_capacity(base.entries().map(|e| file_blocks(e).len()).sum());
-    known.extend(base.entries().flat_map(file_blocks).map(|b| b.digest));
-    let known = storage_backends::upload::KnownBlocks::new(known);
-    let mut writer = ArtifactWriter::new(
-        Arc::clone(repo.store()),
-        layout::data_key(&id),
-        known,
-        options.upload.clone(),
-        Some(expected),
-    )?
-    .with_cancellation(options.cancel.clone());
-
     // What the walk finds, against the parent's state: only entries that are new or differ
     // from the parent's are held (a DIFF of unchanged files holds the parent's state once).
     // Small files wait below and are read and stored together (the change set is sorted
@@ -356,66 +335,159 @@ async fn run_one(
         ),
         cause: None,
     };
-    let small_limit = SMALL_FILE.min(u64::from(options.upload.block_size));
-    let mut batch: Vec<SourceEntry> = Vec::new();
-    let mut batch_bytes = 0u64;
-    // The listing is consumed from its end, and its buffer shrinks as it empties, so the
-    // listing and the entries it becomes are not both held whole (many-files memory).
-    let mut listing_left = listing.entries;
-    listing_left.reverse();
-    loop {
-        let next = listing_left.pop();
-        if listing_left.capacity() > 1024 && listing_left.len() < listing_left.capacity() / 2 {
-            listing_left.shrink_to_fit();
+    let walk = async {
+        // The first entries are taken before the data object is begun: a listing that
+        // ends within them (a database's few large files) gives the object's size, and its
+        // parts are planned for it; a longer one is planned when it ends (many small files).
+        let mut ahead = std::collections::VecDeque::new();
+        let mut end = None;
+        while ahead.len() < LISTING_AHEAD {
+            match next_listed(&mut entries, &options.cancel).await? {
+                Some(e) => ahead.push_back(e),
+                None => {
+                    end = Some(listing_end(&mut ended, db)?.ok_or_else(|| unfinished(db))?);
+                    break;
+                }
+            }
         }
-        // A file the parent records unchanged by its size, mtime and stamp is recorded with
-        // the parent's blocks, not read (one lookup, nothing allocated when it is the same).
-        let trusted = match next.as_ref() {
-            Some(SourceEntry {
-                path,
-                kind: SourceKind::File { size },
-                meta,
-                stamp,
-            }) if !options.force_read => match listed.push_unchanged(path, *size, meta, *stamp) {
-                Ok(trusted) => trusted.then_some(*size),
-                Err(conflict) => {
-                    let e = source_error(conflict);
+        let expected = end
+            .is_some()
+            .then(|| file_bytes.load(std::sync::atomic::Ordering::Relaxed));
+        progress.event(ProgressEvent::DatabaseStarted {
+            database: db.to_string(),
+            operation: "backup",
+            total_bytes: expected,
+        });
+        // The parent's blocks, never stored again: one sorted vector, allocated at its size.
+        fn file_blocks(e: &Entry) -> &[chain_core::BlockRef] {
+            match &e.kind {
+                EntryKind::File { blocks, .. } => blocks,
+                _ => &[],
+            }
+        }
+        let mut known = Vec::with_capacity(base.entries().map(|e| file_blocks(e).len()).sum());
+        known.extend(base.entries().flat_map(file_blocks).map(|b| b.digest));
+        let known = storage_backends::upload::KnownBlocks::new(known);
+        let mut writer = ArtifactWriter::new(
+            Arc::clone(repo.store()),
+            layout::data_key(&id),
+            known,
+            options.upload.clone(),
+            expected,
+        )?
+        .with_cancellation(options.cancel.clone());
+
+        let small_limit = SMALL_FILE.min(u64::from(options.upload.block_size));
+        let mut batch: Vec<SourceEntry> = Vec::new();
+        let mut batch_bytes = 0u64;
+        loop {
+            let next = match ahead.pop_front() {
+                Some(e) => Ok(Some(e)),
+                None => next_listed(&mut entries, &options.cancel).await,
+            };
+            // The listing's end arrives before its channel closes: once it is in, the
+            // object's remaining parts are planned; a failed listing stops the walk.
+            let next = next.and_then(|next| {
+                if end.is_none() {
+                    end = listing_end(&mut ended, db)?;
+                    if end.is_some() {
+                        writer.expect_total(file_bytes.load(std::sync::atomic::Ordering::Relaxed));
+                    } else if next.is_none() {
+                        return Err(unfinished(db));
+                    }
+                }
+                Ok(next)
+            });
+            let next = match next {
+                Ok(next) => next,
+                Err(e) => {
                     outcome.kept_failed =
                         fail_writer(repo, writer, &id, &e, options.keep_failed).await;
                     return Err(e);
                 }
-            },
-            _ => None,
-        };
-        let small = match next.as_ref().map(|e| &e.kind) {
-            Some(SourceKind::File { size }) if trusted.is_none() && *size <= small_limit => {
-                Some(*size)
+            };
+            // A file the parent records unchanged by its size, mtime and stamp is recorded
+            // with the parent's blocks, not read (one lookup, nothing allocated when it is
+            // the same).
+            let trusted = match next.as_ref() {
+                Some(SourceEntry {
+                    path,
+                    kind: SourceKind::File { size },
+                    meta,
+                    stamp,
+                }) if !options.force_read => {
+                    match listed.push_unchanged(path, *size, meta, *stamp) {
+                        Ok(trusted) => trusted.then_some(*size),
+                        Err(conflict) => {
+                            let e = source_error(conflict);
+                            outcome.kept_failed =
+                                fail_writer(repo, writer, &id, &e, options.keep_failed).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let small = match next.as_ref().map(|e| &e.kind) {
+                Some(SourceKind::File { size }) if trusted.is_none() && *size <= small_limit => {
+                    Some(*size)
+                }
+                _ => None,
+            };
+            if let (Some(size), Some(entry)) = (small, &next) {
+                batch_bytes += size;
+                batch.push(entry.clone());
             }
-            _ => None,
-        };
-        if let (Some(size), Some(entry)) = (small, &next) {
-            batch_bytes += size;
-            batch.push(entry.clone());
-        }
-        let full = batch.len() >= SMALL_BATCH_FILES || batch_bytes >= SMALL_BATCH_BYTES;
-        if !batch.is_empty() && (full || listing_left.is_empty()) {
-            let files = std::mem::take(&mut batch);
-            batch_bytes = 0;
-            let read = read_small_files(
+            let full = batch.len() >= SMALL_BATCH_FILES || batch_bytes >= SMALL_BATCH_BYTES;
+            if !batch.is_empty() && (full || next.is_none()) {
+                let files = std::mem::take(&mut batch);
+                batch_bytes = 0;
+                let read = read_small_files(
+                    &mut writer,
+                    source,
+                    files,
+                    db,
+                    progress,
+                    &mut outcome.bytes_read,
+                )
+                .await;
+                let read = read.and_then(|read| {
+                    read.into_iter()
+                        .try_for_each(|e| listed.push(e))
+                        .map_err(source_error)
+                });
+                match read {
+                    Ok(()) => {}
+                    Err(e) => {
+                        outcome.kept_failed =
+                            fail_writer(repo, writer, &id, &e, options.keep_failed).await;
+                        return Err(e);
+                    }
+                }
+            }
+            let Some(entry) = next else { break };
+            if small.is_some() {
+                continue;
+            }
+            if let Some(bytes) = trusted {
+                outcome.unchanged_bytes += bytes;
+                progress.event(ProgressEvent::Bytes {
+                    database: db.to_string(),
+                    bytes,
+                });
+                continue;
+            }
+            match read_entry(
                 &mut writer,
                 source,
-                files,
+                entry,
                 db,
                 progress,
                 &mut outcome.bytes_read,
             )
-            .await;
-            let read = read.and_then(|read| {
-                read.into_iter()
-                    .try_for_each(|e| listed.push(e))
-                    .map_err(source_error)
-            });
-            match read {
+            .await
+            .and_then(|e| listed.push(e).map_err(source_error))
+            {
                 Ok(()) => {}
                 Err(e) => {
                     outcome.kept_failed =
@@ -424,40 +496,26 @@ async fn run_one(
                 }
             }
         }
-        let Some(entry) = next else { break };
-        if small.is_some() {
-            continue;
+        // A cancelled upload converts to Error::Cancelled.
+        let stored = writer.finish().await?;
+        // The loop ends only once the listing's end is in.
+        let end = end.ok_or_else(|| unfinished(db))?;
+        Ok::<_, Error>((stored, end))
+    };
+    // The walk ends when the listing has (its channel closed), or first when it fails: the
+    // listing is then dropped, and a source blocked sending stops there.
+    let walked = {
+        let walk = std::pin::pin!(walk);
+        let listing = std::pin::pin!(listing);
+        match futures::future::select(walk, listing).await {
+            futures::future::Either::Left((walked, _)) => walked,
+            futures::future::Either::Right(((), walk)) => walk.await,
         }
-        if let Some(bytes) = trusted {
-            outcome.unchanged_bytes += bytes;
-            progress.event(ProgressEvent::Bytes {
-                database: db.to_string(),
-                bytes,
-            });
-            continue;
-        }
-        match read_entry(
-            &mut writer,
-            source,
-            entry,
-            db,
-            progress,
-            &mut outcome.bytes_read,
-        )
-        .await
-        .and_then(|e| listed.push(e).map_err(source_error))
-        {
-            Ok(()) => {}
-            Err(e) => {
-                outcome.kept_failed = fail_writer(repo, writer, &id, &e, options.keep_failed).await;
-                return Err(e);
-            }
-        }
-    }
-    // A cancelled upload converts to Error::Cancelled.
-    let stored = writer.finish().await?;
-    // A root recorded before stays recorded when this source records none (a change set
-    // cannot unrecord it), so the digest is that of the state a restore composes.
+    };
+    let (stored, end) = walked?;
+    outcome.warnings = end.skipped;
+    let refused = end.refused;
+    let listing_root = end.root;
     let root = listing_root.or_else(|| base.root().cloned());
     let finished = if options.cancel.is_cancelled() {
         Err(Error::Cancelled)
@@ -524,6 +582,43 @@ async fn run_one(
         ));
     }
     Ok(())
+}
+
+/// Listed entries waiting for the walk, at most; also how many are taken before the data
+/// object is begun, so that a listing that ends within them plans its parts by its size.
+const LISTING_AHEAD: usize = 4096;
+
+/// The next listed entry (`None`: the listing's channel closed), or the run's cancellation.
+async fn next_listed(
+    entries: &mut tokio::sync::mpsc::Receiver<SourceEntry>,
+    cancel: &CancellationToken,
+) -> Result<Option<SourceEntry>, Error> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(Error::Cancelled),
+        entry = entries.recv() => Ok(entry),
+    }
+}
+
+/// The listing's end once it has come (`None` while the source is still listing), or the
+/// error it failed with.
+fn listing_end(
+    ended: &mut tokio::sync::oneshot::Receiver<Result<SourceListing, Error>>,
+    db: &DatabaseName,
+) -> Result<Option<SourceListing>, Error> {
+    match ended.try_recv() {
+        Ok(end) => end.map(Some),
+        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => Ok(None),
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Err(unfinished(db)),
+    }
+}
+
+/// A listing that stopped without its end: never committed as if it were whole.
+fn unfinished(db: &DatabaseName) -> Error {
+    Error::source(
+        std::path::PathBuf::from(db.as_str()),
+        "the source's listing stopped without finishing; nothing was committed: run the backup again",
+    )
 }
 
 /// Files of at most this many bytes (and one block) are read and stored in batches.

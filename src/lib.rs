@@ -84,8 +84,8 @@ pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use repo::{BlockMap, CatalogView, ChainState, Repository, Unreadable};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use source::{
-    BackupSource, DatabaseScan, DirectorySource, MetadataLevel, SkippedEntry, SourceEntry,
-    SourceKind, SourceListing,
+    BackupSource, DatabaseScan, DirectorySource, EntrySender, MetadataLevel, SkippedEntry,
+    SourceEntry, SourceKind, SourceListing,
 };
 pub use storage_backends;
 pub use storage_backends::{CancellationToken, StorageConfig};

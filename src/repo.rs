@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chain_core::{
-    ArtifactId, BlockLocation, Catalog, Damage, DamageKind, DatabaseName, Index, Manifest,
+    ArtifactId, BlockLocation, Catalog, ChangeSet, Damage, DamageKind, DatabaseName, Manifest,
     Sha256Digest, State,
 };
 use futures::TryStreamExt;
@@ -105,6 +105,9 @@ impl CatalogView {
             .collect()
     }
 }
+
+/// A data object's key and the locations of the blocks its index lists.
+type StoredBlocks = (Path, Vec<BlockLocation>);
 
 /// The state a chain restores to, and where each of its blocks is stored.
 #[derive(Clone, Debug)]
@@ -607,38 +610,68 @@ impl Repository {
     /// Reads the indexes of `chain` (FULL first), composes its state, checks it against the
     /// last manifest's state digest, and maps every block to where it is stored.
     pub async fn chain_state(&self, chain: &[&Manifest]) -> Result<ChainState, Error> {
+        let (state, stored) = self.compose_chain(chain, true).await?;
+        Ok(ChainState {
+            state,
+            blocks: BlockMap::new(stored),
+        })
+    }
+
+    /// [`chain_state`](Self::chain_state) without the map of where blocks are stored: what a
+    /// backup needs of its parent. Each index's block list is dropped as it is read (at a
+    /// million files, the ~50 MB list and the map built from it are never held).
+    pub async fn composed_state(&self, chain: &[&Manifest]) -> Result<State, Error> {
+        Ok(self.compose_chain(chain, false).await?.0)
+    }
+
+    /// The composed and checked state of `chain`, and, with `keep_blocks`, each data
+    /// object's key with its index's block list.
+    async fn compose_chain(
+        &self,
+        chain: &[&Manifest],
+        keep_blocks: bool,
+    ) -> Result<(State, Vec<StoredBlocks>), Error> {
         // Owned manifests in the stream: a borrowed one would make the future of every
         // caller not `Send` for all lifetimes, so that it could not be spawned.
         let owned: Vec<Manifest> = chain.iter().map(|m| (*m).clone()).collect();
-        let mut indexes: Vec<Index> = futures::stream::iter(owned)
+        let read: Vec<(ChangeSet, Option<StoredBlocks>)> = futures::stream::iter(owned)
             .map(|m| {
                 let store = Arc::clone(&self.store);
                 let key = self.key().cloned();
-                async move { read::read_index(store.as_ref(), &m, key.as_ref()).await }
+                async move {
+                    let index = read::read_index(store.as_ref(), &m, key.as_ref()).await?;
+                    let stored = match read::data_object(&m) {
+                        Some(data) => {
+                            let key = Path::parse(&data.key).map_err(|e| Error::Inconsistent {
+                                what: m.id.to_string(),
+                                why: format!("invalid data key: {e}"),
+                            })?;
+                            // The block list moves into the map, or goes now.
+                            keep_blocks.then_some((key, index.blocks))
+                        }
+                        None if !index.blocks.is_empty() => {
+                            return Err(Error::Inconsistent {
+                                what: m.id.to_string(),
+                                why: "its index lists blocks but the manifest names no data object"
+                                    .into(),
+                            });
+                        }
+                        None => None,
+                    };
+                    Ok::<_, Error>((index.changes, stored))
+                }
             })
             .buffered(8)
             .try_collect()
             .await?;
-        // The indexes' block lists move into the map.
-        let mut stored: Vec<(Path, Vec<BlockLocation>)> = Vec::with_capacity(chain.len());
-        for (m, index) in chain.iter().zip(&mut indexes) {
-            if let Some(data) = read::data_object(m) {
-                let key = Path::parse(&data.key).map_err(|e| Error::Inconsistent {
-                    what: m.id.to_string(),
-                    why: format!("invalid data key: {e}"),
-                })?;
-                stored.push((key, std::mem::take(&mut index.blocks)));
-            } else if !index.blocks.is_empty() {
-                return Err(Error::Inconsistent {
-                    what: m.id.to_string(),
-                    why: "its index lists blocks but the manifest names no data object".into(),
-                });
-            }
+        let mut stored = Vec::with_capacity(read.len());
+        let mut changes = Vec::with_capacity(read.len());
+        for (c, s) in read {
+            changes.push(c);
+            stored.extend(s);
         }
-        let blocks = BlockMap::new(stored);
         // The indexes' entries move into the state: each entry is held once.
         let ids: Vec<&ArtifactId> = chain.iter().map(|m| &m.id).collect();
-        let changes = indexes.into_iter().map(|i| i.changes);
         let state = chain_core::compose_owned(ids.into_iter().zip(changes))?;
         let last = chain
             .last()
@@ -653,7 +686,7 @@ impl Repository {
                 ),
             });
         }
-        Ok(ChainState { state, blocks })
+        Ok((state, stored))
     }
 
     /// The state of `id`'s chain in `catalog` (see [`chain_state`](Self::chain_state)).

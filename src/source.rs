@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
@@ -67,6 +69,56 @@ pub struct SourceListing {
     pub root: Option<Metadata>,
 }
 
+/// Where a streamed listing sends its entries ([`BackupSource::list_streamed`]): a bounded
+/// channel to the backup, which reads the files listed so far while the source goes on.
+#[derive(Debug)]
+pub struct EntrySender {
+    sender: tokio::sync::mpsc::Sender<SourceEntry>,
+    file_bytes: Arc<AtomicU64>,
+}
+
+impl EntrySender {
+    /// A sender, and the receiver of what it sends, holding at most `ahead` entries (at
+    /// least one) not yet received.
+    pub fn channel(ahead: usize) -> (Self, tokio::sync::mpsc::Receiver<SourceEntry>) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
+        let file_bytes = Arc::new(AtomicU64::new(0));
+        (Self { sender, file_bytes }, receiver)
+    }
+
+    /// Sends one entry, waiting while the receiver is `ahead` entries behind. Fails with
+    /// [`Error::Cancelled`] once the receiver is gone (the backup failed or was cancelled):
+    /// the listing should then stop and return that error.
+    pub async fn send(&self, entry: SourceEntry) -> Result<(), Error> {
+        if let SourceKind::File { size } = entry.kind {
+            self.file_bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        self.sender.send(entry).await.map_err(|_| Error::Cancelled)
+    }
+
+    /// The sizes of the regular files sent so far, added up (shared: it goes on counting).
+    pub(crate) fn file_bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.file_bytes)
+    }
+}
+
+/// Entries a directory source reads in one trip to the blocking pool.
+const LIST_CHUNK: usize = 1024;
+
+/// A file's (device, inode).
+type Inode = (u64, u64);
+
+/// Up to [`LIST_CHUNK`] entries of a directory, each with its path on disk and, for a
+/// regular file with more than one name, its (device, inode).
+#[derive(Default)]
+struct Chunk {
+    found: Vec<(SourceEntry, PathBuf, Option<Inode>)>,
+    refused: Vec<String>,
+    skipped: Vec<String>,
+    /// The directory has no more entries.
+    done: bool,
+}
+
 /// Which metadata a source records besides contents (the seed's `includeMetadata`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MetadataLevel {
@@ -91,6 +143,20 @@ pub trait BackupSource: Send + Sync + Debug {
 
     /// Lists every entry.
     async fn list(&self) -> Result<SourceListing, Error>;
+
+    /// Lists every entry as [`list`](Self::list) does, sending each to `out` as it is found
+    /// instead of returning them: the backup reads the files listed so far while the
+    /// source goes on, and never holds the whole listing (a listing of a million files is
+    /// ~170 MB). Returns the rest of the listing (what was skipped or refused, the root's
+    /// metadata), its `entries` empty. When a send fails (the backup stopped), return its
+    /// error. The default sends what `list` returns; [`DirectorySource`] streams.
+    async fn list_streamed(&self, out: &EntrySender) -> Result<SourceListing, Error> {
+        let mut listing = self.list().await?;
+        for entry in std::mem::take(&mut listing.entries) {
+            out.send(entry).await?;
+        }
+        Ok(listing)
+    }
 
     /// Streams a file's content.
     async fn open(
@@ -261,74 +327,64 @@ impl DirectorySource {
         }
     }
 
-    fn list_blocking(&self) -> Result<SourceListing, Error> {
-        let mut listing = SourceListing::default();
-        let root_md = std::fs::metadata(&self.root).map_err(|e| Error::source_io(&self.root, e))?;
-        if !root_md.is_dir() {
-            return Err(Error::source(self.root.clone(), "not a directory"));
-        }
-        listing.root = Some(self.meta_of(&root_md));
-        // Regular files with more than one name: (device, inode) to their listing indexes.
-        let mut inodes: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-        let mut stack: Vec<(PathBuf, String)> = vec![(self.root.clone(), String::new())];
-        while let Some((dir, rel)) = stack.pop() {
-            let read = std::fs::read_dir(&dir).map_err(|e| Error::source_io(&dir, e))?;
-            for item in read {
-                let item = item.map_err(|e| Error::source_io(&dir, e))?;
-                let full = item.path();
-                let name = item.file_name();
-                let Some(name) = name.to_str() else {
-                    // Entry paths are UTF-8 (docs/DESIGN.md): this one entry is refused,
-                    // named, and the rest backed up.
-                    listing.refused.push(format!(
-                        "{}: the name is not UTF-8, so it was not backed up; rename it",
+    /// Runs `f` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DirectorySource) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| Error::source(self.root.clone(), format!("listing task failed: {e}")))?
+    }
+
+    /// Reads up to [`LIST_CHUNK`] more entries of the directory `dir` (`rel` inside the
+    /// database) from `read`.
+    fn read_chunk(
+        &self,
+        dir: &Path,
+        rel: &str,
+        read: &mut std::fs::ReadDir,
+    ) -> Result<Chunk, Error> {
+        let mut chunk = Chunk::default();
+        for item in read.by_ref() {
+            let item = item.map_err(|e| Error::source_io(dir, e))?;
+            let full = item.path();
+            let name = item.file_name();
+            let Some(name) = name.to_str() else {
+                // Entry paths are UTF-8 (docs/DESIGN.md): this one entry is refused,
+                // named, and the rest backed up.
+                chunk.refused.push(format!(
+                    "{}: the name is not UTF-8, so it was not backed up; rename it",
+                    full.display()
+                ));
+                continue;
+            };
+            let child_rel = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let md = std::fs::symlink_metadata(&full).map_err(|e| Error::source_io(&full, e))?;
+            match self.entry_for(&child_rel, &full, &md)? {
+                Some(entry) => {
+                    let inode = (md.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino()));
+                    chunk.found.push((entry, full, inode));
+                }
+                None => {
+                    tracing::warn!(path = %full.display(), "skipped: not a regular file, directory or symbolic link");
+                    chunk.skipped.push(format!(
+                        "{}: not a regular file, directory or symbolic link",
                         full.display()
                     ));
-                    continue;
-                };
-                let child_rel = if rel.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let md =
-                    std::fs::symlink_metadata(&full).map_err(|e| Error::source_io(&full, e))?;
-                match self.entry_for(&child_rel, &full, &md)? {
-                    Some(entry) => {
-                        if entry.kind == SourceKind::Directory {
-                            stack.push((full.clone(), child_rel.clone()));
-                        }
-                        if md.is_file() && md.nlink() > 1 {
-                            inodes
-                                .entry((md.dev(), md.ino()))
-                                .or_default()
-                                .push(listing.entries.len());
-                        }
-                        listing.entries.push(entry);
-                    }
-                    None => {
-                        tracing::warn!(path = %full.display(), "skipped: not a regular file, directory or symbolic link");
-                        listing.skipped.push(format!(
-                            "{}: not a regular file, directory or symbolic link",
-                            full.display()
-                        ));
-                    }
                 }
             }
-        }
-        // Of a file's names inside the database, the first in byte order is stored as the
-        // file, the others as hard links to it: read once, restored as one inode.
-        for mut group in inodes.into_values().filter(|g| g.len() > 1) {
-            group.sort_by(|a, b| listing.entries[*a].path.cmp(&listing.entries[*b].path));
-            let target = listing.entries[group[0]].path.clone();
-            for &i in &group[1..] {
-                listing.entries[i].kind = SourceKind::HardLink {
-                    target: target.clone(),
-                };
-                listing.entries[i].stamp = None;
+            if chunk.found.len() >= LIST_CHUNK {
+                return Ok(chunk);
             }
         }
-        Ok(listing)
+        chunk.done = true;
+        Ok(chunk)
     }
 
     fn full_path(&self, path: &EntryPath) -> PathBuf {
@@ -354,10 +410,88 @@ impl BackupSource for DirectorySource {
     }
 
     async fn list(&self) -> Result<SourceListing, Error> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.list_blocking())
-            .await
-            .map_err(|e| Error::source(self.root.clone(), format!("listing task failed: {e}")))?
+        let (sender, mut received) = EntrySender::channel(LIST_CHUNK);
+        let listing = async move { self.list_streamed(&sender).await };
+        let collect = async {
+            let mut entries = Vec::new();
+            while let Some(e) = received.recv().await {
+                entries.push(e);
+            }
+            entries
+        };
+        let (listing, entries) = futures::join!(listing, collect);
+        Ok(SourceListing {
+            entries,
+            ..listing?
+        })
+    }
+
+    /// Walks the tree depth first, a directory's entries read 1,024 at a time on
+    /// the blocking pool and sent as they are read. Regular files with more than one name
+    /// are sent last: of a file's names inside the database, the first in byte order is
+    /// sent as the file, the others as hard links to it (read once, restored as one inode).
+    async fn list_streamed(&self, out: &EntrySender) -> Result<SourceListing, Error> {
+        let mut listing = SourceListing::default();
+        let root_md = self
+            .blocking(|me| std::fs::metadata(&me.root).map_err(|e| Error::source_io(&me.root, e)))
+            .await?;
+        if !root_md.is_dir() {
+            return Err(Error::source(self.root.clone(), "not a directory"));
+        }
+        listing.root = Some(self.meta_of(&root_md));
+        // Regular files with more than one name, by (device, inode).
+        let mut linked: HashMap<Inode, Vec<SourceEntry>> = HashMap::new();
+        let mut stack: Vec<(PathBuf, String)> = vec![(self.root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let at = dir.clone();
+            let mut read = Some(
+                self.blocking(move |_| {
+                    std::fs::read_dir(&at).map_err(|e| Error::source_io(&at, e))
+                })
+                .await?,
+            );
+            while let Some(mut r) = read.take() {
+                let (at, under) = (dir.clone(), rel.clone());
+                let (r, chunk) = self
+                    .blocking(move |me| {
+                        let chunk = me.read_chunk(&at, &under, &mut r)?;
+                        Ok((r, chunk))
+                    })
+                    .await?;
+                listing.refused.extend(chunk.refused);
+                listing.skipped.extend(chunk.skipped);
+                for (entry, full, inode) in chunk.found {
+                    if entry.kind == SourceKind::Directory {
+                        stack.push((full, entry.path.as_str().to_owned()));
+                    }
+                    match inode {
+                        Some(inode) => linked.entry(inode).or_default().push(entry),
+                        None => out.send(entry).await?,
+                    }
+                }
+                if !chunk.done {
+                    read = Some(r);
+                }
+            }
+        }
+        let mut groups: Vec<Vec<SourceEntry>> = linked.into_values().collect();
+        for group in &mut groups {
+            group.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        groups.sort_by(|a, b| a[0].path.cmp(&b[0].path));
+        for group in groups {
+            let target = group[0].path.clone();
+            for (i, mut entry) in group.into_iter().enumerate() {
+                if i > 0 {
+                    entry.kind = SourceKind::HardLink {
+                        target: target.clone(),
+                    };
+                    entry.stamp = None;
+                }
+                out.send(entry).await?;
+            }
+        }
+        Ok(listing)
     }
 
     async fn open(

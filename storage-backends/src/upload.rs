@@ -221,6 +221,23 @@ impl ObjectWriter {
         self
     }
 
+    /// Plans the rest of an object begun without an expected size, now that its total is
+    /// known (a listing that ended after the writing began): the remaining bytes are spread
+    /// over the parts still allowed, and the part size stops doubling. The part size never
+    /// shrinks. Does nothing for an object begun with an expected size.
+    pub fn expect_total(&mut self, total: u64) {
+        if !self.grow {
+            return;
+        }
+        self.grow = false;
+        let parts_left = PLANNED_PARTS.saturating_sub(self.parts as u64).max(1);
+        let needed = total.saturating_sub(self.size).div_ceil(parts_left);
+        let mib = 1u64 << 20;
+        let needed =
+            usize::try_from(needed.div_ceil(mib).saturating_mul(mib)).unwrap_or(usize::MAX);
+        self.part_size = self.part_size.max(needed);
+    }
+
     /// Bytes written so far (the offset of the next byte).
     pub fn size(&self) -> u64 {
         self.size
@@ -508,6 +525,12 @@ impl ArtifactWriter {
             options,
             stored_block_bytes: 0,
         })
+    }
+
+    /// The input's total size, once known when it was not at [`new`](Self::new) (see
+    /// [`ObjectWriter::expect_total`]).
+    pub fn expect_total(&mut self, total: u64) {
+        self.data.expect_total(total);
     }
 
     /// Cancels with `token`: once it is cancelled, [`write_stream`](Self::write_stream) and
@@ -876,6 +899,40 @@ mod tests {
             }
         }
         assert!(total > 5 << 40);
+    }
+
+    /// A writer begun without an expected size (a listing still under way) plans the rest
+    /// once the total is known: what is left spread over the parts still allowed, never
+    /// smaller parts, no more doubling; a writer begun with a size keeps its plan.
+    #[test]
+    fn a_total_known_late_plans_the_remaining_parts() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let options = UploadOptions::default();
+        let base = options.part_size_for(None);
+        let mib = 1usize << 20;
+        let mut w = ObjectWriter::new(Arc::clone(&store), Path::from("a"), &options, None);
+        w.parts = 5_000;
+        w.size = 5_000 * base as u64;
+        w.expect_total(w.size + 4_000 * 20 * mib as u64);
+        assert_eq!((w.part_size, w.grow), (20 * mib, false));
+        w.expect_total(u64::MAX);
+        assert_eq!(w.part_size, 20 * mib, "planned once");
+
+        let mut w = ObjectWriter::new(Arc::clone(&store), Path::from("b"), &options, None);
+        w.expect_total(1 << 30);
+        assert_eq!(
+            (w.part_size, w.grow),
+            (base, false),
+            "never below the part size"
+        );
+
+        let mut w = ObjectWriter::new(store, Path::from("c"), &options, Some(1 << 30));
+        w.expect_total(1 << 50);
+        assert_eq!(
+            (w.part_size, w.grow),
+            (base, false),
+            "a size given first stays"
+        );
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use storage_backends::layout;
 
 mod encryption;
 mod hostile;
+mod listing;
 mod reliability;
 
 use crate::common::data;
