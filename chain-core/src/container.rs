@@ -721,6 +721,50 @@ impl Index {
         key: Option<&RepoKey>,
     ) -> Result<Self, DecodeError> {
         let h = read_header(bytes, INDEX_MAGIC, "index", true)?;
+        Self::check_claims(&h, limit)?;
+        let payload = open_payload(&h, bytes, key)?;
+        Self::decode_payload(&h, &payload[..], key)
+    }
+
+    /// [`decode_within`](Self::decode_within) for an index object of an unencrypted
+    /// repository read from `object`, `len` bytes long (what its manifest records): the
+    /// object is read as it is decoded, never held whole (the index of a million files is
+    /// ~110 MB compressed). Exactly `len` bytes are read at most; the caller checks that
+    /// the object has no more, and its digest. An encrypted index needs its whole body to
+    /// authenticate it: it is refused here ([`DecodeError::KeyNeeded`]).
+    pub fn decode_streamed(
+        mut object: impl std::io::Read,
+        len: u64,
+        limit: u64,
+    ) -> Result<Self, DecodeError> {
+        let mut head = [0u8; INDEX_HEADER_LEN];
+        let mut got = 0;
+        while got < head.len() {
+            match object.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DecodeError::Decompress(e.to_string())),
+            }
+        }
+        if got < head.len() || len < head.len() as u64 {
+            return Err(DecodeError::Truncated {
+                got: (got as u64).min(len),
+                want: head.len() as u64,
+            });
+        }
+        let mut h = read_header(&head, INDEX_MAGIC, "index", true)?;
+        h.stored_len = len - head.len() as u64;
+        Self::check_claims(&h, limit)?;
+        if h.version == ENCRYPTED_CONTAINER_VERSION {
+            return Err(DecodeError::KeyNeeded);
+        }
+        Self::decode_payload(&h, object.take(h.stored_len), None)
+    }
+
+    /// Refuses a header whose body length is beyond `limit` (and [`MAX_INDEX_LEN`]), or
+    /// beyond what its compressed size can inflate to, before anything is allocated.
+    fn check_claims(h: &Header, limit: u64) -> Result<(), DecodeError> {
         if h.raw_len > MAX_INDEX_LEN.min(limit) {
             return Err(DecodeError::BadLength {
                 what: "index (more than its manifest allows)",
@@ -738,12 +782,20 @@ impl Index {
                 });
             }
         }
-        let payload = open_payload(&h, bytes, key)?;
-        let payload = &payload[..];
+        Ok(())
+    }
+
+    /// Decompresses, parses, hashes and validates the body from `payload` (what follows
+    /// the header, decrypted), against the header `h`.
+    fn decode_payload(
+        h: &Header,
+        payload: impl std::io::Read,
+        key: Option<&RepoKey>,
+    ) -> Result<Self, DecodeError> {
         let inner: Box<dyn std::io::Read + '_> = match h.codec {
             CODEC_NONE => Box::new(payload),
             _ => Box::new(
-                zstd::stream::read::Decoder::with_buffer(payload)
+                zstd::stream::read::Decoder::new(payload)
                     .map_err(|e| DecodeError::Decompress(e.to_string()))?,
             ),
         };
@@ -973,6 +1025,51 @@ mod tests {
             for cut in [0, 10, 47, 48, bytes.len() - 1] {
                 assert!(Index::decode(&bytes[..cut]).is_err(), "cut at {cut}");
             }
+        }
+    }
+
+    /// Read as a stream (here a byte at a time), an index object decodes exactly as it
+    /// does whole, flips and cuts included; an encrypted one is refused, since its body
+    /// authenticates only whole.
+    #[test]
+    fn index_streamed_decodes_as_whole() {
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(1).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let idx = index();
+        for c in [Compression::None, Compression::Zstd { level: 3 }] {
+            let bytes = idx.encode(c, None).expect("encode");
+            let streamed =
+                |b: &[u8]| Index::decode_streamed(Trickle(b), b.len() as u64, MAX_INDEX_LEN);
+            assert_eq!(streamed(&bytes).expect("decode"), idx);
+            for i in (0..bytes.len()).step_by(7) {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x80;
+                assert_eq!(streamed(&bad).ok(), Index::decode(&bad).ok(), "flip at {i}");
+            }
+            for cut in [0, 10, 47, 48, bytes.len() - 1] {
+                assert!(streamed(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            // The length a manifest records bounds what is read: a longer object's tail is
+            // not read (its caller then finds the size wrong).
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(b"trailing");
+            assert_eq!(
+                Index::decode_streamed(&longer[..], bytes.len() as u64, MAX_INDEX_LEN)
+                    .expect("decode"),
+                idx
+            );
+            let sealed = idx.encode(c, Some(&key())).expect("encode");
+            assert!(matches!(
+                Index::decode_streamed(&sealed[..], sealed.len() as u64, MAX_INDEX_LEN),
+                Err(DecodeError::KeyNeeded)
+            ));
         }
     }
 

@@ -55,6 +55,21 @@ pub fn index(data: &[u8]) {
     resealed.extend_from_slice(&(data.len() as u64).to_be_bytes());
     resealed.extend_from_slice(&Sha256Digest::of(data).0);
     resealed.extend_from_slice(data);
+    // Read as a stream, an object decodes exactly as it does whole.
+    for object in [data, &resealed[..]] {
+        let whole = Index::decode(object);
+        let streamed = Index::decode_streamed(object, object.len() as u64, crate::MAX_INDEX_LEN);
+        assert_eq!(
+            whole.is_ok(),
+            streamed.is_ok(),
+            "{whole:?} against {streamed:?}"
+        );
+        assert_eq!(
+            whole.ok(),
+            streamed.ok(),
+            "streamed decoding gave another index"
+        );
+    }
     for decoded in [
         Index::decode(data),
         Index::decode_body(data),

@@ -107,18 +107,23 @@ pub async fn read_index(
             offset: 0,
             why: "the manifest lists no index object".into(),
         })?;
-    let bytes = get_verified(store, object).await?;
     let limit = Index::body_limit(&manifest.sizes, manifest.block_size);
-    let key = key.cloned();
-    let index =
-        tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit, key.as_deref()))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?
-            .map_err(|e| Error::Corrupt {
-                key: object.key.clone(),
-                offset: 0,
-                why: e.to_string(),
-            })?;
+    let decoded = match key {
+        // An encrypted index authenticates only whole: it is read whole.
+        Some(key) => {
+            let bytes = get_verified(store, object).await?;
+            let key = Arc::clone(key);
+            tokio::task::spawn_blocking(move || Index::decode_within(&bytes, limit, Some(&key)))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?
+        }
+        None => decode_index_streamed(store, object, limit).await?,
+    };
+    let index = decoded.map_err(|e| Error::Corrupt {
+        key: object.key.clone(),
+        offset: 0,
+        why: e.to_string(),
+    })?;
     if manifest.format_version >= 2 {
         // Format 2 pins the data object by its record list instead of a digest.
         let data_size = data_object(manifest).map_or(0, |d| d.size);
@@ -131,6 +136,121 @@ pub async fn read_index(
             })?;
     }
     Ok(index)
+}
+
+/// Decodes an unencrypted index object as it is read from the store (the index of a
+/// million files is ~110 MB: never held whole), and checks its size and SHA-256 against
+/// the manifest's record as [`get_verified`] does, every byte included. A failed read is
+/// the store's error (it may pass on a retry), never taken for a damaged index; a wrong
+/// size or digest is reported before what the decoder made of the bytes.
+async fn decode_index_streamed(
+    store: &dyn ObjectStore,
+    object: &ObjectRef,
+    limit: u64,
+) -> Result<Result<Index, chain_core::DecodeError>, Error> {
+    let key = path_of(object)?;
+    let stream = store
+        .get(&key)
+        .await
+        .map_err(|e| Error::store("reading", &key, e))?
+        .into_stream()
+        .map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let len = object.size;
+    // The decoder waits on the store's stream, which may itself need the blocking pool (a
+    // local directory's reads do): on a pool thread, a few decoders could hold every
+    // thread while their reads wait for one. It runs on a thread of its own.
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("catena-index".into())
+        .spawn(move || {
+            let mut read = Verifying {
+                inner: reader,
+                hasher: Sha256::new(),
+                size: 0,
+                failed: None,
+            };
+            let decoded = Index::decode_streamed(&mut read, len, limit);
+            // The rest, through the digest, up to one byte past the recorded size.
+            let rest = (len + 1).saturating_sub(read.size);
+            let _ = std::io::copy(
+                &mut std::io::Read::take(&mut read, rest),
+                &mut std::io::sink(),
+            );
+            let _ = done.send((decoded, read));
+        })
+        .map_err(|e| Error::Task(format!("starting the decoder of {key}: {e}")))?;
+    let (decoded, mut read) = result
+        .await
+        .map_err(|_| Error::Task(format!("the decoder of {key} stopped")))?;
+    if let Some(e) = read.failed.take() {
+        return Err(
+            match e.into_inner().map(|e| e.downcast::<object_store::Error>()) {
+                Some(Ok(e)) => Error::store("reading", &key, *e),
+                Some(Err(e)) => Error::store(
+                    "reading",
+                    &key,
+                    object_store::Error::Generic {
+                        store: "stream",
+                        source: e,
+                    },
+                ),
+                None => Error::Task(format!("reading {key} failed")),
+            },
+        );
+    }
+    if read.size != len {
+        return Err(Error::Corrupt {
+            key: object.key.clone(),
+            offset: read.size.min(len),
+            why: if read.size > len {
+                format!("more than {len} bytes, the manifest records {len}")
+            } else {
+                format!("{} bytes, the manifest records {len}", read.size)
+            },
+        });
+    }
+    if let Some(expected) = object.sha256 {
+        let actual = Sha256Digest(read.hasher.finalize().into());
+        if actual != expected {
+            return Err(Error::Corrupt {
+                key: object.key.clone(),
+                offset: 0,
+                why: format!("SHA-256 {actual}, the manifest records {expected}"),
+            });
+        }
+    }
+    Ok(decoded)
+}
+
+/// A reader that hashes and counts what passes, and keeps the first error of the reader
+/// it wraps (a failed read of the store, told apart from bytes the decoder refuses).
+struct Verifying<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl<R: std::io::Read> std::io::Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(std::io::Error::other("the read failed before"));
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.size += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let shown = std::io::Error::other(e.to_string());
+                self.failed = Some(e);
+                Err(shown)
+            }
+        }
+    }
 }
 
 /// The data object of an artifact, if it has one.

@@ -2149,3 +2149,37 @@ async fn the_scheduler_retries_what_may_pass_and_not_what_cannot() {
         "{e}"
     );
 }
+
+/// A chain's indexes are decoded as they are read from the store, each on a thread of its
+/// own: with a blocking pool of one thread (which a local directory's reads need), DIFFs
+/// and a restore of a chain of three still finish. Decoders on the pool held its threads
+/// while their reads waited for one, for ever: the timeout guards against that hang (it
+/// measures nothing).
+#[test]
+fn indexes_are_read_with_a_blocking_pool_of_one_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let work = tempfile::tempdir().expect("tempdir");
+        let src = work.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        let chain = async {
+            let repo = local_repo(&work.path().join("repo")).await;
+            for round in 0..3u64 {
+                std::fs::write(src.join(format!("f{round}")), data(70_000, round, true))
+                    .expect("write");
+                assert!(backup_dir(&repo, "pool", &src, auto()).await.succeeded());
+            }
+            let into = work.path().join("restored");
+            restore_to(&repo, "pool", RestoreTarget::Latest, &into).await;
+            assert_same("pool", &snapshot(&src), &snapshot(&into));
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(120), chain)
+            .await
+            .expect("the chain is read without a hang");
+    });
+}
