@@ -31,28 +31,47 @@ pub async fn get_verified(store: &dyn ObjectStore, object: &ObjectRef) -> Result
         .bytes()
         .await
         .map_err(|e| Error::store("reading", &key, e))?;
-    if bytes.len() as u64 != object.size {
+    check_read(object, bytes.len() as u64, true, || {
+        Sha256Digest::of(&bytes)
+    })?;
+    Ok(bytes)
+}
+
+/// Checks what was read of `object` against the manifest's record: its size (`size` bytes
+/// read, all of them when `exact`, else at least one past the record was seen) and, when
+/// recorded, its SHA-256 (`digest` of what was read, computed only then).
+fn check_read(
+    object: &ObjectRef,
+    size: u64,
+    exact: bool,
+    digest: impl FnOnce() -> Sha256Digest,
+) -> Result<(), Error> {
+    let len = object.size;
+    if size != len {
         return Err(Error::Corrupt {
             key: object.key.clone(),
-            offset: bytes.len().min(object.size as usize) as u64,
-            why: format!(
-                "{} bytes, the manifest records {}",
-                bytes.len(),
-                object.size
-            ),
+            offset: size.min(len),
+            why: if exact || size < len {
+                format!("{size} bytes, the manifest records {len}")
+            } else {
+                format!("more than {len} bytes, the manifest records {len}")
+            },
         });
     }
-    if let Some(expected) = object.sha256 {
-        let actual = Sha256Digest::of(&bytes);
-        if actual != expected {
-            return Err(Error::Corrupt {
-                key: object.key.clone(),
-                offset: 0,
-                why: format!("SHA-256 {actual}, the manifest records {expected}"),
-            });
+    match object.sha256 {
+        Some(expected) => {
+            let actual = digest();
+            if actual != expected {
+                return Err(Error::Corrupt {
+                    key: object.key.clone(),
+                    offset: 0,
+                    why: format!("SHA-256 {actual}, the manifest records {expected}"),
+                });
+            }
+            Ok(())
         }
+        None => Ok(()),
     }
-    Ok(bytes)
 }
 
 /// Streams a whole object through SHA-256 and checks size and digest (for `check`, without
@@ -72,22 +91,9 @@ pub async fn verify_object(store: &dyn ObjectStore, object: &ObjectRef) -> Resul
         size += chunk.len() as u64;
         hasher.update(&chunk);
     }
-    if size != object.size {
-        return Err(Error::Corrupt {
-            key: object.key.clone(),
-            offset: size.min(object.size),
-            why: format!("{size} bytes, the manifest records {}", object.size),
-        });
-    }
-    let actual = Sha256Digest(hasher.finalize().into());
-    match object.sha256 {
-        Some(expected) if actual != expected => Err(Error::Corrupt {
-            key: object.key.clone(),
-            offset: 0,
-            why: format!("SHA-256 {actual}, the manifest records {expected}"),
-        }),
-        _ => Ok(()),
-    }
+    check_read(object, size, true, || {
+        Sha256Digest(hasher.finalize().into())
+    })
 }
 
 /// Reads and decodes an artifact's index, verified against the manifest: size and SHA-256
@@ -199,27 +205,10 @@ async fn decode_index_streamed(
             },
         );
     }
-    if read.size != len {
-        return Err(Error::Corrupt {
-            key: object.key.clone(),
-            offset: read.size.min(len),
-            why: if read.size > len {
-                format!("more than {len} bytes, the manifest records {len}")
-            } else {
-                format!("{} bytes, the manifest records {len}", read.size)
-            },
-        });
-    }
-    if let Some(expected) = object.sha256 {
-        let actual = Sha256Digest(read.hasher.finalize().into());
-        if actual != expected {
-            return Err(Error::Corrupt {
-                key: object.key.clone(),
-                offset: 0,
-                why: format!("SHA-256 {actual}, the manifest records {expected}"),
-            });
-        }
-    }
+    // At most one byte past the record was read.
+    check_read(object, read.size, false, || {
+        Sha256Digest(read.hasher.finalize().into())
+    })?;
     Ok(decoded)
 }
 
