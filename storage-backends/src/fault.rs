@@ -30,6 +30,9 @@ pub enum Fault {
     Timeout,
     /// A read returns a body cut in half (other calls fail with an error).
     TruncatedBody,
+    /// A read returns the first half of its body, then fails, as a connection that drops
+    /// in the middle of a response (other calls fail with an error).
+    BrokenBody,
     /// The call succeeds, after a delay (a slow response).
     Slow,
 }
@@ -75,6 +78,27 @@ async fn fail(fault: Fault) -> object_store::Error {
         tokio::time::sleep(DELAY).await;
     }
     injected(fault)
+}
+
+/// `result` with its body replaced by what `body` makes of the whole body.
+async fn rebodied(
+    result: GetResult,
+    body: impl FnOnce(Bytes) -> BoxStream<'static, Result<Bytes>>,
+) -> Result<GetResult> {
+    let (meta, range, attributes, extensions) = (
+        result.meta.clone(),
+        result.range.clone(),
+        result.attributes.clone(),
+        result.extensions.clone(),
+    );
+    let whole = result.bytes().await?;
+    Ok(GetResult {
+        payload: GetResultPayload::Stream(body(whole)),
+        meta,
+        range,
+        attributes,
+        extensions,
+    })
 }
 
 /// A listing that starts after [`DELAY`].
@@ -211,22 +235,18 @@ impl ObjectStore for FaultStore {
         match self.plan.gate().await {
             Some(Fault::TruncatedBody) => {
                 let result = self.inner.get_opts(location, options).await?;
-                let (meta, range, attributes, extensions) = (
-                    result.meta.clone(),
-                    result.range.clone(),
-                    result.attributes.clone(),
-                    result.extensions.clone(),
-                );
-                let mut body = result.bytes().await?;
-                body.truncate(body.len() / 2);
-                let stream = futures::stream::once(async move { Ok(body) }).boxed();
-                Ok(GetResult {
-                    payload: GetResultPayload::Stream(stream),
-                    meta,
-                    range,
-                    attributes,
-                    extensions,
+                rebodied(result, |body| {
+                    futures::stream::once(async move { Ok(body.slice(..body.len() / 2)) }).boxed()
                 })
+                .await
+            }
+            Some(Fault::BrokenBody) => {
+                let result = self.inner.get_opts(location, options).await?;
+                rebodied(result, |body| {
+                    let half = body.slice(..body.len() / 2);
+                    futures::stream::iter([Ok(half), Err(injected(Fault::BrokenBody))]).boxed()
+                })
+                .await
             }
             Some(f) => Err(fail(f).await),
             None => self.inner.get_opts(location, options).await,

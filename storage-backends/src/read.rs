@@ -21,13 +21,24 @@ fn path_of(object: &ObjectRef) -> Result<Path, Error> {
     })
 }
 
+/// Opens the object a manifest names for reading: its key and the store's answer. Every
+/// failure to read it, then or while its body streams, is the store's error (it may pass
+/// on a retry), never taken for damage.
+async fn open_object(
+    store: &dyn ObjectStore,
+    object: &ObjectRef,
+) -> Result<(Path, object_store::GetResult), Error> {
+    let key = path_of(object)?;
+    match store.get(&key).await {
+        Ok(got) => Ok((key, got)),
+        Err(e) => Err(Error::store("reading", &key, e)),
+    }
+}
+
 /// Reads a whole object and checks its size and SHA-256 against the manifest's record.
 pub async fn get_verified(store: &dyn ObjectStore, object: &ObjectRef) -> Result<Bytes, Error> {
-    let key = path_of(object)?;
-    let bytes = store
-        .get(&key)
-        .await
-        .map_err(|e| Error::store("reading", &key, e))?
+    let (key, got) = open_object(store, object).await?;
+    let bytes = got
         .bytes()
         .await
         .map_err(|e| Error::store("reading", &key, e))?;
@@ -78,12 +89,8 @@ fn check_read(
 /// holding the object in memory). A format-2 data object has no recorded digest: its size
 /// is checked here, its records by [`read_blocks`] and their layout by [`read_index`].
 pub async fn verify_object(store: &dyn ObjectStore, object: &ObjectRef) -> Result<(), Error> {
-    let key = path_of(object)?;
-    let mut stream = store
-        .get(&key)
-        .await
-        .map_err(|e| Error::store("reading", &key, e))?
-        .into_stream();
+    let (key, got) = open_object(store, object).await?;
+    let mut stream = got.into_stream();
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -154,13 +161,8 @@ async fn decode_index_streamed(
     object: &ObjectRef,
     limit: u64,
 ) -> Result<Result<Index, chain_core::DecodeError>, Error> {
-    let key = path_of(object)?;
-    let stream = store
-        .get(&key)
-        .await
-        .map_err(|e| Error::store("reading", &key, e))?
-        .into_stream()
-        .map_err(std::io::Error::other);
+    let (key, got) = open_object(store, object).await?;
+    let stream = got.into_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let len = object.size;
     // The decoder waits on the store's stream, which may itself need the blocking pool (a

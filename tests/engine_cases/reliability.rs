@@ -287,6 +287,10 @@ async fn faults_at_every_call(
             let what = format!("{op:?} with {fault:?} at call {k}/{total} ({outcome:?})");
             runs += 1;
             failed += usize::from(outcome != Ok(true));
+            // A response that breaks off is the store's failure, not damage in the bucket.
+            if let (Fault::BrokenBody | Fault::Error | Fault::Timeout, Err(e)) = (fault, &outcome) {
+                assert!(!e.contains("damaged"), "{what}");
+            }
             let healthy = Repository::from_store(Arc::clone(&inner), "healthy");
             assert_intact(op, &healthy, &seed, 1, &what).await;
             if let Some(endpoint) = moto {
@@ -318,10 +322,11 @@ async fn faults_at_every_call(
     (total, runs, failed)
 }
 
-const ALL_FAULTS: [Fault; 4] = [
+const ALL_FAULTS: [Fault; 5] = [
     Fault::Error,
     Fault::Timeout,
     Fault::TruncatedBody,
+    Fault::BrokenBody,
     Fault::Slow,
 ];
 
@@ -362,6 +367,54 @@ async fn faults_at_every_call_of_backup_aggregate_and_expire_on_moto() {
             "moto: {op:?}: {total} calls, {runs} runs with a fault, {failed} failed cleanly, the rest succeeded"
         );
     }
+}
+
+/// A connection that drops in the middle of any response while a DIFF chain is restored
+/// (a manifest, an index streamed into its decoder, a range of a data object): the restore
+/// gives the same tree, or fails with the store's error, one a retry may pass, never
+/// "damaged", and leaves nothing at the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_broken_at_any_read_of_a_restore_is_the_stores_error() {
+    let root: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let seed = seed(&root, "seed").await;
+    let inner: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&root), "seed"));
+    let work = tempfile::tempdir().expect("tempdir");
+    // ids[2]: a DIFF on a DIFF on a FULL, so three manifests, indexes and data objects.
+    let to = |into: &Path| RestoreOptions {
+        target: RestoreTarget::Artifact(seed.ids[2].clone()),
+        ..RestoreOptions::new(into)
+    };
+    let counting = FaultStore::new(Arc::clone(&inner), None, Fault::Error);
+    let reference = work.path().join("reference");
+    let counted = Repository::from_store(Arc::new(counting.clone()), "counting");
+    restore(&counted, &db("rel"), &to(&reference), &progress())
+        .await
+        .expect("restore");
+    let expected = snapshot(&reference);
+    let total = counting.calls();
+    let mut failed = 0;
+    for k in 0..total {
+        let into = work.path().join(format!("at-{k}"));
+        let faulty = Repository::from_store(
+            Arc::new(FaultStore::new(
+                Arc::clone(&inner),
+                Some(k),
+                Fault::BrokenBody,
+            )),
+            "faulty",
+        );
+        match restore(&faulty, &db("rel"), &to(&into), &progress()).await {
+            Ok(_) => assert_eq!(snapshot(&into), expected, "call {k}: another tree"),
+            Err(e) => {
+                failed += 1;
+                assert!(!e.is_permanent(), "call {k}/{total}: permanent: {e}");
+                assert!(!e.to_string().contains("damaged"), "call {k}/{total}: {e}");
+                assert!(!into.exists(), "call {k}: a failed restore left {into:?}");
+            }
+        }
+    }
+    eprintln!("{total} calls, {failed} runs failed with the store's error");
+    assert!(failed > 0, "no broken response made the restore fail");
 }
 
 // ---------------------------------------------------------------------------------------
