@@ -139,13 +139,15 @@ async fn a_long_listing_is_read_while_it_goes_on_and_restores_identically() {
 }
 
 /// A directory source whose listing sends its first `sent` entries and then fails, or
-/// stalls (never ends, as a hung network file system could); reading `broken` fails.
+/// stalls (never ends, as a hung network file system could), first cancelling
+/// `cancel_at_stall` if given (an operator's SIGTERM); reading `broken` fails.
 #[derive(Debug)]
 struct ScriptedListing {
     inner: DirectorySource,
     sent: usize,
     stall: bool,
     broken: Option<&'static str>,
+    cancel_at_stall: Option<storage_backends::CancellationToken>,
 }
 
 #[async_trait::async_trait]
@@ -162,6 +164,9 @@ impl BackupSource for ScriptedListing {
             out.send(entry).await?;
         }
         if self.stall {
+            if let Some(cancel) = &self.cancel_at_stall {
+                cancel.cancel();
+            }
             std::future::pending::<()>().await;
         }
         Err(catena::Error::source(
@@ -184,12 +189,18 @@ impl BackupSource for ScriptedListing {
     }
 }
 
-/// Runs a backup of `source` as `name`, failing the test if it has not ended in 120 s
-/// (a guard against a hang, not a measure of speed), and returns the database's error.
-async fn failed_backup(repo: &Repository, name: &str, source: ScriptedListing) -> String {
+/// Runs a backup of `source` as `name` with `options`, failing the test if it has not
+/// ended in 120 s (a guard against a hang, not a measure of speed), and returns the
+/// database's error.
+async fn failed_backup(
+    repo: &Repository,
+    name: &str,
+    source: ScriptedListing,
+    options: &BackupOptions,
+) -> String {
     let source: Arc<dyn BackupSource> = Arc::new(source);
-    let (options, progress) = (options(BackupRequest::default()), progress());
-    let run = backup(repo, vec![(db(name), source)], &options, &progress);
+    let progress = progress();
+    let run = backup(repo, vec![(db(name), source)], options, &progress);
     let report = tokio::time::timeout(std::time::Duration::from_secs(120), run)
         .await
         .expect("the backup ends")
@@ -231,8 +242,10 @@ async fn a_listing_that_fails_part_way_commits_nothing() {
             sent,
             stall: false,
             broken: None,
+            cancel_at_stall: None,
         };
-        let error = failed_backup(&repo, "broken", source).await;
+        let error =
+            failed_backup(&repo, "broken", source, &options(BackupRequest::default())).await;
         assert!(error.contains("the disk went away"), "{sent}: {error}");
         assert_eq!(
             objects_of(&repo, "broken").await,
@@ -256,8 +269,34 @@ async fn a_read_failure_while_the_source_is_listing_stops_both() {
         sent: usize::MAX,
         stall: true,
         broken: Some("many/f00100"),
+        cancel_at_stall: None,
     };
-    let error = failed_backup(&repo, "stops", source).await;
+    let error = failed_backup(&repo, "stops", source, &options(BackupRequest::default())).await;
     assert!(error.contains("disk read error"), "{error}");
     assert_eq!(objects_of(&repo, "stops").await, Vec::<String>::new());
+}
+
+/// A cancellation (SIGTERM) that comes while the backup waits for the source's next entry,
+/// before and after the data object began, ends the backup as cancelled at once, the
+/// stalled listing dropped, and nothing stays in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_the_source_is_listing_ends_the_backup() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    many_files(&src);
+    for sent in [10, MANY - 100] {
+        let name = format!("cancel{sent}");
+        let options = options(BackupRequest::default());
+        let source = ScriptedListing {
+            inner: DirectorySource::new(&src),
+            sent,
+            stall: true,
+            broken: None,
+            cancel_at_stall: Some(options.cancel.clone()),
+        };
+        let error = failed_backup(&repo, &name, source, &options).await;
+        assert!(error.contains("cancelled"), "{sent}: {error}");
+        assert_eq!(objects_of(&repo, &name).await, Vec::<String>::new());
+    }
 }
