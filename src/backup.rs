@@ -391,7 +391,12 @@ async fn run_one(
                 if end.is_none() {
                     end = listing_end(&mut ended, db)?;
                     if end.is_some() {
-                        writer.expect_total(file_bytes.load(std::sync::atomic::Ordering::Relaxed));
+                        let total = file_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                        writer.expect_total(total);
+                        progress.event(ProgressEvent::TotalKnown {
+                            database: db.to_string(),
+                            total_bytes: total,
+                        });
                     } else if next.is_none() {
                         return Err(unfinished(db));
                     }

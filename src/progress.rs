@@ -16,6 +16,15 @@ pub enum ProgressEvent {
         /// Bytes expected.
         total_bytes: Option<u64>,
     },
+    /// The amount of data expected became known after the work started (a backup whose
+    /// source lists more entries than it takes before it begins knows it when the listing
+    /// ends); the database's [`ProgressEvent::DatabaseStarted`] came without it.
+    TotalKnown {
+        /// The database.
+        database: String,
+        /// Bytes expected.
+        total_bytes: u64,
+    },
     /// A file (or artifact, for check) is being processed.
     Item {
         /// The database.

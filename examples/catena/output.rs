@@ -76,6 +76,14 @@ impl Progress for Reporter {
                     eprintln!("{operation} {database}: started");
                 }
             }
+            ProgressEvent::TotalKnown {
+                database,
+                total_bytes,
+            } => {
+                if let Some(bar) = bars.get(&database) {
+                    bar.set_length(total_bytes.max(bar.position()));
+                }
+            }
             ProgressEvent::Bytes { database, bytes } => {
                 if let Some(bar) = bars.get(&database) {
                     if bar.length().is_some_and(|l| bar.position() + bytes > l) {

@@ -10,7 +10,7 @@ use catena::chain_core::*;
 use catena::*;
 
 use crate::common::data;
-use crate::engine_cases::{Stream, committed, keys, local_repo, restore_to};
+use crate::engine_cases::{Recorder, Stream, committed, keys, local_repo, restore_to};
 use crate::*;
 
 /// More entries than a backup takes before it begins its data object (4,096), and more
@@ -83,7 +83,7 @@ async fn a_long_listing_is_read_while_it_goes_on_and_restores_identically() {
     let repo = local_repo(&work.path().join("repo")).await;
     let src = work.path().join("src");
     many_files(&src);
-    let run = |from: &Path, waits: bool| {
+    let run = |from: &Path, waits: bool, progress: Arc<dyn Progress>| {
         let source: Arc<dyn BackupSource> = if waits {
             Arc::new(WaitingSource {
                 inner: DirectorySource::new(from),
@@ -99,7 +99,7 @@ async fn a_long_listing_is_read_while_it_goes_on_and_restores_identically() {
                 repo,
                 vec![(db("many"), source)],
                 &options(BackupRequest::default()),
-                &progress(),
+                &progress,
             )
             .await
             .expect("the run record is written");
@@ -107,7 +107,8 @@ async fn a_long_listing_is_read_while_it_goes_on_and_restores_identically() {
             report.run.databases[0].clone()
         }
     };
-    let full = run(&src, true).await;
+    let recorder = Arc::new(Recorder::default());
+    let full = run(&src, true, recorder.clone()).await;
     let total: u64 = (0..MANY)
         .map(|i| format!("file {i}\n").len() as u64)
         .sum::<u64>()
@@ -116,6 +117,18 @@ async fn a_long_listing_is_read_while_it_goes_on_and_restores_identically() {
         full.bytes_read, total,
         "each file read once, the linked one once"
     );
+    // The listing is longer than what the backup takes before it starts: the total comes
+    // once, when the listing ends.
+    let events = recorder.0.lock().expect("lock").clone();
+    let totals: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::DatabaseStarted { total_bytes, .. } => Some(*total_bytes),
+            ProgressEvent::TotalKnown { total_bytes, .. } => Some(Some(*total_bytes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(totals, [None, Some(total)], "{events:?}");
     let into = work.path().join("full");
     restore_to(&repo, "many", RestoreTarget::Latest, &into).await;
     assert_same("full", &snapshot(&src), &snapshot(&into));
@@ -127,7 +140,7 @@ async fn a_long_listing_is_read_while_it_goes_on_and_restores_identically() {
     std::fs::remove_file(src.join("many/f02000")).expect("remove");
     std::fs::write(src.join("many/new"), "new\n").expect("write");
     // Small files are read in batches: the 3 to read wait for the listing's end.
-    let diff = run(&src, false).await;
+    let diff = run(&src, false, progress()).await;
     assert_eq!(
         diff.bytes_read,
         ("changed, longer than before\n".len() + "changed too, and longer\n".len() + 4) as u64,

@@ -1702,8 +1702,9 @@ async fn keep_failed_keeps_the_pieces_under_failed_and_commits_nothing() {
     }
 }
 
+/// Records the progress events it is given.
 #[derive(Default)]
-struct Recorder(std::sync::Mutex<Vec<ProgressEvent>>);
+pub(crate) struct Recorder(pub(crate) std::sync::Mutex<Vec<ProgressEvent>>);
 
 impl Progress for Recorder {
     fn event(&self, event: ProgressEvent) {
