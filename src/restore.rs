@@ -631,8 +631,10 @@ async fn restore_file(
     Ok(written)
 }
 
-/// Bytes handed to one blocking write.
-const WRITE_BATCH: usize = 8 << 20;
+/// Bytes handed to one blocking write. Once the page cache throttles writes (a file of a
+/// few GiB), a batch waiting and one being written are held beside the reads ahead: 8 MiB
+/// batches put a restore's peak 16 MiB higher than 2 MiB ones, at the same speed.
+const WRITE_BATCH: usize = 2 << 20;
 /// Writes up to this size are done on the calling task instead of the blocking pool.
 const INLINE_WRITE_MAX: u64 = 256 << 10;
 /// Bytes written between two starts of a restored file's write-back.
