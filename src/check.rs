@@ -116,18 +116,23 @@ fn problem(
     }
 }
 
-fn from_storage(artifact: &ArtifactId, e: &storage_backends::Error) -> CheckProblem {
+/// What a failed read means for a check: damage in the bucket (a problem of the report:
+/// bytes that do not verify, an object gone, a record that does not decode), or a failure
+/// to look (a dropped connection, a refused request, a cancel), which stops the check with
+/// its error and writes no report: a later catalog takes a report's problems for damage,
+/// and a sound backup must not be marked unusable because the network failed.
+fn from_storage(artifact: &ArtifactId, e: storage_backends::Error) -> Result<CheckProblem, Error> {
     match e {
-        storage_backends::Error::Corrupt { key, offset, why } => problem(
-            Some(artifact),
-            Some(key.clone()),
-            Some(*offset),
-            why.clone(),
-        ),
-        storage_backends::Error::Store { key, source, .. } => {
-            problem(Some(artifact), Some(key.clone()), None, source.to_string())
+        storage_backends::Error::Corrupt { key, offset, why } => {
+            Ok(problem(Some(artifact), Some(key), Some(offset), why))
         }
-        other => problem(Some(artifact), None, None, other.to_string()),
+        storage_backends::Error::Store {
+            key,
+            source: source @ object_store::Error::NotFound { .. },
+            ..
+        } => Ok(problem(Some(artifact), Some(key), None, source.to_string())),
+        storage_backends::Error::Chain(e) => Ok(problem(Some(artifact), None, None, e.to_string())),
+        other => Err(other.into()),
     }
 }
 
@@ -185,11 +190,13 @@ pub async fn check(
             database: db.to_string(),
             name: m.id.to_string(),
         });
-        let mut intact = true;
+        // The data object is missing or not the size recorded: reported here, and its
+        // blocks are not read (ranges past its end fail as requests, not as damage).
+        let mut data_unsound = false;
         for o in &m.objects {
             match view.objects.get(&o.key) {
                 None => {
-                    intact = false;
+                    data_unsound |= o.role == ObjectRole::Data;
                     problems.push(problem(
                         Some(&m.id),
                         Some(o.key.clone()),
@@ -198,7 +205,7 @@ pub async fn check(
                     ));
                 }
                 Some(size) if *size != o.size => {
-                    intact = false;
+                    data_unsound |= o.role == ObjectRole::Data;
                     problems.push(problem(
                         Some(&m.id),
                         Some(o.key.clone()),
@@ -210,28 +217,26 @@ pub async fn check(
                     match read::verify_object(repo.store().as_ref(), o).await {
                         Ok(()) => objects_verified += 1,
                         Err(e) => {
-                            intact = false;
-                            problems.push(from_storage(&m.id, &e));
+                            problems.push(from_storage(&m.id, e)?);
                         }
                     }
                 }
                 Some(_) => {}
             }
         }
-        let _ = intact;
         if !(options.indexes || options.blocks) {
             continue;
         }
         let index = match read::read_index(repo.store().as_ref(), m, repo.key()).await {
             Ok(i) => i,
             Err(e) => {
-                problems.push(from_storage(&m.id, &e));
+                problems.push(from_storage(&m.id, e)?);
                 continue;
             }
         };
-        if options.blocks {
+        if options.blocks && !data_unsound {
             blocks_verified +=
-                check_blocks(repo, m, &index, options, progress, &mut problems).await;
+                check_blocks(repo, m, &index, options, progress, &mut problems).await?;
         }
         indexes.insert(m.id.clone(), index);
     }
@@ -293,7 +298,7 @@ async fn check_blocks(
     options: &CheckOptions,
     progress: &Arc<dyn Progress>,
     problems: &mut Vec<CheckProblem>,
-) -> u64 {
+) -> Result<u64, Error> {
     let Some(data) = m.objects.iter().find(|o| o.role == ObjectRole::Data) else {
         if !index.blocks.is_empty() {
             problems.push(problem(
@@ -303,10 +308,10 @@ async fn check_blocks(
                 "the index lists blocks but there is no data object",
             ));
         }
-        return 0;
+        return Ok(0);
     };
     let Ok(key) = Path::parse(&data.key) else {
-        return 0;
+        return Ok(0);
     };
     let mut stream = Box::pin(read::read_blocks(
         Arc::clone(repo.store()),
@@ -325,10 +330,10 @@ async fn check_blocks(
                     bytes: b.len() as u64,
                 });
             }
-            Err(e) => problems.push(from_storage(&m.id, &e)),
+            Err(e) => problems.push(from_storage(&m.id, e)?),
         }
     }
-    n
+    Ok(n)
 }
 
 /// Composes every usable artifact's chain from the indexes read and compares its state

@@ -417,6 +417,53 @@ async fn a_response_broken_at_any_read_of_a_restore_is_the_stores_error() {
     assert!(failed > 0, "no broken response made the restore fail");
 }
 
+/// A connection that drops in the middle of any read of a check (manifests, whole objects
+/// streamed through SHA-256, indexes, block ranges) makes the check fail with the store's
+/// error, one a retry may pass, and write no report: it never reports a sound backup
+/// damaged, which would make later restores and backups treat it as unusable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_broken_at_any_read_of_a_check_reports_no_damage() {
+    let root: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    seed(&root, "seed").await;
+    let inner: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&root), "seed"));
+    let options = CheckOptions {
+        write_report: false,
+        ..CheckOptions::default()
+    };
+    let counting = FaultStore::new(Arc::clone(&inner), None, Fault::Error);
+    let counted = Repository::from_store(Arc::new(counting.clone()), "counting");
+    let healthy = check(&counted, &db("rel"), &options, &progress())
+        .await
+        .expect("check");
+    assert!(healthy.ok, "{:?}", healthy.problems);
+    let total = counting.calls();
+    let mut failed = 0;
+    for k in 0..total {
+        let faulty = Repository::from_store(
+            Arc::new(FaultStore::new(
+                Arc::clone(&inner),
+                Some(k),
+                Fault::BrokenBody,
+            )),
+            "faulty",
+        );
+        match check(&faulty, &db("rel"), &options, &progress()).await {
+            Ok(report) => assert!(
+                report.ok,
+                "call {k}/{total}: a broken response reported as damage: {:?}",
+                report.problems
+            ),
+            Err(e) => {
+                failed += 1;
+                assert!(!e.is_permanent(), "call {k}/{total}: permanent: {e}");
+                assert!(!e.to_string().contains("damaged"), "call {k}/{total}: {e}");
+            }
+        }
+    }
+    eprintln!("{total} calls, {failed} checks failed with the store's error");
+    assert!(failed > 0, "no broken response made the check fail");
+}
+
 // ---------------------------------------------------------------------------------------
 // Concurrency: 8 writers at once on moto (atomic create-only puts).
 // ---------------------------------------------------------------------------------------
