@@ -612,6 +612,28 @@ impl Index {
         Ok(())
     }
 
+    /// Checks that every record this index lists lies within the data object's first
+    /// `data_size` bytes (what every format requires; format 2's [`Index::check_layout`]
+    /// pins more). A format-1 index rewritten to point past its data object is then refused
+    /// as damage before any read, instead of failing as a request for a range that is not
+    /// there (which reads as a failed request, to retry).
+    pub fn check_within(&self, data_size: u64) -> Result<(), Error> {
+        let end = |b: &BlockLocation| b.offset.checked_add(u64::from(b.stored_len));
+        match self
+            .blocks
+            .iter()
+            .find(|b| end(b).is_none_or(|end| end > data_size))
+        {
+            Some(b) => Err(Error::InvalidIndex {
+                why: format!(
+                    "block {} lies at byte {} and is {} bytes long, but the data object has {data_size} bytes",
+                    b.digest, b.offset, b.stored_len
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Checks what format 2 pins (`docs/FORMAT.md`, "Format 2"): the records this index
     /// lists lie back to back from offset 0 and end exactly at `data_size`, the data
     /// object's size (0 when there is none), and they are as many as `blocks` and hold
@@ -1103,6 +1125,24 @@ mod tests {
         Index::default()
             .check_layout(0, 0, 0)
             .expect("no blocks, no data");
+    }
+
+    #[test]
+    fn records_past_the_data_object_are_refused_in_any_format() {
+        let idx = index();
+        let size = idx.blocks.last().map(|b| b.range().end).expect("blocks");
+        idx.check_within(size).expect("within");
+        idx.check_within(size + 7)
+            .expect("format 1 allows gaps and a tail");
+        let err = idx.check_within(size - 1).expect_err("past the end");
+        assert!(
+            err.to_string().contains(&format!("has {} bytes", size - 1)),
+            "{err}"
+        );
+        let mut far = idx.clone();
+        far.blocks[1].offset = u64::MAX;
+        assert!(far.check_within(u64::MAX).is_err(), "no overflow, no panic");
+        Index::default().check_within(0).expect("no blocks");
     }
 
     #[test]

@@ -137,17 +137,19 @@ pub async fn read_index(
         offset: 0,
         why: e.to_string(),
     })?;
+    // Format 2 pins the data object by its record list instead of a digest; format 1's
+    // records must at least lie within it.
+    let data_size = data_object(manifest).map_or(0, |d| d.size);
     if manifest.format_version >= 2 {
-        // Format 2 pins the data object by its record list instead of a digest.
-        let data_size = data_object(manifest).map_or(0, |d| d.size);
-        index
-            .check_layout(data_size, manifest.sizes.blocks, manifest.sizes.block_bytes)
-            .map_err(|e| Error::Corrupt {
-                key: object.key.clone(),
-                offset: 0,
-                why: e.to_string(),
-            })?;
+        index.check_layout(data_size, manifest.sizes.blocks, manifest.sizes.block_bytes)
+    } else {
+        index.check_within(data_size)
     }
+    .map_err(|e| Error::Corrupt {
+        key: object.key.clone(),
+        offset: 0,
+        why: e.to_string(),
+    })?;
     Ok(index)
 }
 

@@ -985,3 +985,96 @@ async fn aggregate_names_a_missing_source_object_and_does_not_retry() {
         }
     }
 }
+
+/// A format-1 index rewritten, with its manifest, by a hostile or buggy writer to place a
+/// block past the end of its data object (format 1 pins the data object by its whole
+/// digest, not by the record layout of format 2, so the rewritten index is self-consistent):
+/// restore and check take it for damage, naming the index, not for a failed request that
+/// a retry could cure. Before, the range read past the end came back as the store's
+/// (retryable) "invalid range" error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_index_placing_a_block_past_its_data_object_is_damage() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("repo");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    crate::engine_cases::copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/repo"),
+        &root,
+    );
+    let repo = local_repo(&root).await;
+    // The fixture's DIFF, the newest of its two artifacts.
+    let id: ArtifactId = "neo4j-20261202T061640.663336Z-6abc591bd94ac085"
+        .parse()
+        .expect("id");
+    let manifest_key = layout::manifest_key(&id);
+    let manifest = Manifest::from_json(
+        &repo
+            .store()
+            .get(&manifest_key)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes"),
+    )
+    .expect("manifest");
+    assert_eq!(manifest.format_version, 1);
+    let data_size = manifest
+        .objects
+        .iter()
+        .find(|o| o.role == ObjectRole::Data)
+        .expect("a data object")
+        .size;
+    let index_key = layout::index_key(&id);
+    let bytes = repo
+        .store()
+        .get(&index_key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    let mut index = Index::decode(&bytes).expect("index");
+    let last = index.blocks.last_mut().expect("a block");
+    assert!(last.range().end <= data_size);
+    last.offset = data_size;
+    let encoded = index.encode(manifest.compression, None).expect("encode");
+    let (size, digest) = (encoded.len() as u64, Sha256Digest::of(&encoded));
+    overwrite(&repo, &index_key, encoded).await;
+    rewrite_manifest(&repo, &id, |m| {
+        let o = m
+            .objects
+            .iter_mut()
+            .find(|o| o.role == ObjectRole::Index)
+            .expect("an index");
+        o.size = size;
+        o.sha256 = Some(digest);
+    })
+    .await;
+
+    let err = restore(
+        &repo,
+        &db("neo4j"),
+        &RestoreOptions::new(work.path().join("restored")),
+        &progress(),
+    )
+    .await
+    .expect_err("a block past the end of its data object");
+    let text = err.to_string();
+    assert!(err.is_permanent(), "{text}");
+    assert!(text.contains(index_key.as_ref()), "{text}");
+    assert!(text.contains("damaged"), "{text}");
+    assert!(!work.path().join("restored").exists());
+
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check runs: damage is a problem of its report");
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.key.as_deref() == Some(index_key.as_ref())),
+        "{report:?}"
+    );
+}

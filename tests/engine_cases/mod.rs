@@ -1837,7 +1837,7 @@ pub(crate) async fn local_repo(root: &Path) -> Repository {
 }
 
 /// Copies every file under `from` into `to` (a local store's objects are plain files).
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("entry");
         let target = to.join(entry.file_name());
