@@ -51,7 +51,7 @@ pub(crate) async fn check_databases(
     for db in dbs {
         let report = check(repo, &db, options, reporter)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| stopped(&db, &e))?;
         all_ok &= report.ok;
         if format == Format::Tabular {
             println!(
@@ -89,4 +89,46 @@ pub(crate) async fn check_databases(
         print_json(&reports);
     }
     Ok(all_ok)
+}
+
+/// A check that could not finish: the error, and when it may pass on another try (a store
+/// that did not answer, a dropped connection), that nothing was found damaged, no report
+/// was written, and to run the check again. Damage is never an error here: it is a problem
+/// of the report.
+fn stopped(db: &DatabaseName, e: &Error) -> String {
+    if e.is_permanent() {
+        e.to_string()
+    } else {
+        format!(
+            "the check of {db} stopped before it finished and wrote no report; nothing was found damaged: {e}; run the check again when the store answers"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_stopped_by_the_store_says_to_run_it_again_and_damage_is_not_claimed() {
+        let db: DatabaseName = "neo4j".parse().expect("name");
+        let dropped = Error::Storage(storage_backends::Error::Store {
+            operation: "reading",
+            key: "neo4j/x.data".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            },
+        });
+        let text = stopped(&db, &dropped);
+        assert!(text.contains("run the check again"), "{text}");
+        assert!(text.contains("nothing was found damaged"), "{text}");
+        assert!(text.contains("neo4j/x.data"), "{text}");
+        // A permanent error (a cancel, bad credentials) is told as it is: running it again
+        // unchanged cannot pass.
+        assert_eq!(
+            stopped(&db, &Error::Cancelled),
+            Error::Cancelled.to_string()
+        );
+    }
 }

@@ -251,6 +251,14 @@ async fn open_uploads_under(endpoint: &str, prefix: &str) -> usize {
     body.matches("<Upload>").count()
 }
 
+/// A repository over `inner` whose `k`-th store call (counted from 0) fails with `fault`.
+fn faulty_at(inner: &Arc<dyn ObjectStore>, k: u64, fault: Fault) -> Repository {
+    Repository::from_store(
+        Arc::new(FaultStore::new(Arc::clone(inner), Some(k), fault)),
+        "faulty",
+    )
+}
+
 /// Fails every call of `op` in turn with each of `faults`, on a fresh copy of the seed each
 /// time. Returns (calls of a healthy run, runs, runs that failed).
 async fn faults_at_every_call(
@@ -279,10 +287,7 @@ async fn faults_at_every_call(
             clone_prefix(&root, &template, &run).await;
             let inner: Arc<dyn ObjectStore> =
                 Arc::new(PrefixStore::new(Arc::clone(&root), run.as_str()));
-            let faulty = Repository::from_store(
-                Arc::new(FaultStore::new(Arc::clone(&inner), Some(k), fault)),
-                "faulty",
-            );
+            let faulty = faulty_at(&inner, k, fault);
             let outcome = run_op(op, &faulty, &seed).await;
             let what = format!("{op:?} with {fault:?} at call {k}/{total} ({outcome:?})");
             runs += 1;
@@ -395,14 +400,7 @@ async fn a_response_broken_at_any_read_of_a_restore_is_the_stores_error() {
     let mut failed = 0;
     for k in 0..total {
         let into = work.path().join(format!("at-{k}"));
-        let faulty = Repository::from_store(
-            Arc::new(FaultStore::new(
-                Arc::clone(&inner),
-                Some(k),
-                Fault::BrokenBody,
-            )),
-            "faulty",
-        );
+        let faulty = faulty_at(&inner, k, Fault::BrokenBody);
         match restore(&faulty, &db("rel"), &to(&into), &progress()).await {
             Ok(_) => assert_eq!(snapshot(&into), expected, "call {k}: another tree"),
             Err(e) => {
@@ -439,14 +437,7 @@ async fn a_response_broken_at_any_read_of_a_check_reports_no_damage() {
     let total = counting.calls();
     let mut failed = 0;
     for k in 0..total {
-        let faulty = Repository::from_store(
-            Arc::new(FaultStore::new(
-                Arc::clone(&inner),
-                Some(k),
-                Fault::BrokenBody,
-            )),
-            "faulty",
-        );
+        let faulty = faulty_at(&inner, k, Fault::BrokenBody);
         match check(&faulty, &db("rel"), &options, &progress()).await {
             Ok(report) => assert!(
                 report.ok,
