@@ -722,6 +722,47 @@ impl Index {
         Ok(out)
     }
 
+    /// [`Index::encode`] for an unencrypted repository, written front to back into `out`
+    /// without holding the encoded index (a million files' index is ~110 MB compressed):
+    /// the JSON body is serialized twice, first only to learn the length and SHA-256 its
+    /// header records, then through the compressor into `out`. The bytes written are
+    /// exactly those of `encode(compression, None)`; a second serialization that differs
+    /// from the first (it cannot, for the same index) is an error, never a wrong header.
+    /// Returns `out` (its errors come back as [`Error::Compression`]).
+    pub fn encode_to<W: std::io::Write>(
+        &self,
+        compression: Compression,
+        mut out: W,
+    ) -> Result<W, Error> {
+        let compress_error = |e: std::io::Error| Error::Compression { why: e.to_string() };
+        let (_, len, digest) = HashingWriter::new(std::io::sink(), None).serialize(self)?;
+        let mut header = [0u8; INDEX_HEADER_LEN];
+        header[..4].copy_from_slice(&INDEX_MAGIC);
+        header[4] = CONTAINER_VERSION;
+        header[5] = match compression {
+            Compression::None => CODEC_NONE,
+            Compression::Zstd { .. } => CODEC_ZSTD,
+        };
+        header[8..16].copy_from_slice(&len.to_be_bytes());
+        header[16..48].copy_from_slice(&digest.0);
+        out.write_all(&header).map_err(compress_error)?;
+        let (out, again, again_digest) = match compression {
+            Compression::None => HashingWriter::new(out, None).serialize(self)?,
+            Compression::Zstd { level } => {
+                let encoder =
+                    zstd::stream::write::Encoder::new(out, level).map_err(compress_error)?;
+                let (encoder, len, digest) = HashingWriter::new(encoder, None).serialize(self)?;
+                (encoder.finish().map_err(compress_error)?, len, digest)
+            }
+        };
+        if (again, again_digest) != (len, digest) {
+            return Err(Error::Compression {
+                why: "the index serialized differently the second time".into(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Decodes and validates an index object. Any input gives a value or an error, never a
     /// panic; see [`Index::decode_within`] for what it allocates.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -1125,6 +1166,28 @@ mod tests {
         Index::default()
             .check_layout(0, 0, 0)
             .expect("no blocks, no data");
+    }
+
+    #[test]
+    fn an_index_written_front_to_back_is_the_index_encoded_whole() {
+        let idx = index();
+        for compression in [Compression::None, Compression::Zstd { level: 3 }] {
+            let whole = idx.encode(compression, None).expect("encode");
+            let streamed = idx.encode_to(compression, Vec::new()).expect("encode_to");
+            assert_eq!(streamed, whole, "{compression:?}");
+            assert_eq!(Index::decode(&streamed).expect("decode"), idx);
+        }
+        // A writer that fails is the error, not a short index.
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(idx.encode_to(Compression::Zstd { level: 3 }, Full).is_err());
     }
 
     #[test]

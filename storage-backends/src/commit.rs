@@ -77,17 +77,17 @@ pub async fn commit(
     store: &Arc<dyn ObjectStore>,
     id: &chain_core::ArtifactId,
     builder: ManifestBuilder,
-    index: &Index,
+    index: Index,
     data: &StoredData,
     index_compression: Compression,
     key: Option<&chain_core::RepoKey>,
 ) -> Result<Manifest, Error> {
     let mut written: Vec<Path> = data.object.iter().map(|o| o.key.clone()).collect();
     match commit_inner(
-        store.as_ref(),
+        store,
         id,
         builder,
-        index,
+        Arc::new(index),
         data,
         (index_compression, key),
         &mut written,
@@ -150,7 +150,7 @@ pub async fn commit_state(
         store,
         id,
         builder,
-        &index,
+        index,
         &stored,
         upload.compression,
         upload.key.as_deref(),
@@ -169,11 +169,132 @@ pub async fn delete_quietly(store: &dyn ObjectStore, keys: &[Path]) {
     }
 }
 
+/// An index up to this many encoded bytes is written with one create-only put, as it was
+/// encoded in memory; a larger one is streamed in parts as it is encoded.
+const INDEX_PUT_WHOLE: usize = 8 << 20;
+
+/// Bytes the index encoder hands over at a time.
+const INDEX_CHUNK: usize = 1 << 20;
+
+/// Writes an unencrypted index at `key` as it is encoded ([`Index::encode_to`] on a thread
+/// of its own, 1 MiB at a time through a channel of two): up to `put_whole` bytes it is
+/// written with [`put_create`], as before; a larger index is uploaded in parts with two in
+/// flight, so that a commit holds ~20 MiB of it, not all of it (~110 MB for a million
+/// files, beside the entries it encodes). On any failure the upload is aborted and nothing
+/// is left under `key`.
+async fn write_index(
+    store: &Arc<dyn ObjectStore>,
+    key: &Path,
+    index: Arc<Index>,
+    compression: Compression,
+    put_whole: usize,
+) -> Result<WrittenObject, Error> {
+    struct Chunks {
+        tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+        buf: Vec<u8>,
+    }
+    impl Chunks {
+        fn send(&mut self) -> std::io::Result<()> {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(INDEX_CHUNK));
+            self.tx
+                .blocking_send(full)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+    }
+    impl std::io::Write for Chunks {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = bytes.len().min(INDEX_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            if self.buf.len() == INDEX_CHUNK {
+                self.send()?;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (tx, mut chunks) = tokio::sync::mpsc::channel(2);
+    let (done, encoded) = tokio::sync::oneshot::channel();
+    // Not on the blocking pool: the encoder waits on this task, which may need that pool
+    // (a local directory's writes do).
+    std::thread::Builder::new()
+        .name("catena-index".into())
+        .spawn(move || {
+            let out = Chunks {
+                tx,
+                buf: Vec::with_capacity(INDEX_CHUNK),
+            };
+            let result = index.encode_to(compression, out).and_then(|mut out| {
+                if out.buf.is_empty() {
+                    Ok(())
+                } else {
+                    out.send()
+                        .map_err(|e| chain_core::Error::Compression { why: e.to_string() })
+                }
+            });
+            let _ = done.send(result);
+        })
+        .map_err(|e| Error::Task(format!("starting the encoder of {key}: {e}")))?;
+    let mut first: Vec<u8> = Vec::new();
+    let mut parts: Option<crate::upload::ObjectWriter> = None;
+    let mut failed = None;
+    while let Some(chunk) = chunks.recv().await {
+        let wrote = match parts.as_mut() {
+            Some(w) => w.write(&chunk).await,
+            None if first.len() + chunk.len() <= put_whole => {
+                first.extend_from_slice(&chunk);
+                Ok(())
+            }
+            None => {
+                let options = UploadOptions {
+                    parts_in_flight: 2,
+                    ..UploadOptions::default()
+                };
+                let w = parts.insert(crate::upload::ObjectWriter::new(
+                    Arc::clone(store),
+                    key.clone(),
+                    &options,
+                    None,
+                ));
+                let head = std::mem::take(&mut first);
+                match w.write(&head).await {
+                    Ok(()) => w.write(&chunk).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = wrote {
+            failed = Some(e);
+            break;
+        }
+    }
+    // Dropping the receiver stops an encoder still sending (its send fails).
+    drop(chunks);
+    let encoded = encoded
+        .await
+        .map_err(|_| Error::Task(format!("the encoder of {key} stopped")));
+    let failed = match (failed, encoded) {
+        (Some(e), _) | (None, Err(e)) => Some(e),
+        (None, Ok(Err(e))) => Some(e.into()),
+        (None, Ok(Ok(()))) => None,
+    };
+    match (failed, parts) {
+        (Some(e), Some(mut w)) => {
+            w.abort().await;
+            Err(e)
+        }
+        (Some(e), None) => Err(e),
+        (None, Some(w)) => w.finish().await,
+        (None, None) => put_create(store.as_ref(), key, Bytes::from(first)).await,
+    }
+}
+
 async fn commit_inner(
-    store: &dyn ObjectStore,
+    store: &Arc<dyn ObjectStore>,
     id: &chain_core::ArtifactId,
     builder: ManifestBuilder,
-    index: &Index,
+    index: Arc<Index>,
     data: &StoredData,
     // How the index is encoded: its compression, and the key of an encrypted repository.
     (index_compression, key): (Compression, Option<&chain_core::RepoKey>),
@@ -182,15 +303,30 @@ async fn commit_inner(
     let absent = |e: Error| (e, true);
     let index_key = layout::index_key(id);
     let manifest_key = layout::manifest_key(id);
-    let encoded = Bytes::from(
-        index
-            .encode(index_compression, key)
-            .map_err(|e| absent(e.into()))?,
-    );
     written.push(index_key.clone());
-    let index_obj = put_create(store, &index_key, encoded)
-        .await
-        .map_err(absent)?;
+    let index_obj = match key {
+        // An encrypted index is sealed whole (its tag covers the body).
+        Some(key) => {
+            let encoded = Bytes::from(
+                index
+                    .encode(index_compression, Some(key))
+                    .map_err(|e| absent(e.into()))?,
+            );
+            put_create(store.as_ref(), &index_key, encoded).await
+        }
+        None => {
+            write_index(
+                store,
+                &index_key,
+                Arc::clone(&index),
+                index_compression,
+                INDEX_PUT_WHOLE,
+            )
+            .await
+        }
+    }
+    .map_err(absent)?;
+    let store = store.as_ref();
     let mut objects = Vec::new();
     if let Some(d) = &data.object {
         objects.push(d.to_ref(ObjectRole::Data));
@@ -214,5 +350,88 @@ async fn commit_inner(
             Some(false) => Err((e, true)),
             None => Err((e, false)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Fault, FaultStore};
+    use chain_core::{BlockLocation, Sha256Digest};
+
+    /// An index whose encoding is ~9.7 MB: 240,000 block locations with digests that do not
+    /// compress.
+    fn big_index() -> Index {
+        let blocks = (0..240_000u64)
+            .map(|i| BlockLocation {
+                digest: Sha256Digest::of(&i.to_le_bytes()),
+                len: 100,
+                offset: i * 148,
+                stored_len: 148,
+            })
+            .collect();
+        Index {
+            changes: ChangeSet::default(),
+            blocks,
+        }
+    }
+
+    async fn stored(store: &Arc<dyn ObjectStore>, key: &Path) -> Option<Bytes> {
+        match store.get(key).await {
+            Ok(got) => Some(got.bytes().await.expect("bytes")),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A large index is uploaded in parts as it is encoded, a small one with one put; both
+    /// are the bytes `Index::encode` makes, with their size and SHA-256; a failure at any
+    /// call of the upload is the error and leaves nothing at the key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_index_is_written_as_it_is_encoded_in_parts_or_whole() {
+        let index = Arc::new(big_index());
+        let compression = Compression::Zstd { level: 3 };
+        let expected = Bytes::from(index.encode(compression, None).expect("encode"));
+        assert!(
+            expected.len() > 8 << 20,
+            "{} bytes: two 8 MiB parts",
+            expected.len()
+        );
+        let key = Path::from("db/x.index");
+        let mut multipart_calls = 0;
+        for (put_whole, parts) in [(64 << 10, true), (usize::MAX, false)] {
+            let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+            let counting = FaultStore::new(Arc::clone(&inner), None, Fault::Error);
+            let store: Arc<dyn ObjectStore> = Arc::new(counting.clone());
+            let written = write_index(&store, &key, Arc::clone(&index), compression, put_whole)
+                .await
+                .expect("written");
+            let landed = stored(&inner, &key).await.expect("an index");
+            assert!(
+                landed == expected,
+                "{} bytes landed, {} encoded",
+                landed.len(),
+                expected.len()
+            );
+            assert_eq!(written.size, expected.len() as u64);
+            assert_eq!(written.sha256, Some(Sha256Digest::of(&expected)));
+            if parts {
+                // Started, at least two parts, completed.
+                assert!(counting.calls() >= 4, "{} calls", counting.calls());
+                multipart_calls = counting.calls();
+            } else {
+                assert_eq!(counting.calls(), 1);
+            }
+        }
+        for k in 0..multipart_calls {
+            let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(FaultStore::new(Arc::clone(&inner), Some(k), Fault::Error));
+            let failed = write_index(&store, &key, Arc::clone(&index), compression, 64 << 10)
+                .await
+                .expect_err("a failed call fails the write");
+            assert!(!failed.is_permanent(), "call {k}: {failed}");
+            assert!(stored(&inner, &key).await.is_none(), "call {k}");
+        }
     }
 }

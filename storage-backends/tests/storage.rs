@@ -116,7 +116,7 @@ pub async fn write_artifact(
         store,
         &id,
         builder,
-        &index,
+        index,
         &stored,
         Compression::Zstd { level: 3 },
         None,
@@ -164,10 +164,72 @@ pub async fn read_state(
     out
 }
 
+/// An index larger than one 8 MiB part is uploaded in parts as it is encoded (smaller ones
+/// with one create-only put): what lands is exactly `Index::encode`'s bytes, and the
+/// manifest records their size and SHA-256. Its own database, deleted after.
+async fn a_large_index_lands_as_encoded(name: &str, store: &Arc<dyn ObjectStore>) {
+    let db = DatabaseName::new("bigindex").expect("name");
+    let index = Index {
+        changes: ChangeSet::default(),
+        blocks: (0..240_000u64)
+            .map(|i| BlockLocation {
+                digest: Sha256Digest::of(&i.to_le_bytes()),
+                len: 100,
+                offset: i * 148,
+                stored_len: 148,
+            })
+            .collect(),
+    };
+    let compression = Compression::Zstd { level: 3 };
+    let expected = index.encode(compression, None).expect("encode");
+    assert!(expected.len() > 8 << 20, "{name}: more than one part");
+    let decision = decide_backup(
+        &Catalog::new(db.clone(), []),
+        BackupRequest::default(),
+        SourceCapability::DIRECTORY,
+    )
+    .expect("decision");
+    let created = jiff::Timestamp::from_second(1_800_000_000).expect("time");
+    let id = ArtifactId::new(db, created, 7);
+    let no_data = StoredData {
+        object: None,
+        locations: Vec::new(),
+        block_bytes: 0,
+    };
+    let manifest = commit::commit(
+        store,
+        &id,
+        ManifestBuilder::new(id.clone(), decision),
+        index.clone(),
+        &no_data,
+        compression,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let object = manifest
+        .objects
+        .iter()
+        .find(|o| o.role == ObjectRole::Index)
+        .expect("an index");
+    assert_eq!(object.size, expected.len() as u64, "{name}");
+    assert_eq!(object.sha256, Some(Sha256Digest::of(&expected)), "{name}");
+    let landed = read::get_verified(store.as_ref(), object)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(landed[..] == expected[..], "{name}: the bytes encoded");
+    assert_eq!(Index::decode(&landed).expect("decodes"), index, "{name}");
+    for key in [layout::index_key(&id), layout::manifest_key(&id)] {
+        store.delete(&key).await.expect("delete");
+    }
+}
+
 async fn conformance(b: &Backend) {
     let name = b.name;
     let store = b.store();
     let db = DatabaseName::new("neo4j").expect("name");
+
+    a_large_index_lands_as_encoded(name, &store).await;
 
     // Create-only puts: a repeat with the same bytes is success, other bytes a conflict.
     let key = Path::from(format!("{}/probe-object", unique("create")));
