@@ -39,7 +39,7 @@
 //!     BackupRequest::default(), SourceCapability::DIRECTORY)?;
 //! let index = Index { changes: ChangeSet::default(), blocks: stored.locations.clone() };
 //! let manifest = storage_backends::commit(&storage.store, &id,
-//!     ManifestBuilder::new(id.clone(), decision), &index, &stored, Compression::Zstd { level: 3 },
+//!     ManifestBuilder::new(id.clone(), decision), index, &stored, Compression::Zstd { level: 3 },
 //!     None /* the key of an encrypted repository */).await?;
 //!
 //! let index = read::read_index(storage.store.as_ref(), &manifest, None).await?;
