@@ -19,14 +19,7 @@ use crate::*;
 /// or hostile writer with access to the bucket could).
 async fn rewrite_manifest(repo: &Repository, id: &ArtifactId, change: impl FnOnce(&mut Manifest)) {
     let key = layout::manifest_key(id);
-    let bytes = repo
-        .store()
-        .get(&key)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes");
+    let bytes = object_bytes(repo, &key).await;
     let mut m = Manifest::from_json(&bytes).expect("manifest");
     change(&mut m);
     repo.store().delete(&key).await.expect("delete");
@@ -34,6 +27,17 @@ async fn rewrite_manifest(repo: &Repository, id: &ArtifactId, change: impl FnOnc
         .put(&key, Bytes::from(m.to_json()).into())
         .await
         .expect("put");
+}
+
+/// The bytes of the object at `key`.
+pub(crate) async fn object_bytes(repo: &Repository, key: &Key) -> Bytes {
+    repo.store()
+        .get(key)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes")
 }
 
 /// Overwrites an object's bytes with `bytes`.
@@ -79,15 +83,7 @@ async fn restore_of_the_latest_refuses_an_unusable_newest_backup() {
         match case {
             "unreadable manifest" => {
                 let key = layout::manifest_key(d2);
-                let mut bytes = repo
-                    .store()
-                    .get(&key)
-                    .await
-                    .expect("get")
-                    .bytes()
-                    .await
-                    .expect("b")
-                    .to_vec();
+                let mut bytes = object_bytes(&repo, &key).await.to_vec();
                 bytes[40] ^= 0x20;
                 overwrite(&repo, &key, bytes).await;
             }
@@ -194,17 +190,7 @@ async fn backup_decisions_see_damaged_manifests() {
     let highest = view.catalog.max_position();
     for m in view.catalog.artifacts() {
         let key = layout::manifest_key(&m.id);
-        let text = String::from_utf8(
-            repo.store()
-                .get(&key)
-                .await
-                .expect("get")
-                .bytes()
-                .await
-                .expect("b")
-                .to_vec(),
-        )
-        .expect("utf8");
+        let text = String::from_utf8(object_bytes(&repo, &key).await.to_vec()).expect("utf8");
         overwrite(
             &repo,
             &key,
@@ -274,15 +260,7 @@ async fn a_chain_check_found_damaged_is_not_a_silent_parent() {
     std::fs::write(src.join("store"), data(1 << 20, 8, true)).expect("write");
     let (full, _) = committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
     let key = layout::data_key(&full);
-    let good = repo
-        .store()
-        .get(&key)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("b")
-        .to_vec();
+    let good = object_bytes(&repo, &key).await.to_vec();
     let mut bad = good.clone();
     bad[100] ^= 1;
     overwrite(&repo, &key, bad).await;
@@ -390,17 +368,7 @@ async fn a_manifest_cannot_get_another_artifacts_objects_deleted() {
     assert!(err.contains(&old.to_string()), "{err}");
     // And a deleter given that manifest deletes the keys of its own id only.
     let key = layout::manifest_key(&old);
-    let text = String::from_utf8(
-        repo.store()
-            .get(&key)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("b")
-            .to_vec(),
-    )
-    .expect("utf8");
+    let text = String::from_utf8(object_bytes(&repo, &key).await.to_vec()).expect("utf8");
     let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
     value.as_object_mut().expect("object").remove("sha256");
     let hostile: Manifest =
@@ -446,14 +414,7 @@ async fn objects_missing_or_of_another_size_make_their_artifact_unusable() {
         if damage == "missing" {
             repo.store().delete(&key).await.expect("delete");
         } else {
-            let bytes = repo
-                .store()
-                .get(&key)
-                .await
-                .expect("get")
-                .bytes()
-                .await
-                .expect("b");
+            let bytes = object_bytes(&repo, &key).await;
             overwrite(&repo, &key, bytes[..bytes.len() - 1].to_vec()).await;
         }
         let err = restore(
@@ -597,15 +558,7 @@ async fn check_reports_every_chain_restore_refuses() {
                     }
                     _ => {
                         let key = layout::data_key(&ids[0]);
-                        let mut bytes = repo
-                            .store()
-                            .get(&key)
-                            .await
-                            .expect("get")
-                            .bytes()
-                            .await
-                            .expect("b")
-                            .to_vec();
+                        let mut bytes = object_bytes(&repo, &key).await.to_vec();
                         bytes[200] ^= 0x40;
                         overwrite(&repo, &key, bytes).await;
                     }
@@ -697,15 +650,7 @@ async fn check_reports_a_damaged_record_under_every_prefix() {
             .find(|k| k.starts_with(prefix) && k.ends_with(".json"))
             .unwrap_or_else(|| panic!("no record under {prefix}"));
         let path = Key::from(key.as_str());
-        let mut bytes = repo
-            .store()
-            .get(&path)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("b")
-            .to_vec();
+        let mut bytes = object_bytes(&repo, &path).await.to_vec();
         let at = bytes.len() / 3;
         bytes[at] ^= 0x01;
         overwrite(&repo, &path, bytes).await;
@@ -1007,17 +952,8 @@ async fn a_format_1_index_placing_a_block_past_its_data_object_is_damage() {
         .parse()
         .expect("id");
     let manifest_key = layout::manifest_key(&id);
-    let manifest = Manifest::from_json(
-        &repo
-            .store()
-            .get(&manifest_key)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes"),
-    )
-    .expect("manifest");
+    let manifest =
+        Manifest::from_json(&object_bytes(&repo, &manifest_key).await).expect("manifest");
     assert_eq!(manifest.format_version, 1);
     let data_size = manifest
         .objects
@@ -1026,14 +962,7 @@ async fn a_format_1_index_placing_a_block_past_its_data_object_is_damage() {
         .expect("a data object")
         .size;
     let index_key = layout::index_key(&id);
-    let bytes = repo
-        .store()
-        .get(&index_key)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes");
+    let bytes = object_bytes(&repo, &index_key).await;
     let mut index = Index::decode(&bytes).expect("index");
     let last = index.blocks.last_mut().expect("a block");
     assert!(last.range().end <= data_size);
