@@ -21,8 +21,9 @@ use object_store::{
     UploadPart,
 };
 
-/// How the chosen call fails.
+/// How the chosen call fails (more kinds may come: match with a wildcard arm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fault {
     /// It returns an error at once.
     Error,
