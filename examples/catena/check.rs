@@ -92,15 +92,16 @@ pub(crate) async fn check_databases(
 }
 
 /// A check that could not finish: the error, and when it may pass on another try (a store
-/// that did not answer, a dropped connection), that nothing was found damaged, no report
-/// was written, and to run the check again. Damage is never an error here: it is a problem
-/// of the report.
+/// that did not answer, a dropped connection), that the failure is a request's, not a
+/// finding of damage, that no report was written (what the check had read so far is not
+/// reported either way), and to run the check again. Damage is never an error here: it is
+/// a problem of the report.
 fn stopped(db: &DatabaseName, e: &Error) -> String {
     if e.is_permanent() {
         e.to_string()
     } else {
         format!(
-            "the check of {db} stopped before it finished and wrote no report; nothing was found damaged: {e}; run the check again when the store answers"
+            "the check of {db} stopped before it finished because a request failed (not a finding of damage) and wrote no report: {e}; run the check again when the store answers"
         )
     }
 }
@@ -122,7 +123,8 @@ mod tests {
         });
         let text = stopped(&db, &dropped);
         assert!(text.contains("run the check again"), "{text}");
-        assert!(text.contains("nothing was found damaged"), "{text}");
+        assert!(text.contains("not a finding of damage"), "{text}");
+        assert!(text.contains("wrote no report"), "{text}");
         assert!(text.contains("neo4j/x.data"), "{text}");
         // A permanent error (a cancel, bad credentials) is told as it is: running it again
         // unchanged cannot pass.
