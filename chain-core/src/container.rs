@@ -239,6 +239,30 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     }
 }
 
+/// An index object's 48-byte header (FORMAT.md): magic, container version (2 when
+/// `encrypted`), codec, two reserved bytes, the body's length and digest.
+fn index_header(
+    compression: Compression,
+    encrypted: bool,
+    len: u64,
+    digest: &Sha256Digest,
+) -> [u8; INDEX_HEADER_LEN] {
+    let mut header = [0u8; INDEX_HEADER_LEN];
+    header[..4].copy_from_slice(&INDEX_MAGIC);
+    header[4] = if encrypted {
+        ENCRYPTED_CONTAINER_VERSION
+    } else {
+        CONTAINER_VERSION
+    };
+    header[5] = match compression {
+        Compression::None => CODEC_NONE,
+        Compression::Zstd { .. } => CODEC_ZSTD,
+    };
+    header[8..16].copy_from_slice(&len.to_be_bytes());
+    header[16..48].copy_from_slice(&digest.0);
+    header
+}
+
 /// zstd compression contexts, reused: creating one per block costs more than compressing
 /// a small block. A shared pool rather than one per thread: a pipeline's blocking pool has
 /// more threads than compress at once, and each context is a few MiB at higher levels; the
@@ -705,37 +729,15 @@ impl Index {
         key: Option<&RepoKey>,
     ) -> Result<Vec<u8>, Error> {
         let mut out = Vec::with_capacity(INDEX_HEADER_LEN + ENCRYPTION_OVERHEAD + 4096);
-        out.extend_from_slice(&INDEX_MAGIC);
-        out.push(if key.is_some() {
-            ENCRYPTED_CONTAINER_VERSION
-        } else {
-            CONTAINER_VERSION
-        });
-        out.push(match compression {
-            Compression::None => CODEC_NONE,
-            Compression::Zstd { .. } => CODEC_ZSTD,
-        });
-        out.extend_from_slice(&[0, 0]);
-        // Length and digest, filled in below; the nonce's room when encrypted.
+        // The header (and the nonce's room when encrypted), filled in once the body is known.
         out.resize(
             INDEX_HEADER_LEN + if key.is_some() { NONCE_LEN } else { 0 },
             0,
         );
-        let compress_error = |e: std::io::Error| Error::Compression { why: e.to_string() };
-        let (mut out, len, digest) = match compression {
-            Compression::None => HashingWriter::new(out, key).serialize(self)?,
-            Compression::Zstd { level } => {
-                let encoder =
-                    zstd::stream::write::Encoder::new(out, level).map_err(compress_error)?;
-                let (encoder, len, digest) = HashingWriter::new(encoder, key).serialize(self)?;
-                (encoder.finish().map_err(compress_error)?, len, digest)
-            }
-        };
-        out[8..16].copy_from_slice(&len.to_be_bytes());
-        out[16..48].copy_from_slice(&digest.0);
+        let (mut out, len, digest) = self.write_body(out, compression, key)?;
+        let header = index_header(compression, key.is_some(), len, &digest);
+        out[..INDEX_HEADER_LEN].copy_from_slice(&header);
         if let Some(key) = key {
-            let header: [u8; INDEX_HEADER_LEN] =
-                out[..INDEX_HEADER_LEN].try_into().expect("48 bytes");
             key.seal_in_place(&header, &mut out, INDEX_HEADER_LEN);
         }
         Ok(out)
@@ -753,33 +755,38 @@ impl Index {
         compression: Compression,
         mut out: W,
     ) -> Result<W, Error> {
-        let compress_error = |e: std::io::Error| Error::Compression { why: e.to_string() };
         let (_, len, digest) = HashingWriter::new(std::io::sink(), None).serialize(self)?;
-        let mut header = [0u8; INDEX_HEADER_LEN];
-        header[..4].copy_from_slice(&INDEX_MAGIC);
-        header[4] = CONTAINER_VERSION;
-        header[5] = match compression {
-            Compression::None => CODEC_NONE,
-            Compression::Zstd { .. } => CODEC_ZSTD,
-        };
-        header[8..16].copy_from_slice(&len.to_be_bytes());
-        header[16..48].copy_from_slice(&digest.0);
-        out.write_all(&header).map_err(compress_error)?;
-        let (out, again, again_digest) = match compression {
-            Compression::None => HashingWriter::new(out, None).serialize(self)?,
-            Compression::Zstd { level } => {
-                let encoder =
-                    zstd::stream::write::Encoder::new(out, level).map_err(compress_error)?;
-                let (encoder, len, digest) = HashingWriter::new(encoder, None).serialize(self)?;
-                (encoder.finish().map_err(compress_error)?, len, digest)
-            }
-        };
+        out.write_all(&index_header(compression, false, len, &digest))
+            .map_err(|e| Error::Compression { why: e.to_string() })?;
+        let (out, again, again_digest) = self.write_body(out, compression, None)?;
         if (again, again_digest) != (len, digest) {
             return Err(Error::Compression {
                 why: "the index serialized differently the second time".into(),
             });
         }
         Ok(out)
+    }
+
+    /// Serializes the JSON body into `out`, through zstd when asked, hashed (keyed when
+    /// encrypted) and counted before compression: what [`Index::encode`] and
+    /// [`Index::encode_to`] both write after the header. Returns `out`, the body's length
+    /// and its digest.
+    fn write_body<W: std::io::Write>(
+        &self,
+        out: W,
+        compression: Compression,
+        key: Option<&RepoKey>,
+    ) -> Result<(W, u64, Sha256Digest), Error> {
+        match compression {
+            Compression::None => HashingWriter::new(out, key).serialize(self),
+            Compression::Zstd { level } => {
+                let compress_error = |e: std::io::Error| Error::Compression { why: e.to_string() };
+                let encoder =
+                    zstd::stream::write::Encoder::new(out, level).map_err(compress_error)?;
+                let (encoder, len, digest) = HashingWriter::new(encoder, key).serialize(self)?;
+                Ok((encoder.finish().map_err(compress_error)?, len, digest))
+            }
+        }
     }
 
     /// Decodes and validates an index object. Any input gives a value or an error, never a
