@@ -31,15 +31,23 @@ pub async fn put_create(
         size: bytes.len() as u64,
         sha256: Some(chain_core::Sha256Digest::of(&bytes)),
     };
+    put_create_payload(store, key, PutPayload::from(bytes)).await?;
+    Ok(written)
+}
+
+/// [`put_create`] for a payload its writer has already hashed and counted (an
+/// [`ObjectWriter`](crate::upload::ObjectWriter)'s object smaller than one part).
+pub(crate) async fn put_create_payload(
+    store: &dyn ObjectStore,
+    key: &Path,
+    payload: PutPayload,
+) -> Result<(), Error> {
     let opts = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    match store
-        .put_opts(key, PutPayload::from(bytes.clone()), opts)
-        .await
-    {
-        Ok(_) => Ok(written),
+    match store.put_opts(key, payload.clone(), opts).await {
+        Ok(_) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
             let existing = store
                 .get(key)
@@ -48,8 +56,16 @@ pub async fn put_create(
                 .bytes()
                 .await
                 .map_err(|e| Error::store("reading back", key, e))?;
-            if existing == bytes {
-                Ok(written)
+            let mut rest = &existing[..];
+            let same = existing.len() == payload.content_length()
+                && payload.iter().all(|chunk| {
+                    // The lengths are equal, so every chunk is within `rest`.
+                    let (head, tail) = rest.split_at(chunk.len());
+                    rest = tail;
+                    head == &chunk[..]
+                });
+            if same {
+                Ok(())
             } else {
                 Err(Error::Conflict {
                     key: key.to_string(),
@@ -169,25 +185,31 @@ pub async fn delete_quietly(store: &dyn ObjectStore, keys: &[Path]) {
     }
 }
 
-/// An index up to this many encoded bytes is written with one create-only put, as it was
-/// encoded in memory; a larger one is streamed in parts as it is encoded.
-const INDEX_PUT_WHOLE: usize = 8 << 20;
-
 /// Bytes the index encoder hands over at a time.
 const INDEX_CHUNK: usize = 1 << 20;
 
+/// How an index is uploaded: 8 MiB parts, two in flight. An index smaller than one part
+/// (every index of a database of up to tens of thousands of files) is one create-only put.
+fn index_upload() -> UploadOptions {
+    UploadOptions {
+        parts_in_flight: 2,
+        ..UploadOptions::default()
+    }
+}
+
 /// Writes an unencrypted index at `key` as it is encoded ([`Index::encode_to`] on a thread
-/// of its own, 1 MiB at a time through a channel of two): up to `put_whole` bytes it is
-/// written with [`put_create`], as before; a larger index is uploaded in parts with two in
-/// flight, so that a commit holds ~20 MiB of it, not all of it (~110 MB for a million
-/// files, beside the entries it encodes). On any failure the upload is aborted and nothing
-/// is left under `key`.
+/// of its own, 1 MiB at a time through a channel of two) with an
+/// [`ObjectWriter`](crate::upload::ObjectWriter): an index smaller than one part is one
+/// create-only put, read back when the key is taken, like [`put_create`]; a larger one is
+/// uploaded in parts, so that a commit holds a few parts of it, not all of it (~110 MB for
+/// a million files, beside the entries it encodes). On any failure the upload is aborted
+/// and nothing is left under `key`.
 async fn write_index(
     store: &Arc<dyn ObjectStore>,
     key: &Path,
     index: Arc<Index>,
     compression: Compression,
-    put_whole: usize,
+    options: &UploadOptions,
 ) -> Result<WrittenObject, Error> {
     struct Chunks {
         tx: tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -236,35 +258,11 @@ async fn write_index(
             let _ = done.send(result);
         })
         .map_err(|e| Error::Task(format!("starting the encoder of {key}: {e}")))?;
-    let mut first: Vec<u8> = Vec::new();
-    let mut parts: Option<crate::upload::ObjectWriter> = None;
+    let mut writer =
+        crate::upload::ObjectWriter::new(Arc::clone(store), key.clone(), options, None);
     let mut failed = None;
     while let Some(chunk) = chunks.recv().await {
-        let wrote = match parts.as_mut() {
-            Some(w) => w.write(&chunk).await,
-            None if first.len() + chunk.len() <= put_whole => {
-                first.extend_from_slice(&chunk);
-                Ok(())
-            }
-            None => {
-                let options = UploadOptions {
-                    parts_in_flight: 2,
-                    ..UploadOptions::default()
-                };
-                let w = parts.insert(crate::upload::ObjectWriter::new(
-                    Arc::clone(store),
-                    key.clone(),
-                    &options,
-                    None,
-                ));
-                let head = std::mem::take(&mut first);
-                match w.write(&head).await {
-                    Ok(()) => w.write(&chunk).await,
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        if let Err(e) = wrote {
+        if let Err(e) = writer.write(&chunk).await {
             failed = Some(e);
             break;
         }
@@ -279,14 +277,12 @@ async fn write_index(
         (None, Ok(Err(e))) => Some(e.into()),
         (None, Ok(Ok(()))) => None,
     };
-    match (failed, parts) {
-        (Some(e), Some(mut w)) => {
-            w.abort().await;
+    match failed {
+        Some(e) => {
+            writer.abort().await;
             Err(e)
         }
-        (Some(e), None) => Err(e),
-        (None, Some(w)) => w.finish().await,
-        (None, None) => put_create(store.as_ref(), key, Bytes::from(first)).await,
+        None => writer.finish().await,
     }
 }
 
@@ -320,7 +316,7 @@ async fn commit_inner(
                 &index_key,
                 Arc::clone(&index),
                 index_compression,
-                INDEX_PUT_WHOLE,
+                &index_upload(),
             )
             .await
         }
@@ -399,11 +395,16 @@ mod tests {
         );
         let key = Path::from("db/x.index");
         let mut multipart_calls = 0;
-        for (put_whole, parts) in [(64 << 10, true), (usize::MAX, false)] {
+        let in_parts = index_upload();
+        let whole = UploadOptions {
+            part_size: 64 << 20,
+            ..index_upload()
+        };
+        for (options, parts) in [(&in_parts, true), (&whole, false)] {
             let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
             let counting = FaultStore::new(Arc::clone(&inner), None, Fault::Error);
             let store: Arc<dyn ObjectStore> = Arc::new(counting.clone());
-            let written = write_index(&store, &key, Arc::clone(&index), compression, put_whole)
+            let written = write_index(&store, &key, Arc::clone(&index), compression, options)
                 .await
                 .expect("written");
             let landed = stored(&inner, &key).await.expect("an index");
@@ -427,7 +428,7 @@ mod tests {
             let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
             let store: Arc<dyn ObjectStore> =
                 Arc::new(FaultStore::new(Arc::clone(&inner), Some(k), Fault::Error));
-            let failed = write_index(&store, &key, Arc::clone(&index), compression, 64 << 10)
+            let failed = write_index(&store, &key, Arc::clone(&index), compression, &in_parts)
                 .await
                 .expect_err("a failed call fails the write");
             assert!(!failed.is_permanent(), "call {k}: {failed}");

@@ -21,7 +21,8 @@
 //!
 //! Any error aborts the multipart upload ([`ObjectWriter::abort`] is also called on drop
 //! paths by the owners). Objects smaller than one part are written with a single
-//! create-only put.
+//! create-only put; one that finds the key taken reads it back, and identical bytes there
+//! (a retry of ours whose first answer was lost) are success, others a conflict.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,9 +32,7 @@ use chain_core::{BlockLocation, BlockRef, Compression, ObjectRef, ObjectRole, Sh
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{
-    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
-};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, UploadPart};
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -352,7 +351,8 @@ impl ObjectWriter {
     }
 
     /// Sends what is left and completes the object. A small object (no part sent yet) is
-    /// written with one create-only put. On error the multipart upload is aborted.
+    /// written with one create-only put, read back if the key is taken (identical bytes
+    /// are success). On error the multipart upload is aborted.
     pub async fn finish(mut self) -> Result<WrittenObject, Error> {
         match self.finish_inner().await {
             Ok(w) => Ok(w),
@@ -369,14 +369,7 @@ impl ObjectWriter {
         }
         if self.upload.is_none() {
             let body = self.take_hashed().await?;
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            self.store
-                .put_opts(&self.key, body, opts)
-                .await
-                .map_err(|e| Error::store("writing", &self.key, e))?;
+            crate::commit::put_create_payload(self.store.as_ref(), &self.key, body).await?;
         } else {
             if !self.part.is_empty() {
                 self.send_part().await?;
@@ -1012,5 +1005,47 @@ mod tests {
             "the object holds the bytes written, in order"
         );
         assert_eq!(written.sha256, Some(Sha256Digest::of(&data)));
+    }
+
+    #[tokio::test]
+    async fn a_small_object_whose_key_is_taken_is_read_back() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let key = Path::from("o");
+        let write = |bytes: Vec<u8>| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            async move {
+                let mut w = ObjectWriter::new(store, key, &UploadOptions::default(), None);
+                // In pieces: the single put's payload is the part, whatever the writes were.
+                for chunk in bytes.chunks(1000) {
+                    w.write(chunk).await?;
+                }
+                w.finish().await
+            }
+        };
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let first = write(bytes.clone()).await.expect("written");
+        // A retry of ours whose first answer was lost: the same bytes are success.
+        let again = write(bytes.clone())
+            .await
+            .expect("the same bytes are there");
+        assert_eq!(first, again);
+        // Other bytes (one differs; or one more) are a conflict, and the object is untouched.
+        let mut other = bytes.clone();
+        other[5_000] ^= 1;
+        let mut longer = bytes.clone();
+        longer.push(0);
+        for different in [other, longer, bytes[..9_999].to_vec()] {
+            let e = write(different).await.expect_err("other bytes");
+            assert!(matches!(e, Error::Conflict { .. }), "{e}");
+        }
+        let stored = store
+            .get(&key)
+            .await
+            .expect("there")
+            .bytes()
+            .await
+            .expect("read");
+        assert!(stored == bytes);
     }
 }
