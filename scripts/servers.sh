@@ -2,7 +2,8 @@
 # exports where they are for the tests. Sourced by scripts/test and the benchmarks; the
 # servers are stopped by stop_test_servers (scripts/test sets a trap).
 #
-#   moto server  (S3; atomic create-only puts)   CATENA_TEST_MOTO_ENDPOINT
+#   moto server  (S3; writes made atomic by       CATENA_TEST_MOTO_ENDPOINT
+#                 scripts/moto_server.py)
 #   s3s-fs 0.14.1 (S3; checks signatures)       CATENA_TEST_S3S_ENDPOINT, _ACCESS_KEY, _SECRET_KEY
 #   Azurite blob (Azure)                         AZURITE_BLOB_STORAGE_URL, CATENA_TEST_AZURITE=1
 #
@@ -10,6 +11,7 @@
 
 CATENA_TOOLS="${CATENA_TOOLS:-$HOME/.cache/catena-test-tools}"
 CATENA_SERVER_PIDS=()
+CATENA_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -50,7 +52,9 @@ start_test_servers() {
   export CATENA_SERVER_LOGS
 
   local moto_port; moto_port=$(free_port)
-  moto_server -H 127.0.0.1 -p "$moto_port" >"$CATENA_SERVER_LOGS/moto.log" 2>&1 &
+  # moto's own create-only put is check-then-write in a threaded server (two racing puts
+  # of one key can both succeed); the wrapper handles writes one at a time, as S3 does.
+  python3 "$CATENA_SCRIPTS/moto_server.py" -H 127.0.0.1 -p "$moto_port" >"$CATENA_SERVER_LOGS/moto.log" 2>&1 &
   CATENA_SERVER_PIDS+=($!)
 
   local s3s_port; s3s_port=$(free_port)
