@@ -592,6 +592,172 @@ impl BlockLocation {
     }
 }
 
+fn stored_twice(digest: &Sha256Digest) -> Error {
+    Error::InvalidIndex {
+        why: format!("block {digest} is stored twice"),
+    }
+}
+
+/// What an index's block list says of its data object, summed up record by record: what
+/// [`Index::check_layout`] and [`Index::check_within`] check against the manifest, kept
+/// when the list itself is not ([`IndexChanges`]). Both build it with
+/// [`BlockListSummary::add`], so a list streamed past is refused exactly as one held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockListSummary {
+    /// Records listed.
+    pub blocks: u64,
+    /// Their uncompressed bytes (saturating).
+    pub block_bytes: u64,
+    /// The last record, which ends where every record ends at the latest (records are in
+    /// offset order without overlap).
+    pub last: Option<BlockLocation>,
+    /// The first record that does not start where the one before it ends (the first
+    /// record: at 0), with where the one before ends.
+    pub first_gap: Option<(BlockLocation, u64)>,
+}
+
+impl BlockListSummary {
+    /// Adds the next record of the list: refuses lengths out of bounds, a record that
+    /// starts before the one before it ends, and offsets that overflow.
+    pub fn add(&mut self, b: &BlockLocation) -> Result<(), Error> {
+        if b.len == 0 || b.len > MAX_BLOCK_SIZE || (b.stored_len as usize) < BLOCK_HEADER_LEN {
+            return Err(Error::InvalidIndex {
+                why: format!("block {} has lengths out of bounds", b.digest),
+            });
+        }
+        let end = self.end();
+        if b.offset < end {
+            return Err(Error::InvalidIndex {
+                why: format!("block {} overlaps the previous one", b.digest),
+            });
+        }
+        if b.offset.checked_add(u64::from(b.stored_len)).is_none() {
+            return Err(Error::InvalidIndex {
+                why: "offsets overflow".into(),
+            });
+        }
+        if b.offset != end && self.first_gap.is_none() {
+            self.first_gap = Some((*b, end));
+        }
+        self.blocks += 1;
+        self.block_bytes = self.block_bytes.saturating_add(u64::from(b.len));
+        self.last = Some(*b);
+        Ok(())
+    }
+
+    /// Where the records end (0 for none).
+    pub fn end(&self) -> u64 {
+        self.last.map_or(0, |b| b.range().end)
+    }
+
+    /// [`Index::check_within`] of the list summed up.
+    pub fn check_within(&self, data_size: u64) -> Result<(), Error> {
+        match self.last {
+            Some(b) if b.range().end > data_size => Err(Error::InvalidIndex {
+                why: format!(
+                    "block {} lies at byte {} and is {} bytes long, but the data object has {data_size} bytes",
+                    b.digest, b.offset, b.stored_len
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Index::check_layout`] of the list summed up.
+    pub fn check_layout(&self, data_size: u64, blocks: u64, block_bytes: u64) -> Result<(), Error> {
+        if let Some((b, end)) = self.first_gap {
+            return Err(Error::InvalidIndex {
+                why: format!(
+                    "block {} starts at {} but the one before it ends at {end}: the records of a data object lie back to back",
+                    b.digest, b.offset
+                ),
+            });
+        }
+        let end = self.end();
+        if end != data_size {
+            return Err(Error::InvalidIndex {
+                why: format!(
+                    "its records end at byte {end} but the data object has {data_size} bytes"
+                ),
+            });
+        }
+        if self.blocks != blocks || self.block_bytes != block_bytes {
+            return Err(Error::InvalidIndex {
+                why: format!(
+                    "it lists {} blocks of {} bytes but the manifest records {blocks} of {block_bytes}",
+                    self.blocks, self.block_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An index decoded without its block list: the change set, and the list summed up as it
+/// streamed past, every record checked as [`Index::validate`] checks it (a block listed
+/// twice included). What composing a backup's parent state needs: at a million files the
+/// list is ~50 MB that this never holds (its digests, 32 bytes a block, only while it is
+/// checked for repeats).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexChanges {
+    /// What the artifact changes.
+    pub changes: ChangeSet,
+    /// Its block list, summed up.
+    #[serde(deserialize_with = "summarize_blocks")]
+    pub blocks: BlockListSummary,
+}
+
+/// Deserializes a block list into its [`BlockListSummary`], refusing what
+/// [`Index::validate`] refuses.
+fn summarize_blocks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlockListSummary, D::Error> {
+    struct Summing;
+    impl<'de> serde::de::Visitor<'de> for Summing {
+        type Value = BlockListSummary;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of block records")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<BlockListSummary, A::Error> {
+            use serde::de::Error as _;
+            let mut summary = BlockListSummary::default();
+            let mut digests = Vec::new();
+            while let Some(b) = seq.next_element::<BlockLocation>()? {
+                summary.add(&b).map_err(A::Error::custom)?;
+                digests.push(b.digest);
+            }
+            digests.sort_unstable();
+            if let Some(w) = digests.windows(2).find(|w| w[0] == w[1]) {
+                return Err(A::Error::custom(stored_twice(&w[0])));
+            }
+            Ok(summary)
+        }
+    }
+    d.deserialize_seq(Summing)
+}
+
+impl IndexChanges {
+    /// [`Index::decode_within`] without keeping the block list.
+    pub fn decode_within(
+        bytes: &[u8],
+        limit: u64,
+        key: Option<&RepoKey>,
+    ) -> Result<Self, DecodeError> {
+        decode_within_as(bytes, limit, key, |c: &Self| c.changes.validate())
+    }
+
+    /// [`Index::decode_streamed`] without keeping the block list.
+    pub fn decode_streamed(
+        object: impl std::io::Read,
+        len: u64,
+        limit: u64,
+    ) -> Result<Self, DecodeError> {
+        decode_streamed_as(object, len, limit, |c: &Self| c.changes.validate())
+    }
+}
+
 /// The index of one artifact: its change set against the parent's state, and where each
 /// block it stores lives.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -608,25 +774,7 @@ impl Index {
     /// without overlap or repeats, and lengths are in bounds.
     pub fn validate(&self) -> Result<(), Error> {
         self.changes.validate()?;
-        let mut end = 0u64;
-        for b in &self.blocks {
-            if b.len == 0 || b.len > MAX_BLOCK_SIZE || (b.stored_len as usize) < BLOCK_HEADER_LEN {
-                return Err(Error::InvalidIndex {
-                    why: format!("block {} has lengths out of bounds", b.digest),
-                });
-            }
-            if b.offset < end {
-                return Err(Error::InvalidIndex {
-                    why: format!("block {} overlaps the previous one", b.digest),
-                });
-            }
-            end = b
-                .offset
-                .checked_add(u64::from(b.stored_len))
-                .ok_or_else(|| Error::InvalidIndex {
-                    why: "offsets overflow".into(),
-                })?;
-        }
+        self.summary()?;
         // Each block once: (digest prefix, position) pairs sorted by digest, 16 bytes a
         // block, where a set of the digests took ~50 (50 MB beside the index of a million
         // files being decoded, at the peak of every DIFF, restore and check of it). Equal
@@ -648,11 +796,20 @@ impl Index {
             .windows(2)
             .find(|w| w[0].0 == w[1].0 && digest(w[0].1) == digest(w[1].1))
         {
-            return Err(Error::InvalidIndex {
-                why: format!("block {} is stored twice", digest(w[0].1)),
-            });
+            return Err(stored_twice(digest(w[0].1)));
         }
         Ok(())
+    }
+
+    /// The block list summed up record by record ([`BlockListSummary::add`]): the first
+    /// record with lengths out of bounds, overlapping the one before or overflowing is
+    /// the error.
+    pub fn summary(&self) -> Result<BlockListSummary, Error> {
+        let mut summary = BlockListSummary::default();
+        for b in &self.blocks {
+            summary.add(b)?;
+        }
+        Ok(summary)
     }
 
     /// Checks that every record this index lists lies within the data object's first
@@ -661,20 +818,7 @@ impl Index {
     /// as damage before any read, instead of failing as a request for a range that is not
     /// there (which reads as a failed request, to retry).
     pub fn check_within(&self, data_size: u64) -> Result<(), Error> {
-        let end = |b: &BlockLocation| b.offset.checked_add(u64::from(b.stored_len));
-        match self
-            .blocks
-            .iter()
-            .find(|b| end(b).is_none_or(|end| end > data_size))
-        {
-            Some(b) => Err(Error::InvalidIndex {
-                why: format!(
-                    "block {} lies at byte {} and is {} bytes long, but the data object has {data_size} bytes",
-                    b.digest, b.offset, b.stored_len
-                ),
-            }),
-            None => Ok(()),
-        }
+        self.summary()?.check_within(data_size)
     }
 
     /// Checks what format 2 pins (`docs/FORMAT.md`, "Format 2"): the records this index
@@ -684,36 +828,7 @@ impl Index {
     /// by its own header and digest, a missing, extra, truncated, reordered or misplaced
     /// record is then found without a digest of the whole object.
     pub fn check_layout(&self, data_size: u64, blocks: u64, block_bytes: u64) -> Result<(), Error> {
-        let mut end = 0u64;
-        let mut bytes = 0u64;
-        for b in &self.blocks {
-            if b.offset != end {
-                return Err(Error::InvalidIndex {
-                    why: format!(
-                        "block {} starts at {} but the one before it ends at {end}: the records of a data object lie back to back",
-                        b.digest, b.offset
-                    ),
-                });
-            }
-            end = b.range().end;
-            bytes = bytes.saturating_add(u64::from(b.len));
-        }
-        if end != data_size {
-            return Err(Error::InvalidIndex {
-                why: format!(
-                    "its records end at byte {end} but the data object has {data_size} bytes"
-                ),
-            });
-        }
-        if self.blocks.len() as u64 != blocks || bytes != block_bytes {
-            return Err(Error::InvalidIndex {
-                why: format!(
-                    "it lists {} blocks of {bytes} bytes but the manifest records {blocks} of {block_bytes}",
-                    self.blocks.len()
-                ),
-            });
-        }
-        Ok(())
+        self.summary()?.check_layout(data_size, blocks, block_bytes)
     }
 
     /// Encodes the index object: header, then the JSON body, zstd-compressed when asked.
@@ -809,10 +924,7 @@ impl Index {
         limit: u64,
         key: Option<&RepoKey>,
     ) -> Result<Self, DecodeError> {
-        let h = read_header(bytes, INDEX_MAGIC, "index", true)?;
-        Self::check_claims(&h, limit)?;
-        let payload = open_payload(&h, bytes, key)?;
-        Self::decode_payload(&h, &payload[..], key)
+        decode_within_as(bytes, limit, key, Index::validate)
     }
 
     /// [`decode_within`](Self::decode_within) for an index object of an unencrypted
@@ -822,103 +934,11 @@ impl Index {
     /// the object has no more, and its digest. An encrypted index needs its whole body to
     /// authenticate it: it is refused here ([`DecodeError::KeyNeeded`]).
     pub fn decode_streamed(
-        mut object: impl std::io::Read,
+        object: impl std::io::Read,
         len: u64,
         limit: u64,
     ) -> Result<Self, DecodeError> {
-        let mut head = [0u8; INDEX_HEADER_LEN];
-        let mut got = 0;
-        while got < head.len() {
-            match object.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(DecodeError::Decompress(e.to_string())),
-            }
-        }
-        if got < head.len() || len < head.len() as u64 {
-            return Err(DecodeError::Truncated {
-                got: (got as u64).min(len),
-                want: head.len() as u64,
-            });
-        }
-        let mut h = read_header(&head, INDEX_MAGIC, "index", true)?;
-        h.stored_len = len - head.len() as u64;
-        Self::check_claims(&h, limit)?;
-        if h.version == ENCRYPTED_CONTAINER_VERSION {
-            return Err(DecodeError::KeyNeeded);
-        }
-        Self::decode_payload(&h, object.take(h.stored_len), None)
-    }
-
-    /// Refuses a header whose body length is beyond `limit` (and [`MAX_INDEX_LEN`]), or
-    /// beyond what its compressed size can inflate to, before anything is allocated.
-    fn check_claims(h: &Header, limit: u64) -> Result<(), DecodeError> {
-        if h.raw_len > MAX_INDEX_LEN.min(limit) {
-            return Err(DecodeError::BadLength {
-                what: "index (more than its manifest allows)",
-                len: h.raw_len,
-            });
-        }
-        if h.codec == CODEC_ZSTD {
-            // A zstd frame cannot expand by more than ~1:32768 with the default window;
-            // refuse headers that claim absurd ratios before allocating.
-            let limit = (h.stored_len.max(1)).saturating_mul(1 << 16);
-            if h.raw_len > limit {
-                return Err(DecodeError::BadLength {
-                    what: "index (for its compressed size)",
-                    len: h.raw_len,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Decompresses, parses, hashes and validates the body from `payload` (what follows
-    /// the header, decrypted), against the header `h`.
-    fn decode_payload(
-        h: &Header,
-        payload: impl std::io::Read,
-        key: Option<&RepoKey>,
-    ) -> Result<Self, DecodeError> {
-        let inner: Box<dyn std::io::Read + '_> = match h.codec {
-            CODEC_NONE => Box::new(payload),
-            _ => Box::new(
-                zstd::stream::read::Decoder::new(payload)
-                    .map_err(|e| DecodeError::Decompress(e.to_string()))?,
-            ),
-        };
-        // One byte past the recorded length shows a body longer than it says.
-        let mut body = HashingReader {
-            inner: std::io::Read::take(inner, h.raw_len.saturating_add(1)),
-            hasher: BodyHasher::new(key),
-            read: 0,
-        };
-        let index: Index = serde_json::from_reader(std::io::BufReader::new(&mut body))
-            .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
-        if body.read != h.raw_len {
-            return Err(DecodeError::Decompress(format!(
-                "{}{} bytes, the header says {}",
-                body.read.min(h.raw_len),
-                if body.read > h.raw_len {
-                    " or more"
-                } else {
-                    ""
-                },
-                h.raw_len
-            )));
-        }
-        let actual = body.hasher.finalize();
-        if actual != h.digest {
-            return Err(DecodeError::Checksum {
-                expected: h.digest,
-                actual,
-            });
-        }
-        index
-            .validate()
-            .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
-        Ok(index)
+        decode_streamed_as(object, len, limit, Index::validate)
     }
 
     /// The most bytes the body of an index can take for an artifact whose manifest records
@@ -945,6 +965,123 @@ impl Index {
             .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
         Ok(index)
     }
+}
+
+/// Decodes an index object held whole into `T` (an [`Index`] or an [`IndexChanges`]):
+/// header, claims, the payload opened (authenticated when `key`), then the body.
+fn decode_within_as<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    limit: u64,
+    key: Option<&RepoKey>,
+    validate: impl FnOnce(&T) -> Result<(), Error>,
+) -> Result<T, DecodeError> {
+    let h = read_header(bytes, INDEX_MAGIC, "index", true)?;
+    check_claims(&h, limit)?;
+    let payload = open_payload(&h, bytes, key)?;
+    decode_payload(&h, &payload[..], key, validate)
+}
+
+/// Decodes an unencrypted index object into `T` as it is read from `object` (see
+/// [`Index::decode_streamed`]).
+fn decode_streamed_as<T: serde::de::DeserializeOwned>(
+    mut object: impl std::io::Read,
+    len: u64,
+    limit: u64,
+    validate: impl FnOnce(&T) -> Result<(), Error>,
+) -> Result<T, DecodeError> {
+    let mut head = [0u8; INDEX_HEADER_LEN];
+    let mut got = 0;
+    while got < head.len() {
+        match object.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(DecodeError::Decompress(e.to_string())),
+        }
+    }
+    if got < head.len() || len < head.len() as u64 {
+        return Err(DecodeError::Truncated {
+            got: (got as u64).min(len),
+            want: head.len() as u64,
+        });
+    }
+    let mut h = read_header(&head, INDEX_MAGIC, "index", true)?;
+    h.stored_len = len - head.len() as u64;
+    check_claims(&h, limit)?;
+    if h.version == ENCRYPTED_CONTAINER_VERSION {
+        return Err(DecodeError::KeyNeeded);
+    }
+    decode_payload(&h, object.take(h.stored_len), None, validate)
+}
+
+/// Refuses a header whose body length is beyond `limit` (and [`MAX_INDEX_LEN`]), or
+/// beyond what its compressed size can inflate to, before anything is allocated.
+fn check_claims(h: &Header, limit: u64) -> Result<(), DecodeError> {
+    if h.raw_len > MAX_INDEX_LEN.min(limit) {
+        return Err(DecodeError::BadLength {
+            what: "index (more than its manifest allows)",
+            len: h.raw_len,
+        });
+    }
+    if h.codec == CODEC_ZSTD {
+        // A zstd frame cannot expand by more than ~1:32768 with the default window;
+        // refuse headers that claim absurd ratios before allocating.
+        let limit = (h.stored_len.max(1)).saturating_mul(1 << 16);
+        if h.raw_len > limit {
+            return Err(DecodeError::BadLength {
+                what: "index (for its compressed size)",
+                len: h.raw_len,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses, parses, hashes and validates (with `validate`) the body from `payload`
+/// (what follows the header, decrypted) against the header `h`, into an [`Index`] or an
+/// [`IndexChanges`].
+fn decode_payload<T: serde::de::DeserializeOwned>(
+    h: &Header,
+    payload: impl std::io::Read,
+    key: Option<&RepoKey>,
+    validate: impl FnOnce(&T) -> Result<(), Error>,
+) -> Result<T, DecodeError> {
+    let inner: Box<dyn std::io::Read + '_> = match h.codec {
+        CODEC_NONE => Box::new(payload),
+        _ => Box::new(
+            zstd::stream::read::Decoder::new(payload)
+                .map_err(|e| DecodeError::Decompress(e.to_string()))?,
+        ),
+    };
+    // One byte past the recorded length shows a body longer than it says.
+    let mut body = HashingReader {
+        inner: std::io::Read::take(inner, h.raw_len.saturating_add(1)),
+        hasher: BodyHasher::new(key),
+        read: 0,
+    };
+    let index: T = serde_json::from_reader(std::io::BufReader::new(&mut body))
+        .map_err(|e| DecodeError::IndexBody(e.to_string()))?;
+    if body.read != h.raw_len {
+        return Err(DecodeError::Decompress(format!(
+            "{}{} bytes, the header says {}",
+            body.read.min(h.raw_len),
+            if body.read > h.raw_len {
+                " or more"
+            } else {
+                ""
+            },
+            h.raw_len
+        )));
+    }
+    let actual = body.hasher.finalize();
+    if actual != h.digest {
+        return Err(DecodeError::Checksum {
+            expected: h.digest,
+            actual,
+        });
+    }
+    validate(&index).map_err(|e| DecodeError::IndexBody(e.to_string()))?;
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -1232,6 +1369,75 @@ mod tests {
         far.blocks[1].offset = u64::MAX;
         assert!(far.check_within(u64::MAX).is_err(), "no overflow, no panic");
         Index::default().check_within(0).expect("no blocks");
+    }
+
+    #[test]
+    fn an_index_read_without_its_block_list_refuses_what_the_whole_index_refuses() {
+        let idx = index();
+        let mut lists: Vec<(&str, Vec<BlockLocation>)> = vec![("as written", idx.blocks.clone())];
+        let mut twice = idx.blocks.clone();
+        twice.push(BlockLocation {
+            offset: idx.summary().expect("valid").end() + 10,
+            ..twice[0]
+        });
+        lists.push(("a block twice", twice));
+        let mut overlap = idx.blocks.clone();
+        overlap[1].offset -= 1;
+        lists.push(("overlapping", overlap));
+        let mut empty = idx.blocks.clone();
+        empty[0].len = 0;
+        lists.push(("an empty block", empty));
+        let mut short = idx.blocks.clone();
+        short[1].stored_len = 3;
+        lists.push(("a record shorter than its header", short));
+        let mut overflow = idx.blocks.clone();
+        overflow[1].offset = u64::MAX - 10;
+        lists.push(("offsets overflowing", overflow));
+        let mut gap = idx.blocks.clone();
+        gap[1].offset += 7;
+        lists.push(("a gap (format 1 allows it)", gap));
+        for (what, blocks) in lists {
+            let idx = Index {
+                changes: idx.changes.clone(),
+                blocks,
+            };
+            let bytes = idx
+                .encode(Compression::Zstd { level: 1 }, None)
+                .expect("encode");
+            let whole = Index::decode(&bytes);
+            let streamed =
+                IndexChanges::decode_streamed(&bytes[..], bytes.len() as u64, MAX_INDEX_LEN);
+            let held = IndexChanges::decode_within(&bytes, MAX_INDEX_LEN, None);
+            assert_eq!(streamed, held, "{what}");
+            let valid = what == "as written" || what.starts_with("a gap");
+            assert_eq!(whole.is_ok(), valid, "{what}: {whole:?}");
+            match (whole, streamed) {
+                (Ok(whole), Ok(lean)) => {
+                    assert_eq!(lean.changes, whole.changes, "{what}");
+                    assert_eq!(Some(lean.blocks), whole.summary().ok(), "{what}");
+                }
+                (Err(DecodeError::IndexBody(a)), Err(DecodeError::IndexBody(b))) => {
+                    // The same finding, whatever else the parser adds to it.
+                    let why = a.trim_start_matches("invalid index: ");
+                    assert!(b.contains(why), "{what}: {a} against {b}");
+                }
+                (whole, lean) => panic!("{what}: {whole:?} against {lean:?}"),
+            }
+        }
+        // The summary of a list with a gap records it, for format 2's check.
+        let mut gap = idx.clone();
+        gap.blocks[1].offset += 7;
+        let summary = gap.summary().expect("format 1 allows gaps");
+        assert_eq!(
+            summary.first_gap.map(|(b, end)| (b.offset, end)),
+            Some((idx.blocks[1].offset + 7, idx.blocks[1].offset))
+        );
+        assert!(summary.check_within(summary.end()).is_ok());
+        assert!(
+            summary
+                .check_layout(summary.end(), 2, summary.block_bytes)
+                .is_err()
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! corpora through them, so a crash found once stays fixed.
 
 use crate::crypto::{KeySlot, RecordCipher, RepoConfig, RepoKey, Secret};
-use crate::{ArtifactId, BlockRef, Compression, DatabaseName, Index, Manifest, Sha256Digest};
+use crate::{
+    ArtifactId, BlockRef, Compression, DatabaseName, Index, IndexChanges, Manifest, Sha256Digest,
+};
 
 /// The fixed key the fuzz checks decode encrypted objects with. XChaCha20-Poly1305, the
 /// cipher the corpora's sealed inputs were made with, so that they still reach the checks
@@ -64,6 +66,25 @@ pub fn index(data: &[u8]) {
             streamed.is_ok(),
             "{whole:?} against {streamed:?}"
         );
+        // Decoded without its block list, an object is refused or accepted exactly as it
+        // is with it, with the same changes and the list summed up the same.
+        for lean in [
+            IndexChanges::decode_streamed(object, object.len() as u64, crate::MAX_INDEX_LEN),
+            IndexChanges::decode_within(object, crate::MAX_INDEX_LEN, None),
+        ] {
+            match (&whole, lean) {
+                (Ok(index), Ok(lean)) => {
+                    assert_eq!(lean.changes, index.changes, "another change set");
+                    assert_eq!(
+                        Some(lean.blocks),
+                        index.summary().ok(),
+                        "another block list summary"
+                    );
+                }
+                (Err(_), Err(_)) => {}
+                (whole, lean) => panic!("{whole:?} against {lean:?} without the block list"),
+            }
+        }
         assert_eq!(
             whole.ok(),
             streamed.ok(),

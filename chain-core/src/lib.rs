@@ -92,9 +92,9 @@ pub use aggregate::{
 pub use assemble::{AssemblyPlan, Part, PartLimits, Segment, SourceRecord, plan_assembly};
 pub use catalog::{Catalog, CatalogProblem, Damage, DamageKind, Unusable};
 pub use container::{
-    BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockLocation, CONTAINER_VERSION, DecodeError, EncodedBlock,
-    INDEX_HEADER_LEN, INDEX_MAGIC, Index, MAX_BLOCK_SIZE, MAX_INDEX_LEN, decode_block,
-    encode_block, encode_hashed_block, encode_hashed_block_into,
+    BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockListSummary, BlockLocation, CONTAINER_VERSION, DecodeError,
+    EncodedBlock, INDEX_HEADER_LEN, INDEX_MAGIC, Index, IndexChanges, MAX_BLOCK_SIZE,
+    MAX_INDEX_LEN, decode_block, encode_block, encode_hashed_block, encode_hashed_block_into,
 };
 pub use crypto::{RepoKey, Secret, block_digest};
 pub use decide::{

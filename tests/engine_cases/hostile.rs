@@ -29,6 +29,27 @@ async fn rewrite_manifest(repo: &Repository, id: &ArtifactId, change: impl FnOnc
         .expect("put");
 }
 
+/// Replaces `id`'s index with `index`, encoded as its manifest says, and pins the new
+/// object in the manifest (size, SHA-256, stored bytes), as a hostile writer can.
+async fn replace_index(repo: &Repository, id: &ArtifactId, index: &Index) {
+    let manifest = Manifest::from_json(&object_bytes(repo, &layout::manifest_key(id)).await)
+        .expect("manifest");
+    let encoded = index.encode(manifest.compression, None).expect("encode");
+    let (size, digest) = (encoded.len() as u64, Sha256Digest::of(&encoded));
+    overwrite(repo, &layout::index_key(id), encoded).await;
+    rewrite_manifest(repo, id, |m| {
+        let o = m
+            .objects
+            .iter_mut()
+            .find(|o| o.role == ObjectRole::Index)
+            .expect("an index");
+        let old = std::mem::replace(&mut o.size, size);
+        o.sha256 = Some(digest);
+        m.sizes.stored_bytes = m.sizes.stored_bytes - old + size;
+    })
+    .await;
+}
+
 /// The bytes of the object at `key`.
 pub(crate) async fn object_bytes(repo: &Repository, key: &Key) -> Bytes {
     repo.store()
@@ -967,19 +988,7 @@ async fn a_format_1_index_placing_a_block_past_its_data_object_is_damage() {
     let last = index.blocks.last_mut().expect("a block");
     assert!(last.range().end <= data_size);
     last.offset = data_size;
-    let encoded = index.encode(manifest.compression, None).expect("encode");
-    let (size, digest) = (encoded.len() as u64, Sha256Digest::of(&encoded));
-    overwrite(&repo, &index_key, encoded).await;
-    rewrite_manifest(&repo, &id, |m| {
-        let o = m
-            .objects
-            .iter_mut()
-            .find(|o| o.role == ObjectRole::Index)
-            .expect("an index");
-        o.size = size;
-        o.sha256 = Some(digest);
-    })
-    .await;
+    replace_index(&repo, &id, &index).await;
 
     let err = restore(
         &repo,
@@ -1006,4 +1015,50 @@ async fn a_format_1_index_placing_a_block_past_its_data_object_is_damage() {
             .any(|p| p.key.as_deref() == Some(index_key.as_ref())),
         "{report:?}"
     );
+}
+
+/// An index that lists one block twice, rewritten with its manifest (as a hostile writer
+/// can, keeping every size and count): a backup reads its parent's index without keeping
+/// the block list, checking each record as it streams past, and refuses it as restore and
+/// check do, naming the index; with `fallbackToFull: false` it writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_index_listing_a_block_twice_is_refused_by_the_next_backup() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = local_repo(&work.path().join("repo")).await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a"), data(3 << 20, 7, true)).expect("write");
+    let (full, _) = committed(&backup_dir(&repo, "neo4j", &src, BackupRequest::default()).await);
+    let index_key = layout::index_key(&full);
+    let mut index = Index::decode(&object_bytes(&repo, &index_key).await).expect("index");
+    assert!(index.blocks.len() >= 2, "{} blocks", index.blocks.len());
+    // Same offsets, lengths and counts: only the second record's digest names the first's.
+    index.blocks[1].digest = index.blocks[0].digest;
+    replace_index(&repo, &full, &index).await;
+
+    mutate(&src, 3);
+    let request = BackupRequest {
+        fallback_to_full: false,
+        ..BackupRequest::default()
+    };
+    let report = backup_dir(&repo, "neo4j", &src, request).await;
+    let error = report.run.databases[0].error.clone().unwrap_or_default();
+    assert!(error.contains(index_key.as_ref()), "{error}");
+    assert!(error.contains("stored twice"), "{error}");
+    let view = repo.catalog(&db("neo4j")).await.expect("catalog");
+    assert_eq!(view.catalog.artifacts().count(), 1, "nothing was committed");
+
+    let err = restore(
+        &repo,
+        &db("neo4j"),
+        &RestoreOptions::new(work.path().join("restored")),
+        &progress(),
+    )
+    .await
+    .expect_err("the same index, read whole");
+    assert!(err.to_string().contains("stored twice"), "{err}");
+    let report = check(&repo, &db("neo4j"), &CheckOptions::default(), &progress())
+        .await
+        .expect("check runs");
+    assert!(!report.ok, "{report:?}");
 }
