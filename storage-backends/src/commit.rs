@@ -49,10 +49,18 @@ pub(crate) async fn put_create_payload(
     match store.put_opts(key, payload.clone(), opts).await {
         Ok(_) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let existing = store
+            let found = store
                 .get(key)
                 .await
-                .map_err(|e| Error::store("reading back", key, e))?
+                .map_err(|e| Error::store("reading back", key, e))?;
+            // Another size is another object: it is not read (whatever is there, a stray
+            // object of gigabytes included, is never downloaded to be compared).
+            if found.meta.size != payload.content_length() as u64 {
+                return Err(Error::Conflict {
+                    key: key.to_string(),
+                });
+            }
+            let existing = found
                 .bytes()
                 .await
                 .map_err(|e| Error::store("reading back", key, e))?;
@@ -434,5 +442,24 @@ mod tests {
             assert!(!failed.is_permanent(), "call {k}: {failed}");
             assert!(stored(&inner, &key).await.is_none(), "call {k}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_taken_by_an_object_of_another_size_is_a_conflict_without_reading_it() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let key = Path::from("db/x.manifest.json");
+        inner
+            .put(&key, PutPayload::from(vec![7u8; 100_000]))
+            .await
+            .expect("put");
+        // Call 0 is the create-only put (refused: the key is taken), call 1 the read back,
+        // whose body breaks half way: only a read of the body would see that.
+        let store = FaultStore::new(Arc::clone(&inner), Some(1), Fault::BrokenBody);
+        let err = put_create(&store, &key, Bytes::from_static(b"ours"))
+            .await
+            .expect_err("the key is taken");
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        assert_eq!(store.calls(), 2);
+        assert_eq!(stored(&inner, &key).await.expect("there").len(), 100_000);
     }
 }
