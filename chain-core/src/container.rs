@@ -645,15 +645,16 @@ impl BlockListSummary {
         Ok(())
     }
 
-    /// Where the records end (0 for none).
+    /// Where the records end (0 for none; saturating, for a summary built by hand).
     pub fn end(&self) -> u64 {
-        self.last.map_or(0, |b| b.range().end)
+        self.last
+            .map_or(0, |b| b.offset.saturating_add(u64::from(b.stored_len)))
     }
 
     /// [`Index::check_within`] of the list summed up.
     pub fn check_within(&self, data_size: u64) -> Result<(), Error> {
         match self.last {
-            Some(b) if b.range().end > data_size => Err(Error::InvalidIndex {
+            Some(b) if self.end() > data_size => Err(Error::InvalidIndex {
                 why: format!(
                     "block {} lies at byte {} and is {} bytes long, but the data object has {data_size} bytes",
                     b.digest, b.offset, b.stored_len
@@ -1369,6 +1370,13 @@ mod tests {
         far.blocks[1].offset = u64::MAX;
         assert!(far.check_within(u64::MAX).is_err(), "no overflow, no panic");
         Index::default().check_within(0).expect("no blocks");
+        // A summary built by hand whose last record overflows: refused, no panic.
+        let by_hand = BlockListSummary {
+            last: Some(far.blocks[1]),
+            ..BlockListSummary::default()
+        };
+        assert_eq!(by_hand.end(), u64::MAX);
+        assert!(by_hand.check_within(u64::MAX - 1).is_err());
     }
 
     #[test]
